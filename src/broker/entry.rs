@@ -1,0 +1,239 @@
+//! One credential's cache entry: its last good document, its staleness,
+//! and the lease arithmetic that decides what may be handed out.
+//!
+//! The state lives in a `tokio::sync::watch` channel: readers take a cheap
+//! snapshot, and watchers are woken by the same write that changes it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::watch;
+
+use super::{BrokerError, Clock};
+use crate::{
+    config::{CredentialConfig, Source},
+    secret::{CredentialDocument, Kind, parse_document},
+    store::SecretStore,
+};
+
+/// A document that parsed and validated.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The parsed document.
+    pub document: CredentialDocument,
+    /// The store's version id.
+    pub version: String,
+    /// When it was read.
+    pub loaded_at: SystemTime,
+}
+
+/// What the broker knows of a credential right now.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The last good value, if there ever was one.
+    pub loaded: Option<Arc<Loaded>>,
+    /// Set from the first failed refresh after a good one until the next good one.
+    pub stale_since: Option<SystemTime>,
+    /// Why nothing may be served (never loaded, or stale past `max_stale`).
+    pub unavailable: Option<Arc<str>>,
+}
+
+/// A credential handed out: valid until `expires_at`.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// Credential name.
+    pub name: String,
+    /// The value served.
+    pub loaded: Arc<Loaded>,
+    /// When this lease was issued.
+    pub issued_at: SystemTime,
+    /// When it ends.
+    pub expires_at: SystemTime,
+    /// Set when the store could not be read at the last refresh.
+    pub stale_since: Option<SystemTime>,
+}
+
+/// A configured credential and its state.
+pub struct Entry {
+    /// Its config.
+    pub config: CredentialConfig,
+    pub(super) store: Arc<dyn SecretStore>,
+    pub(super) state: watch::Sender<Snapshot>,
+}
+
+/// What one refresh found.
+pub(super) enum Refreshed {
+    /// The value changed (or recovered): watchers were pushed.
+    Changed,
+    /// Same version as before.
+    Unchanged,
+}
+
+impl Entry {
+    pub(super) fn new(config: CredentialConfig, store: Arc<dyn SecretStore>) -> Self {
+        Self {
+            config,
+            store,
+            state: watch::Sender::new(Snapshot {
+                unavailable: Some("not loaded yet".into()),
+                ..Snapshot::default()
+            }),
+        }
+    }
+
+    /// The credential's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The kind to report in ListCredentials.
+    pub fn kind(&self) -> Kind {
+        self.config
+            .kind
+            .or_else(|| {
+                self.state
+                    .borrow()
+                    .loaded
+                    .as_ref()
+                    .map(|l| l.document.kind())
+            })
+            .unwrap_or(Kind::AuthToken)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver woken on every change of the snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.state.subscribe()
+    }
+
+    fn path(&self) -> &str {
+        match &self.config.source {
+            Source::Store { path, .. } => path,
+            Source::Dynamic(_) => "",
+        }
+    }
+
+    /// The instant past which a stale value may no longer be served.
+    pub fn stale_deadline(&self, snapshot: &Snapshot) -> Option<SystemTime> {
+        snapshot.stale_since.map(|s| s + self.config.max_stale)
+    }
+
+    /// A lease on `snapshot` at `now`, or why there is none.
+    pub fn lease_from(&self, snapshot: &Snapshot, now: SystemTime) -> Result<Lease, BrokerError> {
+        let unavailable = |reason: &str| BrokerError::Unavailable {
+            name: self.name().to_owned(),
+            reason: reason.to_owned(),
+        };
+        let Some(loaded) = &snapshot.loaded else {
+            return Err(unavailable(
+                snapshot.unavailable.as_deref().unwrap_or("not loaded yet"),
+            ));
+        };
+        let mut expires_at = now + self.config.lease_ttl;
+        if let Some(deadline) = self.stale_deadline(snapshot) {
+            if now >= deadline {
+                return Err(unavailable(&format!(
+                    "its store has failed for longer than max_stale ({})",
+                    humantime::format_duration(self.config.max_stale)
+                )));
+            }
+            expires_at = expires_at.min(deadline);
+        }
+        Ok(Lease {
+            name: self.name().to_owned(),
+            loaded: Arc::clone(loaded),
+            issued_at: now,
+            expires_at,
+            stale_since: snapshot.stale_since,
+        })
+    }
+
+    /// A lease on the current value.
+    pub fn lease(&self, clock: &Clock) -> Result<Lease, BrokerError> {
+        self.lease_from(&self.state.borrow(), clock.now())
+    }
+
+    /// Reads and parses the document, without touching the state.
+    pub(super) async fn load(&self, clock: &Clock) -> Result<Loaded, BrokerError> {
+        let doc = self
+            .store
+            .read(self.path())
+            .await
+            .map_err(|e| BrokerError::Store {
+                name: self.name().to_owned(),
+                source: e,
+            })?;
+        let document = parse_document(self.name(), doc.bytes.expose_secret(), self.config.kind)?;
+        Ok(Loaded {
+            document,
+            version: doc.version,
+            loaded_at: clock.now(),
+        })
+    }
+
+    /// Publishes a freshly loaded value; pushes watchers only if it differs.
+    pub(super) fn publish(&self, loaded: Loaded) -> Refreshed {
+        let changed = self.state.send_if_modified(|s| {
+            let same = s
+                .loaded
+                .as_ref()
+                .is_some_and(|l| l.version == loaded.version)
+                && s.stale_since.is_none()
+                && s.unavailable.is_none();
+            if same {
+                return false;
+            }
+            *s = Snapshot {
+                loaded: Some(Arc::new(loaded)),
+                stale_since: None,
+                unavailable: None,
+            };
+            true
+        });
+        if changed {
+            Refreshed::Changed
+        } else {
+            Refreshed::Unchanged
+        }
+    }
+
+    /// Records a failed refresh at `now`: the value turns stale, and
+    /// unavailable once `max_stale` has passed.
+    pub(super) fn fail(&self, now: SystemTime, reason: &str) {
+        self.state.send_if_modified(|s| {
+            if s.loaded.is_none() {
+                let changed = s.unavailable.as_deref() != Some(reason);
+                s.unavailable = Some(reason.into());
+                return changed;
+            }
+            match s.stale_since {
+                None => {
+                    s.stale_since = Some(now);
+                    true
+                }
+                Some(since) if now >= since + self.config.max_stale && s.unavailable.is_none() => {
+                    s.unavailable = Some(
+                        format!(
+                            "its store has failed for longer than max_stale ({})",
+                            humantime::format_duration(self.config.max_stale)
+                        )
+                        .into(),
+                    );
+                    true
+                }
+                Some(_) => false,
+            }
+        });
+    }
+
+    /// How long until the current value should be re-read at the latest.
+    pub(super) fn refresh_interval(&self) -> Duration {
+        self.config.refresh_interval
+    }
+}

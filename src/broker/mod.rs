@@ -1,0 +1,477 @@
+//! The broker: a cache of the current credentials, kept fresh from the
+//! stores, leased to callers and pushed to watchers.
+//!
+//! Each credential has one refresh task. It re-reads the store every
+//! `refresh_interval` (with jitter, so many credentials do not read in
+//! step), at once when the store reports a change or on `refresh_all`
+//! (SIGHUP), and with jittered exponential backoff after a failure. A
+//! failure keeps the last good value, marked stale, until `max_stale` has
+//! passed; then the credential is unavailable until a read succeeds again.
+
+mod clock;
+mod entry;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use rand::Rng;
+use tokio::{sync::mpsc, sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+pub use clock::Clock;
+pub use entry::{Entry, Lease, Loaded, Snapshot};
+
+use crate::{
+    config::{Config, Source},
+    secret::DocumentError,
+    store::{self, StoreError},
+};
+
+/// Why the broker cannot answer for a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No credential has that name.
+    #[error("no credential named `{0}`")]
+    NotFound(String),
+    /// Never loaded, or stale past `max_stale`.
+    #[error("credential `{name}` is unavailable: {reason}")]
+    Unavailable {
+        /// Credential name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error("credential `{name}`: {source}")]
+    Store {
+        /// Credential name.
+        name: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// The stored document is bad.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// The broker is stopping.
+    #[error("credbroker is shutting down")]
+    ShuttingDown,
+}
+
+/// Why the broker could not start: every credential that failed, each named.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A store could not be built.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A configured feature this build does not have yet.
+    #[error("credential `{name}`: {what} is not available in this build of credbroker")]
+    Unsupported {
+        /// Credential name.
+        name: String,
+        /// The feature.
+        what: String,
+    },
+    /// Credentials whose first load failed.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Load(Vec<BrokerError>),
+}
+
+/// The credential cache, shared by the server and the refresh tasks.
+pub struct Broker {
+    entries: BTreeMap<String, Arc<Entry>>,
+    clock: Clock,
+    reload: watch::Sender<u64>,
+    stopping: CancellationToken,
+}
+
+impl Broker {
+    /// Builds the stores, loads every credential once (all must load: the
+    /// daemon never starts half-configured), then starts the refresh tasks,
+    /// which stop when `stopping` is cancelled.
+    pub async fn start(
+        config: &Config,
+        stopping: CancellationToken,
+    ) -> Result<Arc<Broker>, StartError> {
+        let mut stores = BTreeMap::new();
+        for (name, cfg) in &config.stores {
+            stores.insert(name.clone(), store::build(name, cfg)?);
+        }
+        let mut entries = BTreeMap::new();
+        for (name, cfg) in &config.credentials {
+            let store = match &cfg.source {
+                Source::Store { store, .. } => Arc::clone(&stores[store]),
+                Source::Dynamic(_) => {
+                    return Err(StartError::Unsupported {
+                        name: name.clone(),
+                        what: "kind `dynamic_api_key`".into(),
+                    });
+                }
+            };
+            if cfg.rotation.is_some() {
+                tracing::warn!(
+                    credential = %name,
+                    "rotation is configured but this build does not rotate yet; the schedule is ignored"
+                );
+            }
+            entries.insert(name.clone(), Arc::new(Entry::new(cfg.clone(), store)));
+        }
+        let broker = Arc::new(Broker {
+            entries,
+            clock: Clock::new(),
+            reload: watch::Sender::new(0),
+            stopping,
+        });
+
+        let mut loads = JoinSet::new();
+        for entry in broker.entries.values() {
+            let entry = Arc::clone(entry);
+            let clock = broker.clock;
+            loads.spawn(async move { (entry.load(&clock).await, entry) });
+        }
+        let mut failures = Vec::new();
+        while let Some(joined) = loads.join_next().await {
+            let (result, entry) = joined.expect("a credential load does not panic");
+            match result {
+                Ok(loaded) => {
+                    tracing::info!(
+                        credential = %entry.name(),
+                        version = %loaded.version,
+                        kind = %loaded.document.kind(),
+                        "credential loaded"
+                    );
+                    entry.publish(loaded);
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        if !failures.is_empty() {
+            failures.sort_by_key(|e| e.to_string());
+            return Err(StartError::Load(failures));
+        }
+
+        let mut store_changes: BTreeMap<&str, Option<watch::Receiver<u64>>> = BTreeMap::new();
+        for entry in broker.entries.values() {
+            let changes = match &entry.config.source {
+                Source::Store { store, .. } => store_changes
+                    .entry(store.as_str())
+                    .or_insert_with(|| stores[store].changes())
+                    .clone(),
+                Source::Dynamic(_) => None,
+            };
+            tokio::spawn(refresh_loop(
+                Arc::clone(entry),
+                broker.clock,
+                changes,
+                broker.reload.subscribe(),
+                broker.stopping.clone(),
+            ));
+        }
+        Ok(broker)
+    }
+
+    /// The credential `name`.
+    pub fn entry(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.entries.get(name)
+    }
+
+    /// Every credential, by name.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.entries.values()
+    }
+
+    /// The broker's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// A lease on credential `name`.
+    pub fn lease(&self, name: &str) -> Result<Lease, BrokerError> {
+        self.entry(name)
+            .ok_or_else(|| BrokerError::NotFound(name.to_owned()))?
+            .lease(&self.clock)
+    }
+
+    /// Re-reads every store now (SIGHUP).
+    pub fn refresh_all(&self) {
+        self.reload.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Leases on `entry`: one at once, then one on every change, and a
+    /// renewal halfway through each lease so a watcher never holds an
+    /// expired one. Ends with an error when the credential becomes
+    /// unavailable or the broker stops.
+    pub fn watch(&self, entry: Arc<Entry>) -> mpsc::Receiver<Result<Lease, BrokerError>> {
+        let (tx, rx) = mpsc::channel(4);
+        let clock = self.clock;
+        let stopping = self.stopping.clone();
+        let mut changes = entry.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let snapshot = changes.borrow_and_update().clone();
+                let lease = entry.lease_from(&snapshot, clock.now());
+                let renew_at = match &lease {
+                    Ok(l) => {
+                        let half = l
+                            .expires_at
+                            .duration_since(l.issued_at)
+                            .unwrap_or(Duration::ZERO)
+                            / 2;
+                        clock.instant_at(l.issued_at + half)
+                    }
+                    Err(_) => {
+                        let _ = tx.send(lease).await;
+                        return;
+                    }
+                };
+                if tx.send(lease).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = stopping.cancelled() => {
+                        let _ = tx.send(Err(BrokerError::ShuttingDown)).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(renew_at) => {}
+                }
+            }
+        });
+        rx
+    }
+
+    /// Whether the config names this peer anywhere: only such peers learn
+    /// whether a credential name exists.
+    pub fn knows_peer(&self, uid: u32, gid: u32, own_uid: u32) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.config.allow.permits(uid, gid, own_uid))
+    }
+}
+
+/// `d` shortened by up to 10%, so credentials with one interval spread out.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..=1.0))
+}
+
+/// Exponential backoff from 1 s, capped at `cap`, with full jitter in its upper half.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(cap);
+    base.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+async fn next_change(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a burst of file events is given to settle before the re-read.
+const SETTLE: Duration = Duration::from_millis(50);
+
+async fn refresh_loop(
+    entry: Arc<Entry>,
+    clock: Clock,
+    mut store_changes: Option<watch::Receiver<u64>>,
+    mut reload: watch::Receiver<u64>,
+    stopping: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        let mut wait = if failures == 0 {
+            jitter(entry.refresh_interval())
+        } else {
+            backoff(failures, entry.refresh_interval())
+        };
+        let snapshot = entry.snapshot();
+        if snapshot.unavailable.is_none()
+            && let Some(deadline) = entry.stale_deadline(&snapshot)
+        {
+            // Wake at the deadline so watchers learn the value is gone.
+            wait = wait.min(
+                deadline
+                    .duration_since(clock.now())
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = next_change(&mut store_changes) => {
+                tokio::time::sleep(SETTLE).await;
+                if let Some(r) = store_changes.as_mut() {
+                    r.borrow_and_update();
+                }
+            }
+            _ = reload.changed() => {}
+        }
+        match entry.load(&clock).await {
+            Ok(loaded) => {
+                let version = loaded.version.clone();
+                let was_stale = entry.snapshot().stale_since.is_some();
+                if let entry::Refreshed::Changed = entry.publish(loaded) {
+                    if was_stale || failures > 0 {
+                        tracing::info!(credential = %entry.name(), %version, "credential recovered");
+                    } else {
+                        tracing::info!(credential = %entry.name(), %version, "credential changed");
+                    }
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let transient =
+                    matches!(&e, BrokerError::Store { source, .. } if source.is_transient());
+                tracing::error!(
+                    credential = %entry.name(),
+                    error = %e,
+                    transient,
+                    failures,
+                    "cannot refresh credential; serving the last good value as stale until max_stale"
+                );
+                entry.fail(clock.now(), &e.to_string());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config;
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+
+    fn doc(token_digit: char) -> String {
+        format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{}"}}"#,
+            std::iter::repeat_n(token_digit, 32).collect::<String>()
+        )
+    }
+
+    fn setup(dir: &Path, extra: &str) -> Config {
+        let file = dir.join("secrets.json");
+        std::fs::write(&file, format!(r#"{{"a": {}}}"#, doc('1'))).unwrap();
+        config::parse(
+            Path::new("t.toml"),
+            &format!(
+                "[stores.f]\ntype = \"file\"\npath = \"{}\"\n[credentials.a]\nstore = \"f\"\npath = \"a\"\n{extra}",
+                file.display()
+            ),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lease_runs_for_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path(), "lease_ttl = \"2m\"\n");
+        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        let lease = broker.lease("a").unwrap();
+        assert_eq!(
+            lease.expires_at.duration_since(lease.issued_at).unwrap(),
+            Duration::from_secs(120)
+        );
+        assert!(matches!(broker.lease("b"), Err(BrokerError::NotFound(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outage_goes_stale_then_unavailable_then_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(
+            dir.path(),
+            "refresh_interval = \"10s\"\nmax_stale = \"1m\"\nlease_ttl = \"5m\"\n",
+        );
+        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        let file = dir.path().join("secrets.json");
+        let good = std::fs::read(&file).unwrap();
+        std::fs::write(&file, b"{ broken").unwrap();
+        broker.refresh_all();
+        let entry = Arc::clone(broker.entry("a").unwrap());
+        let mut rx = entry.subscribe();
+        rx.changed().await.unwrap();
+        let stale = broker.lease("a").unwrap();
+        let since = stale.stale_since.expect("stale after a failed read");
+        // A stale lease never runs past the max_stale deadline.
+        assert_eq!(stale.expires_at, since + Duration::from_secs(60));
+
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(matches!(
+            broker.lease("a"),
+            Err(BrokerError::Unavailable { .. })
+        ));
+        // The refresh task marks it unavailable, which wakes watchers.
+        while rx.borrow_and_update().unavailable.is_none() {
+            rx.changed().await.unwrap();
+        }
+
+        std::fs::write(&file, good).unwrap();
+        broker.refresh_all();
+        rx.changed().await.unwrap();
+        let lease = broker.lease("a").unwrap();
+        assert!(lease.stale_since.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watch_pushes_changes_and_renews_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(
+            dir.path(),
+            "lease_ttl = \"1m\"\nrefresh_interval = \"1h\"\n",
+        );
+        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        let mut rx = broker.watch(Arc::clone(broker.entry("a").unwrap()));
+        let first = rx.recv().await.unwrap().unwrap();
+        // Nothing changes: a renewal arrives halfway through the lease.
+        let renewed = rx.recv().await.unwrap().unwrap();
+        assert_eq!(renewed.loaded.version, first.loaded.version);
+        assert_eq!(
+            renewed.issued_at.duration_since(first.issued_at).unwrap(),
+            Duration::from_secs(30)
+        );
+        let file = dir.path().join("secrets.json");
+        std::fs::write(&file, format!(r#"{{"a": {}}}"#, doc('2'))).unwrap();
+        broker.refresh_all();
+        let changed = rx.recv().await.unwrap().unwrap();
+        assert_ne!(changed.loaded.version, first.loaded.version);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn start_fails_naming_every_bad_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = setup(dir.path(), "");
+        let mut b = cfg.credentials["a"].clone();
+        b.name = "b".into();
+        b.source = Source::Store {
+            store: "f".into(),
+            path: "missing".into(),
+        };
+        cfg.credentials.insert("b".into(), b);
+        let err = Broker::start(&cfg, CancellationToken::new())
+            .await
+            .err()
+            .expect("a missing document stops the start");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("credential `b`") && msg.contains("missing"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cap = Duration::from_secs(60);
+        assert!(backoff(1, cap) <= Duration::from_secs(1));
+        assert!(backoff(4, cap) >= Duration::from_secs(4));
+        assert!(backoff(30, cap) <= cap);
+    }
+}

@@ -1,0 +1,292 @@
+//! The `credbroker` command: parse the CLI, load the config, run.
+
+use std::{path::PathBuf, process::ExitCode, time::SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use credbroker::{
+    client::Client,
+    config::{self, DEFAULT_SOCKET},
+    proto,
+};
+
+/// Exit code for configuration errors (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "credbroker",
+    version,
+    about = "Keeps Twilio credentials and serves them as short leases on a Unix socket"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The broker's socket [default: $CREDBROKER_SOCKET, else the config's, else /run/credbroker/broker.sock]
+    #[arg(long, short = 's', env = "CREDBROKER_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Read the socket path from this config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        if let Some(c) = &self.config {
+            return Ok(config::load(c)?.server.socket);
+        }
+        Ok(PathBuf::from(DEFAULT_SOCKET))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// The config file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Print a credential (secret redacted unless --reveal).
+    Get {
+        /// The credential name.
+        name: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Print the secret itself.
+        #[arg(long)]
+        reveal: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a credential now and on every change, until interrupted.
+    Watch {
+        /// The credential name.
+        name: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Print the secret itself.
+        #[arg(long)]
+        reveal: bool,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the credentials this user may read.
+    List {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Exit 0 when the broker is SERVING (for exec probes).
+    Health {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Validate a config file; report every problem.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CREDBROKER_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CREDBROKER_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            init_logging();
+            let config = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("credbroker: invalid configuration:\n{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match credbroker::run(config, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "credbroker stopped");
+                    eprintln!("credbroker: {e}");
+                    ExitCode::from(e.exit_code() as u8)
+                }
+            }
+        }
+        Command::CheckConfig { config } => match config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} stores, {} credentials)",
+                    config.display(),
+                    c.stores.len(),
+                    c.credentials.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        command => match client_command(command).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("credbroker: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Get {
+            name,
+            socket,
+            reveal,
+            json,
+        } => {
+            let client = Client::connect(socket.path()?).await?;
+            let credential = client.get(&name).await?;
+            print_credential(&credential, reveal, json);
+        }
+        Command::Watch {
+            name,
+            socket,
+            reveal,
+            json,
+        } => {
+            let client = Client::connect(socket.path()?).await?;
+            let mut stream = client.watch(&name).await?;
+            while let Some(credential) = stream.message().await.context("watch ended")? {
+                print_credential(&credential, reveal, json);
+            }
+        }
+        Command::List { socket } => {
+            let client = Client::connect(socket.path()?).await?;
+            for info in client.list().await? {
+                println!("{}\t{}", info.name, info.kind);
+            }
+        }
+        Command::Health { socket } => {
+            let client = Client::connect(socket.path()?).await?;
+            let status = client.health().await?;
+            println!("{}", status.as_str_name());
+            if status != tonic_health::pb::health_check_response::ServingStatus::Serving {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Serve { .. } | Command::CheckConfig { .. } => unreachable!("handled in main"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rfc3339(t: &Option<prost_types::Timestamp>) -> Option<String> {
+    let t = t.as_ref()?;
+    let t = SystemTime::try_from(*t).ok()?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
+const REDACTED: &str = "<redacted>";
+
+fn print_credential(c: &proto::Credential, reveal: bool, json: bool) {
+    let show = |s: &str| {
+        if reveal {
+            s.to_owned()
+        } else {
+            REDACTED.to_owned()
+        }
+    };
+    let mut fields = serde_json::Map::new();
+    fields.insert("name".into(), c.name.clone().into());
+    fields.insert("account_sid".into(), c.account_sid.clone().into());
+    match &c.secret {
+        Some(proto::credential::Secret::AuthToken(t)) => {
+            fields.insert("kind".into(), "auth_token".into());
+            fields.insert("auth_token".into(), show(&t.token).into());
+        }
+        Some(proto::credential::Secret::ApiKey(k)) => {
+            fields.insert("kind".into(), "api_key".into());
+            fields.insert("api_key_sid".into(), k.sid.clone().into());
+            fields.insert("api_key_secret".into(), show(&k.secret).into());
+        }
+        None => {}
+    }
+    fields.insert("version".into(), c.version.clone().into());
+    fields.insert("issued_at".into(), rfc3339(&c.issued_at).into());
+    fields.insert("expires_at".into(), rfc3339(&c.expires_at).into());
+    fields.insert("stale".into(), c.stale.into());
+    if c.stale {
+        fields.insert("stale_since".into(), rfc3339(&c.stale_since).into());
+    }
+    if let Some(p) = &c.previous {
+        let mut prev = serde_json::Map::new();
+        match &p.secret {
+            Some(proto::previous_credential::Secret::AuthToken(t)) => {
+                prev.insert("auth_token".into(), show(&t.token).into());
+            }
+            Some(proto::previous_credential::Secret::ApiKey(k)) => {
+                prev.insert("api_key_sid".into(), k.sid.clone().into());
+                prev.insert("api_key_secret".into(), show(&k.secret).into());
+            }
+            None => {}
+        }
+        prev.insert("version".into(), p.version.clone().into());
+        prev.insert("retire_at".into(), rfc3339(&p.retire_at).into());
+        fields.insert("previous".into(), prev.into());
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(fields));
+    } else {
+        for (k, v) in &fields {
+            match v {
+                serde_json::Value::String(s) => println!("{k}: {s}"),
+                serde_json::Value::Object(o) => {
+                    for (pk, pv) in o {
+                        println!(
+                            "{k}.{pk}: {}",
+                            pv.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| pv.to_string())
+                        );
+                    }
+                }
+                other => println!("{k}: {other}"),
+            }
+        }
+        println!();
+    }
+}

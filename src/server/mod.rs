@@ -1,0 +1,120 @@
+//! The gRPC server on a Unix socket: CredentialBroker, RotationAdmin,
+//! `grpc.health.v1.Health` and server reflection.
+//!
+//! Shutdown: when the shutdown future resolves the server stops accepting,
+//! health turns NOT_SERVING, watch streams end with UNAVAILABLE, in-flight
+//! calls finish within [`DRAIN_DEADLINE`], and the socket file is removed.
+
+mod peer;
+mod service;
+mod socket;
+mod status;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+pub use peer::{Decision, Peer};
+pub use socket::SocketError;
+
+use crate::{
+    broker::Broker,
+    config::Config,
+    proto::{
+        self, credential_broker_server::CredentialBrokerServer,
+        rotation_admin_server::RotationAdminServer,
+    },
+};
+
+/// How long in-flight calls get to finish after shutdown starts.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The reflection service could not be built.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `broker` on the configured socket until `shutdown` resolves, then
+/// drains. `stopping` is cancelled when the drain starts, which ends watch
+/// streams and refresh tasks.
+pub async fn serve(
+    config: &Config,
+    broker: Arc<Broker>,
+    stopping: CancellationToken,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let (listener, socket_guard) = socket::bind(&config.server.socket, config.server.socket_mode)?;
+    let own_uid = rustix::process::geteuid().as_raw();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CredentialBrokerServer<service::BrokerService>>()
+        .await;
+    health
+        .set_serving::<RotationAdminServer<service::AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let broker_service = service::BrokerService::new(Arc::clone(&broker), own_uid);
+    let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid);
+
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let incoming = UnixListenerStream::new(listener);
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(CredentialBrokerServer::new(broker_service))
+        .add_service(RotationAdminServer::new(admin_service))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = drain_rx.await;
+        });
+    tokio::pin!(server);
+    tracing::info!(
+        socket = %config.server.socket.display(),
+        mode = format!("{:04o}", config.server.socket_mode),
+        credentials = broker.entries().count(),
+        "serving"
+    );
+
+    tokio::select! {
+        result = &mut server => return result.map_err(Into::into),
+        _ = shutdown => {}
+    }
+    tracing::info!(deadline = ?DRAIN_DEADLINE, "shutting down: no new connections, draining calls in flight");
+    health
+        .set_not_serving::<CredentialBrokerServer<service::BrokerService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    stopping.cancel();
+    let _ = drain_tx.send(());
+    match tokio::time::timeout(DRAIN_DEADLINE, &mut server).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("drain deadline passed; closing the remaining connections"),
+    }
+    let path = config.server.socket.display().to_string();
+    drop(server);
+    drop(socket_guard);
+    tracing::info!(socket = %path, "stopped; socket removed");
+    Ok(())
+}

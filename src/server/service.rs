@@ -1,0 +1,255 @@
+//! The CredentialBroker and RotationAdmin services: authorize, lease,
+//! convert to the wire types. Secrets are copied into the response only here.
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use super::{
+    peer::{self, Decision, Peer},
+    status,
+};
+use crate::{
+    broker::{Broker, Entry, Lease},
+    config::AllowList,
+    proto,
+    secret::{Secret, TwilioCredential},
+};
+
+/// CredentialBroker.
+pub struct BrokerService {
+    broker: Arc<Broker>,
+    own_uid: u32,
+}
+
+impl BrokerService {
+    /// Serves `broker`; `own_uid` is who an empty allow list admits.
+    pub fn new(broker: Arc<Broker>, own_uid: u32) -> Self {
+        Self { broker, own_uid }
+    }
+
+    /// The one authorization decision for credential reads. Unknown names
+    /// are told apart from forbidden ones only for peers the config trusts
+    /// with some credential; anyone else gets PERMISSION_DENIED either way.
+    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<Arc<Entry>, Status> {
+        let outcome = match self.broker.entry(name) {
+            Some(entry) if peer::permits(&entry.config.allow, peer, self.own_uid) => {
+                return Ok(Arc::clone(entry));
+            }
+            Some(_) => Err((Decision::Denied, status::denied(name))),
+            None if self.broker.knows_peer(peer.uid, peer.gid, self.own_uid) => Err((
+                Decision::NotFound,
+                Status::not_found(format!("no credential named `{name}`")),
+            )),
+            None => Err((Decision::Denied, status::denied(name))),
+        };
+        outcome.map_err(|(decision, status)| {
+            peer::audit(peer, method, name, None, decision);
+            status
+        })
+    }
+
+    fn lease(&self, peer: &Peer, method: &str, entry: &Entry) -> Result<proto::Credential, Status> {
+        match entry.lease(self.broker.clock()) {
+            Ok(lease) => {
+                peer::audit(
+                    peer,
+                    method,
+                    entry.name(),
+                    Some(&lease.loaded.version),
+                    Decision::Allowed,
+                );
+                Ok(to_proto(&lease))
+            }
+            Err(e) => {
+                peer::audit(peer, method, entry.name(), None, Decision::Failed);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(status::invalid(field, "a credential name"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
+    t.into()
+}
+
+fn secret_to_proto(secret: &Secret) -> proto::credential::Secret {
+    match secret {
+        Secret::AuthToken(token) => proto::credential::Secret::AuthToken(proto::AuthToken {
+            token: token.expose_secret().to_owned(),
+        }),
+        Secret::ApiKey { sid, secret } => proto::credential::Secret::ApiKey(proto::ApiKey {
+            sid: sid.as_str().to_owned(),
+            secret: secret.expose_secret().to_owned(),
+        }),
+    }
+}
+
+fn previous_secret(credential: &TwilioCredential) -> proto::previous_credential::Secret {
+    match secret_to_proto(&credential.secret) {
+        proto::credential::Secret::AuthToken(t) => proto::previous_credential::Secret::AuthToken(t),
+        proto::credential::Secret::ApiKey(k) => proto::previous_credential::Secret::ApiKey(k),
+    }
+}
+
+/// The wire form of a lease. The previous value is included only until it retires.
+pub fn to_proto(lease: &Lease) -> proto::Credential {
+    let doc = &lease.loaded.document;
+    let previous = doc
+        .previous
+        .as_ref()
+        .filter(|p| p.retire_at > lease.issued_at)
+        .map(|p| proto::PreviousCredential {
+            secret: Some(previous_secret(&p.credential)),
+            version: p.version.clone().unwrap_or_default(),
+            retire_at: Some(timestamp(p.retire_at)),
+        });
+    proto::Credential {
+        name: lease.name.clone(),
+        account_sid: doc.current.account_sid.as_str().to_owned(),
+        secret: Some(secret_to_proto(&doc.current.secret)),
+        version: lease.loaded.version.clone(),
+        issued_at: Some(timestamp(lease.issued_at)),
+        expires_at: Some(timestamp(lease.expires_at)),
+        stale: lease.stale_since.is_some(),
+        stale_since: lease.stale_since.map(timestamp),
+        previous,
+    }
+}
+
+type CredentialStream = Pin<Box<dyn Stream<Item = Result<proto::Credential, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::credential_broker_server::CredentialBroker for BrokerService {
+    async fn get_credential(
+        &self,
+        request: Request<proto::GetCredentialRequest>,
+    ) -> Result<Response<proto::Credential>, Status> {
+        let peer = Peer::of(&request)?;
+        let name = required("name", &request.get_ref().name)?;
+        let entry = self.authorize(&peer, "GetCredential", name)?;
+        self.lease(&peer, "GetCredential", &entry)
+            .map(Response::new)
+    }
+
+    type WatchCredentialStream = CredentialStream;
+
+    async fn watch_credential(
+        &self,
+        request: Request<proto::WatchCredentialRequest>,
+    ) -> Result<Response<Self::WatchCredentialStream>, Status> {
+        let peer = Peer::of(&request)?;
+        let name = required("name", &request.get_ref().name)?;
+        let entry = self.authorize(&peer, "WatchCredential", name)?;
+        // Refuse up front rather than open a stream that ends at once.
+        entry.lease(self.broker.clock()).map_err(Status::from)?;
+        let rx = self.broker.watch(Arc::clone(&entry));
+        let stream = ReceiverStream::new(rx).map(move |item| match item {
+            Ok(lease) => {
+                peer::audit(
+                    &peer,
+                    "WatchCredential",
+                    &lease.name,
+                    Some(&lease.loaded.version),
+                    Decision::Allowed,
+                );
+                Ok(to_proto(&lease))
+            }
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<proto::ListCredentialsRequest>,
+    ) -> Result<Response<proto::ListCredentialsResponse>, Status> {
+        let peer = Peer::of(&request)?;
+        let credentials: Vec<proto::CredentialInfo> = self
+            .broker
+            .entries()
+            .filter(|e| peer::permits(&e.config.allow, &peer, self.own_uid))
+            .map(|e| proto::CredentialInfo {
+                name: e.name().to_owned(),
+                kind: e.kind().as_str().to_owned(),
+            })
+            .collect();
+        let decision = if credentials.is_empty() {
+            Decision::Denied
+        } else {
+            Decision::Allowed
+        };
+        peer::audit(&peer, "ListCredentials", "*", None, decision);
+        Ok(Response::new(proto::ListCredentialsResponse {
+            credentials,
+        }))
+    }
+
+    async fn validate_webhook(
+        &self,
+        _request: Request<proto::ValidateWebhookRequest>,
+    ) -> Result<Response<proto::ValidateWebhookResponse>, Status> {
+        Err(status::not_yet("ValidateWebhook"))
+    }
+
+    async fn mint_access_token(
+        &self,
+        _request: Request<proto::MintAccessTokenRequest>,
+    ) -> Result<Response<proto::MintAccessTokenResponse>, Status> {
+        Err(status::not_yet("MintAccessToken"))
+    }
+}
+
+/// RotationAdmin, for the `[server] admin` list only.
+pub struct AdminService {
+    admin: AllowList,
+    own_uid: u32,
+}
+
+impl AdminService {
+    /// Admits peers on `admin` (empty: the daemon's own uid).
+    pub fn new(admin: AllowList, own_uid: u32) -> Self {
+        Self { admin, own_uid }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>, method: &str, name: &str) -> Result<(), Status> {
+        let peer = Peer::of(request)?;
+        if peer::permits(&self.admin, &peer, self.own_uid) {
+            peer::audit(&peer, method, name, None, Decision::Allowed);
+            Ok(())
+        } else {
+            peer::audit(&peer, method, name, None, Decision::Denied);
+            Err(Status::permission_denied(
+                "not allowed to administer rotations",
+            ))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::rotation_admin_server::RotationAdmin for AdminService {
+    async fn rotate(
+        &self,
+        request: Request<proto::RotateRequest>,
+    ) -> Result<Response<proto::RotationStatus>, Status> {
+        self.authorize(&request, "Rotate", &request.get_ref().name)?;
+        Err(status::not_yet("Rotate"))
+    }
+
+    async fn get_rotation_status(
+        &self,
+        request: Request<proto::GetRotationStatusRequest>,
+    ) -> Result<Response<proto::RotationStatus>, Status> {
+        self.authorize(&request, "GetRotationStatus", &request.get_ref().name)?;
+        Err(status::not_yet("GetRotationStatus"))
+    }
+}

@@ -1,0 +1,41 @@
+//! The one place errors become gRPC statuses. Messages name credentials,
+//! never secret values.
+
+use tonic::Status;
+
+use crate::broker::BrokerError;
+
+impl From<BrokerError> for Status {
+    fn from(e: BrokerError) -> Status {
+        match &e {
+            BrokerError::NotFound(_) => Status::not_found(e.to_string()),
+            BrokerError::Unavailable { .. } | BrokerError::Store { .. } => {
+                Status::unavailable(e.to_string())
+            }
+            BrokerError::Document(_) => Status::unavailable(e.to_string()),
+            BrokerError::ShuttingDown => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The answer to a peer that may not see a credential, whether or not it exists.
+pub fn denied(name: &str) -> Status {
+    Status::permission_denied(format!("not allowed to read credential `{name}`"))
+}
+
+/// The answer to a peer whose credentials could not be read.
+pub fn unidentified() -> Status {
+    Status::permission_denied("the caller's peer credentials could not be read")
+}
+
+/// An RPC that a later version implements.
+pub fn not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not available in this build of credbroker"
+    ))
+}
+
+/// A missing or malformed request field.
+pub fn invalid(field: &str, expected: &str) -> Status {
+    Status::invalid_argument(format!("`{field}`: expected {expected}"))
+}

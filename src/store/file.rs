@@ -1,0 +1,338 @@
+//! The `file` store: a JSON file whose keys are credential paths, or a
+//! directory with one document per file (the shape of a Kubernetes secret
+//! volume, where `path` is the secret's key).
+//!
+//! Changes are seen at once through inotify on the containing directory,
+//! which also catches the `..data` symlink swap Kubernetes does on update
+//! and editors that save by rename. The version of a document is a digest of
+//! its bytes, so a re-read of an unchanged file is not a change.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::{Document, SecretStore, StoreError};
+use crate::secret::SecretBytes;
+
+/// A file or directory of documents.
+pub struct FileStore {
+    name: String,
+    root: PathBuf,
+    changes: Arc<watch::Sender<u64>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl FileStore {
+    /// A store over `root`. Watching starts on the first `changes()` call.
+    pub fn new(name: &str, root: PathBuf) -> Self {
+        Self {
+            name: name.to_owned(),
+            root,
+            changes: Arc::new(watch::Sender::new(0)),
+            watcher: Mutex::new(None),
+            write_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn io_error(&self, path: &str, file: &Path, source: io::Error) -> StoreError {
+        let detail = format!(" (file {})", file.display());
+        match source.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                detail,
+            },
+            io::ErrorKind::PermissionDenied => StoreError::PermissionDenied {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                detail,
+            },
+            _ => StoreError::Io {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                source: io::Error::new(source.kind(), format!("{}: {source}", file.display())),
+            },
+        }
+    }
+
+    fn malformed(&self, path: &str, problem: String) -> StoreError {
+        StoreError::Malformed {
+            store: self.name.clone(),
+            path: path.to_owned(),
+            problem,
+        }
+    }
+
+    fn read_blocking(&self, path: &str) -> Result<Document, StoreError> {
+        let bytes = if self.root.is_dir() {
+            let file = self.root.join(path);
+            SecretBytes::new(fs::read(&file).map_err(|e| self.io_error(path, &file, e))?)
+        } else {
+            let whole = SecretBytes::new(
+                fs::read(&self.root).map_err(|e| self.io_error(path, &self.root, e))?,
+            );
+            let mut value: Value = serde_json::from_slice(whole.expose_secret()).map_err(|e| {
+                self.malformed(
+                    path,
+                    format!(
+                        "{} is not valid JSON (line {}, column {})",
+                        self.root.display(),
+                        e.line(),
+                        e.column()
+                    ),
+                )
+            })?;
+            let Some(object) = value.as_object_mut() else {
+                return Err(self.malformed(
+                    path,
+                    format!(
+                        "{} must hold a JSON object keyed by credential path",
+                        self.root.display()
+                    ),
+                ));
+            };
+            let doc = object.remove(path).ok_or_else(|| StoreError::NotFound {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                detail: format!(" (no such key in {})", self.root.display()),
+            })?;
+            SecretBytes::new(serde_json::to_vec(&doc).expect("a JSON value serializes"))
+        };
+        let version = version_of(bytes.expose_secret());
+        Ok(Document { bytes, version })
+    }
+
+    fn write_blocking(
+        &self,
+        path: &str,
+        document: &SecretBytes,
+        expected: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let conflict = |expected: &str| StoreError::Conflict {
+            store: self.name.clone(),
+            path: path.to_owned(),
+            expected: expected.to_owned(),
+        };
+        // Cross-process exclusion (the daemon and `credbroker rotate`): an
+        // advisory lock on a file beside the data, which survives the rename.
+        let (target, lock_path) = if self.root.is_dir() {
+            (
+                self.root.join(path),
+                self.root.join(format!(".{path}.lock")),
+            )
+        } else {
+            let parent = self.root.parent().unwrap_or(Path::new("."));
+            let file_name = self.root.file_name().unwrap_or_default().to_string_lossy();
+            (self.root.clone(), parent.join(format!(".{file_name}.lock")))
+        };
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.io_error(path, &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| self.io_error(path, &lock_path, e))?;
+
+        let current = match self.read_blocking(path) {
+            Ok(doc) => Some(doc.version),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        if current.as_deref() != expected {
+            return Err(conflict(expected.unwrap_or("(none)")));
+        }
+        let bytes = if self.root.is_dir() {
+            SecretBytes::new(document.expose_secret().to_vec())
+        } else {
+            let mut whole: Value = match fs::read(&self.root) {
+                Ok(b) => serde_json::from_slice(&SecretBytes::new(b).expose_secret()[..])
+                    .map_err(|_| self.malformed(path, "the store file is not valid JSON".into()))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Value::Object(Default::default()),
+                Err(e) => return Err(self.io_error(path, &self.root, e)),
+            };
+            let doc: Value = serde_json::from_slice(document.expose_secret())
+                .map_err(|_| self.malformed(path, "the new document is not valid JSON".into()))?;
+            whole
+                .as_object_mut()
+                .ok_or_else(|| self.malformed(path, "the store file is not a JSON object".into()))?
+                .insert(path.to_owned(), doc);
+            SecretBytes::new(serde_json::to_vec_pretty(&whole).expect("a JSON value serializes"))
+        };
+        let tmp = target.with_file_name(format!(
+            ".{}.tmp",
+            target.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let result = (|| {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&tmp)?;
+            let mode = fs::metadata(&target).map(|m| m.permissions()).ok();
+            if let Some(mode) = mode {
+                f.set_permissions(mode)?;
+            }
+            f.write_all(bytes.expose_secret())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &target)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io_error(path, &target, e));
+        }
+        drop(lock);
+        Ok(version_of(document.expose_secret()))
+    }
+
+    fn start_watching(&self) -> notify::Result<notify::RecommendedWatcher> {
+        let dir = if self.root.is_dir() {
+            self.root.clone()
+        } else {
+            match self.root.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            }
+        };
+        let changes = Arc::clone(&self.changes);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                match event {
+                    // Our own reads open and close files: not a change.
+                    Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
+                    _ => {
+                        changes.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                }
+            })?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    }
+}
+
+/// A short digest of the document: equal documents, equal versions.
+fn version_of(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    hex::encode(&digest[..8])
+}
+
+#[async_trait]
+impl SecretStore for FileStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read(&self, path: &str) -> Result<Document, StoreError> {
+        // A local read takes microseconds: cheaper inline than a thread hop.
+        self.read_blocking(path)
+    }
+
+    async fn write(
+        &self,
+        path: &str,
+        document: SecretBytes,
+        expected_version: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        self.write_blocking(path, &document, expected_version)
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        let mut slot = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            match self.start_watching() {
+                Ok(w) => *slot = Some(w),
+                Err(e) => {
+                    tracing::warn!(
+                        store = %self.name,
+                        path = %self.root.display(),
+                        error = %e,
+                        "cannot watch the file store for changes; relying on refresh_interval and SIGHUP"
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(self.changes.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{"account_sid":"AC0123456789abcdef0123456789abcdef","auth_token":"0123456789abcdef0123456789abcdef"}"#;
+
+    #[tokio::test]
+    async fn reads_file_and_directory_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        fs::write(&file, format!(r#"{{"twilio/a": {DOC}}}"#)).unwrap();
+        let store = FileStore::new("local", file.clone());
+        let doc = store.read("twilio/a").await.unwrap();
+        assert_eq!(doc.version, version_of(doc.bytes.expose_secret()));
+        assert!(matches!(
+            store.read("twilio/b").await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        let vol = dir.path().join("vol");
+        fs::create_dir(&vol).unwrap();
+        fs::write(vol.join("verify"), DOC).unwrap();
+        let store = FileStore::new("vol", vol);
+        let doc = store.read("verify").await.unwrap();
+        assert_eq!(doc.bytes.expose_secret(), DOC.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn malformed_file_names_the_file_not_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        fs::write(&file, r#"{"a": {"auth_token": "deadbeef"#).unwrap();
+        let e = FileStore::new("local", file).read("a").await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("secrets.json") && msg.contains("not valid JSON"),
+            "{msg}"
+        );
+        assert!(!msg.contains("deadbeef"));
+        assert!(!e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        fs::write(&file, format!(r#"{{"a": {DOC}, "other": 1}}"#)).unwrap();
+        let store = FileStore::new("local", file.clone());
+        let v1 = store.read("a").await.unwrap().version;
+        let new = SecretBytes::new(
+            DOC.replace("0123456789abcdef\"}", "fedcba9876543210\"}")
+                .into_bytes(),
+        );
+        let v2 = store.write("a", new.clone(), Some(&v1)).await.unwrap();
+        assert_ne!(v1, v2);
+        assert_eq!(store.read("a").await.unwrap().version, v2);
+        // The stale writer loses.
+        assert!(matches!(
+            store.write("a", new.clone(), Some(&v1)).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        // Other keys survive.
+        let whole: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(whole["other"], 1);
+        // Creating requires that nothing is there.
+        store.write("b", new.clone(), None).await.unwrap();
+        assert!(store.write("b", new, None).await.is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! Secret stores: where credential documents are read from and, for
+//! rotation, written back to.
+//!
+//! Every backend implements [`SecretStore`] and is chosen by the `type` of
+//! its `[stores.NAME]` table. A store deals in whole documents (JSON bytes,
+//! held as [`SecretBytes`]) and opaque version ids; parsing them is
+//! `secret`'s job. Writes are compare-and-set on the version read, which is
+//! what keeps two rotators from both winning.
+
+pub mod file;
+
+use std::{io, sync::Arc};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::{config::StoreConfig, secret::SecretBytes};
+
+/// A document as the store holds it, with the store's version id.
+pub struct Document {
+    /// The JSON document.
+    pub bytes: SecretBytes,
+    /// The store's version id; equal ids mean equal documents.
+    pub version: String,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("bytes", &self.bytes)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// A backend that holds credential documents.
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// The `[stores.NAME]` key, for messages.
+    fn name(&self) -> &str;
+
+    /// Reads the document at `path`.
+    async fn read(&self, path: &str) -> Result<Document, StoreError>;
+
+    /// Writes `document` at `path` if the store still holds `expected_version`
+    /// there (`None`: only if nothing is there yet). Returns the new version.
+    async fn write(
+        &self,
+        path: &str,
+        document: SecretBytes,
+        expected_version: Option<&str>,
+    ) -> Result<String, StoreError>;
+
+    /// A counter that moves whenever the store knows its content changed
+    /// (inotify for files), so the broker need not wait for its next refresh.
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// Why a store read or write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Nothing at that path.
+    #[error("store `{store}`: `{path}` was not found{detail}")]
+    NotFound {
+        /// Store name.
+        store: String,
+        /// Document path.
+        path: String,
+        /// Extra context, e.g. the file read.
+        detail: String,
+    },
+    /// The store refused us.
+    #[error("store `{store}`: permission denied reading `{path}`{detail}")]
+    PermissionDenied {
+        /// Store name.
+        store: String,
+        /// Document path.
+        path: String,
+        /// Extra context.
+        detail: String,
+    },
+    /// The store answered with something that is not a document container.
+    #[error("store `{store}`: `{path}`: {problem}")]
+    Malformed {
+        /// Store name.
+        store: String,
+        /// Document path.
+        path: String,
+        /// What was wrong, never the content.
+        problem: String,
+    },
+    /// A compare-and-set write lost: someone else wrote first.
+    #[error("store `{store}`: `{path}` changed since version {expected}; write refused")]
+    Conflict {
+        /// Store name.
+        store: String,
+        /// Document path.
+        path: String,
+        /// The version the writer had read.
+        expected: String,
+    },
+    /// An I/O or network failure; may pass.
+    #[error("store `{store}`: `{path}`: {source}")]
+    Io {
+        /// Store name.
+        store: String,
+        /// Document path.
+        path: String,
+        /// The failure.
+        source: io::Error,
+    },
+    /// A store type this build cannot construct.
+    #[error("store `{store}`: type `{kind}` is not available in this build of credbroker")]
+    Unsupported {
+        /// Store name.
+        store: String,
+        /// The `type` value.
+        kind: String,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying may help (I/O, timeouts, 5xx); the broker serves the
+    /// last good value meanwhile. Permanent errors (not found, denied, bad
+    /// content) are reported at once.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => !matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Builds the store `name` from its config.
+pub fn build(name: &str, config: &StoreConfig) -> Result<Arc<dyn SecretStore>, StoreError> {
+    match config {
+        StoreConfig::File { path } => Ok(Arc::new(file::FileStore::new(name, path.clone()))),
+        other => Err(StoreError::Unsupported {
+            store: name.to_owned(),
+            kind: other.type_name().to_owned(),
+        }),
+    }
+}
