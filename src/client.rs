@@ -27,8 +27,24 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// The broker answered with an error.
-    #[error("{}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Status(status)
+    }
+}
+
+impl ClientError {
+    /// The gRPC status code (`Unavailable` when the socket could not be reached).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ClientError::Connect { .. } => tonic::Code::Unavailable,
+            ClientError::Status(s) => s.code(),
+        }
+    }
 }
 
 /// A connection to a credbroker socket.

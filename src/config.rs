@@ -462,7 +462,53 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             }
         })?
     };
-    validate(file, raw)
+    let mut config = validate(file, raw)?;
+    config.resolve_relative_paths();
+    Ok(config)
+}
+
+impl Config {
+    /// Relative paths in a config are relative to the config file's
+    /// directory, so a config and its files can move together.
+    fn resolve_relative_paths(&mut self) {
+        let Some(base) = self.source.parent().filter(|b| !b.as_os_str().is_empty()) else {
+            return;
+        };
+        let base = base.to_owned();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.socket);
+        for store in self.stores.values_mut() {
+            match store {
+                StoreConfig::File { path } => fix(path),
+                StoreConfig::Vault { auth, ca_cert, .. } => {
+                    if let Some(ca) = ca_cert {
+                        fix(ca);
+                    }
+                    match auth {
+                        VaultAuth::Token { token_file } => {
+                            if let Some(t) = token_file {
+                                fix(t);
+                            }
+                        }
+                        VaultAuth::AppRole {
+                            role_id_file,
+                            secret_id_file,
+                            ..
+                        } => {
+                            fix(role_id_file);
+                            fix(secret_id_file);
+                        }
+                        VaultAuth::Kubernetes { jwt_file, .. } => fix(jwt_file),
+                    }
+                }
+                StoreConfig::AwsSecretsManager { .. } | StoreConfig::GcpSecretManager { .. } => {}
+            }
+        }
+    }
 }
 
 /// Collects problems, so one run of `check-config` lists them all.
@@ -1091,6 +1137,21 @@ project = "p"
         }
         let bad = text.replace("method = \"kubernetes\"", "method = \"ldap\"");
         assert!(parse_str(&bad).is_err());
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = parse(
+            Path::new("/etc/credbroker/config.toml"),
+            &MINIMAL.replace("/tmp/secrets.json", "secrets.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.stores["local"],
+            StoreConfig::File {
+                path: "/etc/credbroker/secrets.json".into()
+            }
+        );
     }
 
     #[test]

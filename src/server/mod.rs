@@ -112,9 +112,7 @@ pub async fn serve(
         Ok(result) => result?,
         Err(_) => tracing::warn!("drain deadline passed; closing the remaining connections"),
     }
-    let path = config.server.socket.display().to_string();
-    drop(server);
     drop(socket_guard);
-    tracing::info!(socket = %path, "stopped; socket removed");
+    tracing::info!(socket = %config.server.socket.display(), "stopped; socket removed");
     Ok(())
 }

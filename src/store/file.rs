@@ -155,7 +155,7 @@ impl FileStore {
             SecretBytes::new(document.expose_secret().to_vec())
         } else {
             let mut whole: Value = match fs::read(&self.root) {
-                Ok(b) => serde_json::from_slice(&SecretBytes::new(b).expose_secret()[..])
+                Ok(b) => serde_json::from_slice(SecretBytes::new(b).expose_secret())
                     .map_err(|_| self.malformed(path, "the store file is not valid JSON".into()))?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Value::Object(Default::default()),
                 Err(e) => return Err(self.io_error(path, &self.root, e)),

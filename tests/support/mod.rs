@@ -1,0 +1,242 @@
+//! Shared helpers for the end-to-end tests: a real `credbroker serve`
+//! process on a real socket, with its TRACE log captured for secret checks.
+
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use credbroker::client::Client;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_credbroker")
+}
+
+pub const AC: &str = "AC0123456789abcdef0123456789abcdef";
+pub const SK: &str = "SK0123456789abcdef0123456789abcdef";
+
+/// An Auth Token made of `digit` (each test's secrets are distinct and greppable).
+pub fn token(seed: u32) -> String {
+    format!("{seed:08x}").repeat(4)
+}
+
+/// An API Key Secret.
+pub fn key_secret(seed: u32) -> String {
+    format!("Secret{seed:010}Zz{seed:014}")
+}
+
+pub fn auth_token_doc(token: &str) -> String {
+    format!(r#"{{"account_sid":"{AC}","auth_token":"{token}"}}"#)
+}
+
+pub fn api_key_doc(secret: &str) -> String {
+    format!(r#"{{"accountSid":"{AC}","apiKeySid":"{SK}","apiKeySecret":"{secret}"}}"#)
+}
+
+/// Writes `contents` to `path` atomically (write + rename), as editors and
+/// config managers do.
+pub fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp-write");
+    fs::write(&tmp, contents).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+/// A scratch directory other uids can enter (tests run as root).
+pub fn world_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    secrets: Vec<String>,
+}
+
+impl Daemon {
+    /// Writes `config` (with `{socket}` and `{dir}` substituted) into `dir`,
+    /// starts `credbroker serve` at TRACE level and waits until it answers
+    /// health checks.
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        let daemon = Daemon::spawn(dir, config);
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Like `start`, without waiting.
+    pub fn spawn(dir: &Path, config: &str) -> Daemon {
+        let socket = dir.join("broker.sock");
+        let text = config
+            .replace("{socket}", &socket.display().to_string())
+            .replace("{dir}", &dir.display().to_string());
+        let config = dir.join("config.toml");
+        fs::write(&config, text).unwrap();
+        let log = dir.join("daemon.log");
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CREDBROKER_LOG", "trace")
+            .env_remove("RUST_LOG")
+            .env_remove("CREDBROKER_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.join("daemon.out")).unwrap())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning credbroker serve");
+        Daemon {
+            child,
+            socket,
+            log,
+            config,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Registers values that must never appear in the daemon's log.
+    pub fn secrets(mut self, secrets: &[&str]) -> Daemon {
+        self.secrets.extend(secrets.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn add_secret(&mut self, secret: &str) {
+        self.secrets.push(secret.to_owned());
+    }
+
+    /// Polls until the daemon answers SERVING; panics with its log if it exits.
+    pub fn wait_ready(&self) {
+        // Its own thread and runtime, so async tests can call it too.
+        std::thread::scope(|s| s.spawn(|| self.poll_ready()).join().unwrap());
+    }
+
+    fn poll_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        loop {
+            if let Ok(client) = rt.block_on(Client::connect(&self.socket))
+                && rt.block_on(client.health()).is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "credbroker did not become ready; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        rustix::process::kill_process(rustix::process::Pid::from_raw(self.pid()).unwrap(), signal)
+            .unwrap();
+    }
+
+    /// Waits for the daemon to exit (up to 30 s).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "credbroker did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that no registered secret, nor its base64, is in the log, and
+    /// that the log is a real TRACE log (so the check means something).
+    pub fn assert_log_clean(&self) {
+        let log = self.log_text();
+        assert!(
+            log.contains("TRACE"),
+            "the daemon did not log at TRACE:\n{log}"
+        );
+        self.assert_no_secrets();
+    }
+
+    /// Asserts that no registered secret, nor its base64, is in the log.
+    pub fn assert_no_secrets(&self) {
+        let log = self.log_text();
+        for secret in &self.secrets {
+            assert!(
+                !log.contains(secret.as_str()),
+                "a secret value appears in the daemon's log"
+            );
+            let b64 = base64_encode(secret.as_bytes());
+            assert!(
+                !log.contains(b64.trim_end_matches('=')),
+                "a secret value appears base64-encoded in the log"
+            );
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the CLI with `args`, optionally as another uid/gid.
+pub fn cli(args: &[&str], as_user: Option<(u32, u32)>) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("CREDBROKER_SOCKET")
+        .stdin(Stdio::null());
+    if let Some((uid, gid)) = as_user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.output().expect("running the credbroker CLI")
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
