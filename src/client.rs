@@ -73,6 +73,12 @@ impl Client {
         Ok(Client { channel })
     }
 
+    /// The underlying channel, for other services on the socket (reflection,
+    /// RotationAdmin) or generated stubs of your own.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     fn broker(&self) -> CredentialBrokerClient<Channel> {
         CredentialBrokerClient::new(self.channel.clone())
     }

@@ -571,3 +571,55 @@ fn refuses_root_without_allow_root() {
     assert_eq!(d.wait_exit().code(), Some(64));
     assert!(d.log_text().contains("allow_root"), "{}", d.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_services_and_unbuilt_rpcs_say_so() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let dir = world_dir();
+    let (t1, k1) = (token(0xb001), key_secret(11001));
+    fs::write(dir.path().join("secrets.json"), secrets_json(&t1, &k1)).unwrap();
+    let daemon = Daemon::start(dir.path(), &config("")).secrets(&[&t1, &k1]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+
+    let mut reflection = ServerReflectionClient::new(client.channel());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "credbroker.v1.CredentialBroker",
+        "credbroker.v1.RotationAdmin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+
+    // RotationAdmin checks the admin list (root is the daemon's uid) before
+    // answering UNIMPLEMENTED in this version.
+    let mut admin = proto::rotation_admin_client::RotationAdminClient::new(client.channel());
+    let status = admin
+        .rotate(proto::RotateRequest {
+            name: "verify".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    daemon.assert_log_clean();
+}

@@ -63,6 +63,21 @@ pub struct Entry {
     pub(super) state: watch::Sender<Snapshot>,
 }
 
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and versions only: the snapshot holds secrets.
+        let snapshot = self.state.borrow();
+        f.debug_struct("Entry")
+            .field("name", &self.config.name)
+            .field(
+                "version",
+                &snapshot.loaded.as_ref().map(|l| l.version.as_str()),
+            )
+            .field("stale_since", &snapshot.stale_since)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What one refresh found.
 pub(super) enum Refreshed {
     /// The value changed (or recovered): watchers were pushed.

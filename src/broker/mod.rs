@@ -121,6 +121,21 @@ impl Broker {
             stopping,
         });
 
+        // Subscribe to store changes before the first load, so a change made
+        // while it runs is not missed.
+        let mut by_store: BTreeMap<&str, Option<watch::Receiver<u64>>> = BTreeMap::new();
+        let changes: Vec<Option<watch::Receiver<u64>>> = broker
+            .entries
+            .values()
+            .map(|entry| match &entry.config.source {
+                Source::Store { store, .. } => by_store
+                    .entry(store.as_str())
+                    .or_insert_with(|| stores[store].changes())
+                    .clone(),
+                Source::Dynamic(_) => None,
+            })
+            .collect();
+
         let mut loads = JoinSet::new();
         for entry in broker.entries.values() {
             let entry = Arc::clone(entry);
@@ -148,15 +163,7 @@ impl Broker {
             return Err(StartError::Load(failures));
         }
 
-        let mut store_changes: BTreeMap<&str, Option<watch::Receiver<u64>>> = BTreeMap::new();
-        for entry in broker.entries.values() {
-            let changes = match &entry.config.source {
-                Source::Store { store, .. } => store_changes
-                    .entry(store.as_str())
-                    .or_insert_with(|| stores[store].changes())
-                    .clone(),
-                Source::Dynamic(_) => None,
-            };
+        for (entry, changes) in broker.entries.values().zip(changes) {
             tokio::spawn(refresh_loop(
                 Arc::clone(entry),
                 broker.clock,

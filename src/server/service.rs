@@ -221,13 +221,12 @@ impl AdminService {
         Self { admin, own_uid }
     }
 
-    fn authorize<T>(&self, request: &Request<T>, method: &str, name: &str) -> Result<(), Status> {
-        let peer = Peer::of(request)?;
-        if peer::permits(&self.admin, &peer, self.own_uid) {
-            peer::audit(&peer, method, name, None, Decision::Allowed);
+    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<(), Status> {
+        if peer::permits(&self.admin, peer, self.own_uid) {
+            peer::audit(peer, method, name, None, Decision::Allowed);
             Ok(())
         } else {
-            peer::audit(&peer, method, name, None, Decision::Denied);
+            peer::audit(peer, method, name, None, Decision::Denied);
             Err(Status::permission_denied(
                 "not allowed to administer rotations",
             ))
@@ -241,7 +240,7 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         &self,
         request: Request<proto::RotateRequest>,
     ) -> Result<Response<proto::RotationStatus>, Status> {
-        self.authorize(&request, "Rotate", &request.get_ref().name)?;
+        self.authorize(&Peer::of(&request)?, "Rotate", &request.get_ref().name)?;
         Err(status::not_yet("Rotate"))
     }
 
@@ -249,7 +248,111 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         &self,
         request: Request<proto::GetRotationStatusRequest>,
     ) -> Result<Response<proto::RotationStatus>, Status> {
-        self.authorize(&request, "GetRotationStatus", &request.get_ref().name)?;
+        self.authorize(
+            &Peer::of(&request)?,
+            "GetRotationStatus",
+            &request.get_ref().name,
+        )?;
         Err(status::not_yet("GetRotationStatus"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config;
+
+    const OWN: u32 = 4242;
+
+    fn peer(uid: u32) -> Peer {
+        Peer {
+            uid,
+            gid: uid,
+            pid: Some(1),
+        }
+    }
+
+    async fn service(dir: &Path) -> BrokerService {
+        let doc = r#"{"account_sid":"AC0123456789abcdef0123456789abcdef","auth_token":"0123456789abcdef0123456789abcdef"}"#;
+        std::fs::write(dir.join("s.json"), format!(r#"{{"a": {doc}, "b": {doc}}}"#)).unwrap();
+        let cfg = config::parse(
+            Path::new("t.toml"),
+            &format!(
+                "[stores.f]\ntype = \"file\"\npath = \"{}/s.json\"\n\
+                 [credentials.a]\nstore = \"f\"\npath = \"a\"\nallow = {{ uids = [1000] }}\n\
+                 [credentials.b]\nstore = \"f\"\npath = \"b\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        BrokerService::new(broker, OWN)
+    }
+
+    #[tokio::test]
+    async fn one_decision_for_every_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path()).await;
+        // Listed uid reads its credential; the daemon's uid reads the unlisted one.
+        assert!(svc.authorize(&peer(1000), "Get", "a").is_ok());
+        assert!(svc.authorize(&peer(OWN), "Get", "b").is_ok());
+        // A listed uid may not read what it is not listed on.
+        let e = svc.authorize(&peer(1000), "Get", "b").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // Known peers learn a name is unknown; strangers cannot tell.
+        assert_eq!(
+            svc.authorize(&peer(1000), "Get", "zzz").unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        let missing = svc.authorize(&peer(7), "Get", "zzz").unwrap_err();
+        let existing = svc.authorize(&peer(7), "Get", "a").unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::PermissionDenied);
+        assert_eq!(existing.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            missing.message().replace("zzz", "a"),
+            existing.message(),
+            "the same answer whether or not the name exists"
+        );
+    }
+
+    #[test]
+    fn admin_list_guards_rotation_admin() {
+        let admin = AdminService::new(
+            AllowList {
+                uids: vec![0],
+                gids: vec![],
+            },
+            OWN,
+        );
+        assert!(admin.authorize(&peer(0), "Rotate", "a").is_ok());
+        assert_eq!(
+            admin
+                .authorize(&peer(OWN), "Rotate", "a")
+                .unwrap_err()
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+        let default = AdminService::new(AllowList::default(), OWN);
+        assert!(default.authorize(&peer(OWN), "Rotate", "a").is_ok());
+        assert!(default.authorize(&peer(0), "Rotate", "a").is_err());
+    }
+
+    #[tokio::test]
+    async fn peer_credentials_come_from_a_real_socket() {
+        // A real connected pair: SO_PEERCRED reports this very process.
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let cred = a.peer_cred().unwrap();
+        assert_eq!(cred.uid(), rustix::process::geteuid().as_raw());
+        assert_eq!(cred.pid(), Some(std::process::id() as i32));
+        // No connect info at all: refused, not waved through.
+        let request = Request::new(proto::GetCredentialRequest { name: "a".into() });
+        assert_eq!(
+            Peer::of(&request).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 }

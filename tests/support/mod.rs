@@ -202,10 +202,32 @@ impl Drop for Daemon {
     }
 }
 
+/// A copy of the binary that any uid can execute, wherever the build lives
+/// (a target dir under /root is not reachable by other users).
+fn shared_bin() -> &'static Path {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join("credbroker-test-bin");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        // One file reused by every run, replaced atomically.
+        let tmp = dir.join(format!("credbroker.{}.tmp", std::process::id()));
+        fs::copy(bin(), &tmp).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("credbroker");
+        fs::rename(&tmp, &copy).unwrap();
+        copy
+    })
+}
+
 /// Runs the CLI with `args`, optionally as another uid/gid.
 pub fn cli(args: &[&str], as_user: Option<(u32, u32)>) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(if as_user.is_some() {
+        shared_bin()
+    } else {
+        Path::new(bin())
+    });
     cmd.args(args)
         .env_remove("CREDBROKER_SOCKET")
         .stdin(Stdio::null());
