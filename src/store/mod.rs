@@ -111,6 +111,28 @@ pub enum StoreError {
         /// The failure.
         source: io::Error,
     },
+    /// The store could not be reached, timed out, throttled us or answered
+    /// with a server error: retrying may help.
+    #[error("store `{store}`: `{path}`: store unavailable: {detail}")]
+    Unavailable {
+        /// Store name.
+        store: String,
+        /// Document path.
+        path: String,
+        /// What happened (status, error kind), never a secret.
+        detail: String,
+    },
+    /// The store refused the request for another reason (login failed, a
+    /// 4xx other than 403/404, a disabled or destroyed version).
+    #[error("store `{store}`: `{path}`: {detail}")]
+    Rejected {
+        /// Store name.
+        store: String,
+        /// Document path.
+        path: String,
+        /// What happened, never a secret.
+        detail: String,
+    },
     /// A store type this build cannot construct.
     #[error("store `{store}`: type `{kind}` is not available in this build of credbroker")]
     Unsupported {
@@ -131,6 +153,7 @@ impl StoreError {
                 source.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
             ),
+            StoreError::Unavailable { .. } => true,
             _ => false,
         }
     }
