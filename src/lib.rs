@@ -131,6 +131,7 @@ impl RunError {
 /// every credential, serves the socket, re-reads the stores on SIGHUP.
 pub async fn run(
     config: config::Config,
+    env: store::StoreEnv,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     if rustix::process::geteuid().is_root() && !config.server.allow_root {
@@ -141,7 +142,7 @@ pub async fn run(
     }
     let stopping = CancellationToken::new();
     let _stop_tasks = stopping.clone().drop_guard();
-    let broker = broker::Broker::start(&config, stopping.clone()).await?;
+    let broker = broker::Broker::start(&config, &env, stopping.clone()).await?;
 
     let hup_broker = std::sync::Arc::clone(&broker);
     let hup_stop = stopping.clone();

@@ -138,7 +138,13 @@ async fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match credbroker::run(config, shutdown_signal()).await {
+            match credbroker::run(
+                config,
+                credbroker::store::StoreEnv::from_process(),
+                shutdown_signal(),
+            )
+            .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "credbroker stopped");

@@ -145,10 +145,11 @@ impl Entry {
             name: self.name().to_owned(),
             reason: reason.to_owned(),
         };
+        if let Some(reason) = &snapshot.unavailable {
+            return Err(unavailable(reason));
+        }
         let Some(loaded) = &snapshot.loaded else {
-            return Err(unavailable(
-                snapshot.unavailable.as_deref().unwrap_or("not loaded yet"),
-            ));
+            return Err(unavailable("not loaded yet"));
         };
         let mut expires_at = now + self.config.lease_ttl;
         if let Some(deadline) = self.stale_deadline(snapshot) {
@@ -218,13 +219,18 @@ impl Entry {
         }
     }
 
-    /// Records a failed refresh at `now`: the value turns stale, and
-    /// unavailable once `max_stale` has passed.
-    pub(super) fn fail(&self, now: SystemTime, reason: &str) {
+    /// Records a failed refresh at `now`. A passing failure (or a document
+    /// that went bad) turns the value stale, and unavailable once
+    /// `max_stale` has passed; a permanent store error (the secret is gone,
+    /// access was revoked) makes it unavailable at once.
+    pub(super) fn fail(&self, now: SystemTime, reason: &str, permanent: bool) {
         self.state.send_if_modified(|s| {
-            if s.loaded.is_none() {
+            if s.loaded.is_none() || permanent {
                 let changed = s.unavailable.as_deref() != Some(reason);
                 s.unavailable = Some(reason.into());
+                if s.stale_since.is_none() && s.loaded.is_some() {
+                    s.stale_since = Some(now);
+                }
                 return changed;
             }
             match s.stale_since {

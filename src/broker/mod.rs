@@ -56,6 +56,29 @@ pub enum BrokerError {
     ShuttingDown,
 }
 
+impl BrokerError {
+    /// Store answers that waiting will not fix: the document is gone or
+    /// access to it was refused. A document that went bad is not one of
+    /// them: the last good value is served stale while someone fixes it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::Store {
+                source: StoreError::NotFound { .. }
+                    | StoreError::PermissionDenied { .. }
+                    | StoreError::Rejected { .. }
+                    | StoreError::Unsupported { .. },
+                ..
+            }
+        )
+    }
+
+    /// Failures that may pass on their own (network, timeouts, 5xx, throttling).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BrokerError::Store { source, .. } if source.is_transient())
+    }
+}
+
 /// Why the broker could not start: every credential that failed, each named.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -89,11 +112,12 @@ impl Broker {
     /// which stop when `stopping` is cancelled.
     pub async fn start(
         config: &Config,
+        env: &store::StoreEnv,
         stopping: CancellationToken,
     ) -> Result<Arc<Broker>, StartError> {
         let mut stores = BTreeMap::new();
         for (name, cfg) in &config.stores {
-            stores.insert(name.clone(), store::build(name, cfg)?);
+            stores.insert(name.clone(), store::build(name, cfg, &env).await?);
         }
         let mut entries = BTreeMap::new();
         for (name, cfg) in &config.credentials {
@@ -136,11 +160,40 @@ impl Broker {
             })
             .collect();
 
+        // The first load: a passing store failure is retried (the socket is
+        // not created until every credential is in); anything else stops the
+        // start, naming every credential that failed.
         let mut loads = JoinSet::new();
         for entry in broker.entries.values() {
             let entry = Arc::clone(entry);
             let clock = broker.clock;
-            loads.spawn(async move { (entry.load(&clock).await, entry) });
+            let stopping = broker.stopping.clone();
+            loads.spawn(async move {
+                let mut attempts = 0u32;
+                loop {
+                    match entry.load(&clock).await {
+                        Err(e) if e.is_transient() && !stopping.is_cancelled() => {
+                            attempts += 1;
+                            let wait = backoff(
+                                attempts,
+                                entry.refresh_interval().max(Duration::from_secs(1)),
+                            );
+                            tracing::warn!(
+                                credential = %entry.name(),
+                                error = %e,
+                                attempts,
+                                retry_in = ?wait,
+                                "cannot load credential yet; retrying"
+                            );
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = stopping.cancelled() => {}
+                            }
+                        }
+                        result => return (result, entry),
+                    }
+                }
+            });
         }
         let mut failures = Vec::new();
         while let Some(joined) = loads.join_next().await {
@@ -334,16 +387,24 @@ async fn refresh_loop(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let transient =
-                    matches!(&e, BrokerError::Store { source, .. } if source.is_transient());
-                tracing::error!(
-                    credential = %entry.name(),
-                    error = %e,
-                    transient,
-                    failures,
-                    "cannot refresh credential; serving the last good value as stale until max_stale"
-                );
-                entry.fail(clock.now(), &e.to_string());
+                let permanent = e.is_permanent();
+                if permanent {
+                    tracing::error!(
+                        credential = %entry.name(),
+                        error = %e,
+                        failures,
+                        "cannot refresh credential; unavailable until its store serves it again"
+                    );
+                } else {
+                    tracing::error!(
+                        credential = %entry.name(),
+                        error = %e,
+                        transient = e.is_transient(),
+                        failures,
+                        "cannot refresh credential; serving the last good value as stale until max_stale"
+                    );
+                }
+                entry.fail(clock.now(), &e.to_string(), permanent);
             }
         }
     }
@@ -382,7 +443,9 @@ mod tests {
     async fn lease_runs_for_ttl() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = setup(dir.path(), "lease_ttl = \"2m\"\n");
-        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+            .await
+            .unwrap();
         let lease = broker.lease("a").unwrap();
         assert_eq!(
             lease.expires_at.duration_since(lease.issued_at).unwrap(),
@@ -398,7 +461,9 @@ mod tests {
             dir.path(),
             "refresh_interval = \"10s\"\nmax_stale = \"1m\"\nlease_ttl = \"5m\"\n",
         );
-        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+            .await
+            .unwrap();
         let file = dir.path().join("secrets.json");
         let good = std::fs::read(&file).unwrap();
         std::fs::write(&file, b"{ broken").unwrap();
@@ -435,7 +500,9 @@ mod tests {
             dir.path(),
             "lease_ttl = \"1m\"\nrefresh_interval = \"1h\"\n",
         );
-        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+            .await
+            .unwrap();
         let mut rx = broker.watch(Arc::clone(broker.entry("a").unwrap()));
         let first = rx.recv().await.unwrap().unwrap();
         // Nothing changes: a renewal arrives halfway through the lease.
@@ -463,7 +530,7 @@ mod tests {
             path: "missing".into(),
         };
         cfg.credentials.insert("b".into(), b);
-        let err = Broker::start(&cfg, CancellationToken::new())
+        let err = Broker::start(&cfg, &Default::default(), CancellationToken::new())
             .await
             .err()
             .expect("a missing document stops the start");

@@ -289,7 +289,9 @@ mod tests {
             ),
         )
         .unwrap();
-        let broker = Broker::start(&cfg, CancellationToken::new()).await.unwrap();
+        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+            .await
+            .unwrap();
         BrokerService::new(broker, OWN)
     }
 

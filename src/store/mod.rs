@@ -7,7 +7,11 @@
 //! `secret`'s job. Writes are compare-and-set on the version read, which is
 //! what keeps two rotators from both winning.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod file;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::{io, sync::Arc};
 
@@ -159,10 +163,62 @@ impl StoreError {
     }
 }
 
+/// What stores take from the process environment, read once in `main` so
+/// tests can pass their own (the AWS and GCP SDKs read theirs themselves).
+#[derive(Clone, Default)]
+pub struct StoreEnv {
+    /// `VAULT_TOKEN`.
+    pub vault_token: Option<crate::secret::SecretString>,
+}
+
+impl StoreEnv {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        Self {
+            vault_token: std::env::var("VAULT_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(crate::secret::SecretString::new),
+        }
+    }
+}
+
 /// Builds the store `name` from its config.
-pub fn build(name: &str, config: &StoreConfig) -> Result<Arc<dyn SecretStore>, StoreError> {
+pub async fn build(
+    name: &str,
+    config: &StoreConfig,
+    env: &StoreEnv,
+) -> Result<Arc<dyn SecretStore>, StoreError> {
     match config {
         StoreConfig::File { path } => Ok(Arc::new(file::FileStore::new(name, path.clone()))),
+        #[cfg(feature = "aws")]
+        StoreConfig::AwsSecretsManager {
+            region,
+            endpoint_url,
+        } => Ok(Arc::new(
+            aws::AwsStore::new(name, region.clone(), endpoint_url.clone()).await,
+        )),
+        #[cfg(feature = "vault")]
+        StoreConfig::Vault {
+            address,
+            mount,
+            kv_version,
+            auth,
+            namespace,
+            ca_cert,
+        } => Ok(Arc::new(vault::VaultStore::new(
+            name,
+            vault::VaultSettings {
+                address: address.clone(),
+                mount: mount.clone(),
+                kv_version: *kv_version,
+                auth: auth.clone(),
+                namespace: namespace.clone(),
+                ca_cert: ca_cert.clone(),
+                env_token: env.vault_token.clone(),
+            },
+        ))),
+        #[allow(unreachable_patterns)]
         other => Err(StoreError::Unsupported {
             store: name.to_owned(),
             kind: other.type_name().to_owned(),

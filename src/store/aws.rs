@@ -1,0 +1,273 @@
+//! The `aws_secrets_manager` store.
+//!
+//! Credentials come from the AWS default chain (environment, profile, web
+//! identity / IRSA, container and instance metadata); region and endpoint
+//! from the config or the standard AWS environment variables. Reads always
+//! ask for `AWSCURRENT` explicitly (some emulators keep answering with an
+//! old default version otherwise). Writes follow the staging-label protocol
+//! AWS's own rotation uses: put the new version as `AWSPENDING`, then move
+//! `AWSCURRENT` onto it from the version the writer read, which fails if
+//! someone else moved it first — that is the compare-and-set. Secrets that
+//! AWS rotates itself (its managed Twilio secrets, camelCase fields) are
+//! served as they are.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_secretsmanager::{
+    Client,
+    config::http::HttpResponse,
+    error::{ProvideErrorMetadata, SdkError},
+};
+
+use super::{Document, SecretStore, StoreError};
+use crate::secret::SecretBytes;
+
+/// How long one call may take, retries included.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CURRENT: &str = "AWSCURRENT";
+const PENDING: &str = "AWSPENDING";
+
+/// An AWS Secrets Manager client for one `[stores.NAME]`.
+pub struct AwsStore {
+    name: String,
+    client: Client,
+}
+
+impl AwsStore {
+    /// Loads the AWS default chain, with `region` and `endpoint_url` from
+    /// the config taking precedence over the environment.
+    pub async fn new(name: &str, region: Option<String>, endpoint_url: Option<String>) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            )
+            // The broker retries with its own backoff and serves stale meanwhile.
+            .retry_config(RetryConfig::standard().with_max_attempts(2));
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region));
+        }
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        Self {
+            name: name.to_owned(),
+            client: Client::new(&config),
+        }
+    }
+
+    /// Maps an SDK error: what the store should do about it, never a secret.
+    fn error<E>(&self, path: &str, action: &str, err: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let store = self.name.clone();
+        let path = path.to_owned();
+        match &err {
+            SdkError::TimeoutError(_) => StoreError::Unavailable {
+                store,
+                path,
+                detail: format!("{action}: timed out"),
+            },
+            SdkError::DispatchFailure(f) => StoreError::Unavailable {
+                store,
+                path,
+                detail: format!(
+                    "{action}: {}",
+                    if f.is_io() {
+                        "cannot reach the endpoint"
+                    } else if f.is_timeout() {
+                        "timed out"
+                    } else {
+                        "request failed"
+                    }
+                ),
+            },
+            SdkError::ResponseError(_) => StoreError::Unavailable {
+                store,
+                path,
+                detail: format!("{action}: unreadable response"),
+            },
+            SdkError::ServiceError(service) => {
+                let code = service.err().code().unwrap_or("unknown");
+                let status = service.raw().status().as_u16();
+                let detail = format!(
+                    "{action}: {code} (HTTP {status}){}",
+                    service
+                        .err()
+                        .message()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                );
+                match code {
+                    "ResourceNotFoundException" => StoreError::NotFound {
+                        store,
+                        path,
+                        detail: format!(" ({detail})"),
+                    },
+                    "AccessDeniedException"
+                    | "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+                    | "ExpiredTokenException" => StoreError::PermissionDenied {
+                        store,
+                        path,
+                        detail: format!(" ({detail})"),
+                    },
+                    "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => {
+                        StoreError::Unavailable {
+                            store,
+                            path,
+                            detail,
+                        }
+                    }
+                    _ if status >= 500 || status == 429 => StoreError::Unavailable {
+                        store,
+                        path,
+                        detail,
+                    },
+                    _ => StoreError::Rejected {
+                        store,
+                        path,
+                        detail,
+                    },
+                }
+            }
+            _ => StoreError::Rejected {
+                store,
+                path,
+                detail: format!("{action}: cannot build the request"),
+            },
+        }
+    }
+
+    /// The version id holding `AWSCURRENT`, if the secret exists.
+    async fn current_version(&self, path: &str) -> Result<Option<String>, StoreError> {
+        match self.client.describe_secret().secret_id(path).send().await {
+            Ok(out) => Ok(out.version_ids_to_stages.and_then(|versions| {
+                versions
+                    .into_iter()
+                    .find(|(_, stages)| stages.iter().any(|s| s == CURRENT))
+                    .map(|(id, _)| id)
+            })),
+            Err(e) => match self.error(path, "DescribeSecret", e) {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for AwsStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read(&self, path: &str) -> Result<Document, StoreError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(path)
+            .version_stage(CURRENT)
+            .send()
+            .await
+            .map_err(|e| self.error(path, "GetSecretValue", e))?;
+        let version = out.version_id.unwrap_or_default();
+        // Move the SDK's buffers into zeroizing ones; no copy.
+        let bytes = match (out.secret_string, out.secret_binary) {
+            (Some(s), _) => SecretBytes::new(s.into_bytes()),
+            (None, Some(b)) => SecretBytes::new(b.into_inner()),
+            (None, None) => {
+                return Err(StoreError::Malformed {
+                    store: self.name.clone(),
+                    path: path.to_owned(),
+                    problem: "the secret has neither SecretString nor SecretBinary".into(),
+                });
+            }
+        };
+        Ok(Document { bytes, version })
+    }
+
+    async fn write(
+        &self,
+        path: &str,
+        document: SecretBytes,
+        expected_version: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let conflict = |expected: Option<&str>| StoreError::Conflict {
+            store: self.name.clone(),
+            path: path.to_owned(),
+            expected: expected.unwrap_or("(none)").to_owned(),
+        };
+        let text =
+            std::str::from_utf8(document.expose_secret()).map_err(|_| StoreError::Malformed {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                problem: "the new document is not UTF-8".into(),
+            })?;
+        let current = self.current_version(path).await?;
+        if current.as_deref() != expected_version {
+            return Err(conflict(expected_version));
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let Some(expected) = expected_version else {
+            // A new secret: creation itself is the compare-and-set.
+            let out = self
+                .client
+                .create_secret()
+                .name(path)
+                .client_request_token(&token)
+                .secret_string(text)
+                .send()
+                .await
+                .map_err(|e| match self.error(path, "CreateSecret", e) {
+                    StoreError::Rejected { detail, .. }
+                        if detail.contains("ResourceExistsException") =>
+                    {
+                        conflict(None)
+                    }
+                    other => other,
+                })?;
+            return Ok(out.version_id.unwrap_or(token));
+        };
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(path)
+            .client_request_token(&token)
+            .secret_string(text)
+            .version_stages(PENDING)
+            .send()
+            .await
+            .map_err(|e| self.error(path, "PutSecretValue", e))?;
+        let new_version = put.version_id.unwrap_or(token);
+        self.client
+            .update_secret_version_stage()
+            .secret_id(path)
+            .version_stage(CURRENT)
+            .move_to_version_id(&new_version)
+            .remove_from_version_id(expected)
+            .send()
+            .await
+            .map_err(|e| match self.error(path, "UpdateSecretVersionStage", e) {
+                // AWSCURRENT is no longer on the version we read: we lost.
+                StoreError::Rejected { detail, .. }
+                    if detail.contains("InvalidParameterException") =>
+                {
+                    conflict(Some(expected))
+                }
+                other => other,
+            })?;
+        // Belt and braces for emulators that do not check RemoveFromVersionId.
+        if self.current_version(path).await?.as_deref() != Some(new_version.as_str()) {
+            return Err(conflict(Some(expected)));
+        }
+        Ok(new_version)
+    }
+}

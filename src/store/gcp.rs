@@ -1,0 +1,689 @@
+//! The `gcp_secret_manager` store: documents are Secret Manager secrets in
+//! one project, `path` is the secret id, and a document's version is the
+//! secret version number (`"3"`) that Google assigns.
+//!
+//! Reads access `versions/latest` (the most recently created version, as
+//! Google defines it) and check the payload's CRC32C when the service sends
+//! one. Credentials are Application Default Credentials, which covers GKE
+//! workload identity, a mounted service-account key and the metadata server;
+//! with an `endpoint` (an emulator or the test fake) nothing is sent, since
+//! an emulator has no use for a token and a real token must not leak to it.
+//!
+//! ## Compare-and-set on a service that has none
+//!
+//! `addVersion` takes no precondition, so two rotators that both read
+//! version 3 could both add a version 4 and 5, and the second would silently
+//! discard the first one's key. The secret resource itself does have an
+//! etag, checked by `secrets.patch`, and a write uses it as a lock:
+//!
+//! 1. get the secret (its etag and annotations), creating it when the writer
+//!    expects no version yet;
+//! 2. check that `versions/latest` is `expected_version` and enabled;
+//! 3. claim the base version: patch the annotations
+//!    `credbroker-cas-base = <expected>` and `credbroker-cas-at = <now>` with
+//!    the etag from step 1. Of two writers that read the same etag only one
+//!    gets through; a writer that reads the secret after a claim on its base
+//!    sees that claim and stops;
+//! 4. add the version, with `dataCrc32c`.
+//!
+//! A claim is honoured for [`CLAIM_TTL`], so a writer that died between 3
+//! and 4 blocks others only that long; a writer whose step 4 fails releases
+//! its claim at once.
+//!
+//! Every call is bounded by [`REQUEST_TIMEOUT`], the SDK's own retries
+//! included, so a hung endpoint turns into [`StoreError::Unavailable`] and
+//! the broker keeps serving its last good value.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
+use google_cloud_gax::{
+    error::{Error as GaxError, rpc::Code},
+    retry_policy::{Aip194Strict, RetryPolicyExt},
+};
+use google_cloud_secretmanager_v1::{
+    client::SecretManagerService,
+    model::{Replication, Secret, SecretPayload, replication::Automatic, secret_version::State},
+};
+
+use super::{Document, SecretStore, StoreError};
+use crate::secret::SecretBytes;
+
+/// Upper bound on one store operation's every SDK call, retries included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a write's claim on a base version keeps other writers off it.
+///
+/// Longer than the two calls a writer makes after claiming (add the version,
+/// or release the claim), each bounded by [`REQUEST_TIMEOUT`].
+pub const CLAIM_TTL: Duration = Duration::from_secs(60);
+
+/// Annotation naming the version the last writer wrote on top of.
+const CLAIM_BASE: &str = "credbroker-cas-base";
+/// Annotation with the time of that claim (RFC 3339).
+const CLAIM_AT: &str = "credbroker-cas-at";
+/// The claim's base when the writer expected no version at all.
+const NO_VERSION: &str = "none";
+
+/// A Secret Manager project as a store.
+///
+/// Holds no secret itself (the SDK keeps its token), so no `Debug` is needed;
+/// there is none, so that nobody adds a derived one that walks the client.
+pub struct GcpStore {
+    name: String,
+    project: String,
+    client: SecretManagerService,
+}
+
+/// Which step of an operation failed: an etag or ALREADY_EXISTS refusal
+/// means a lost race only where we asked for the check.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Step {
+    Read,
+    Claim,
+}
+
+impl GcpStore {
+    /// A store over `project`. With `endpoint` (e.g. `http://127.0.0.1:8085`)
+    /// requests go there without credentials; otherwise to Google with
+    /// Application Default Credentials.
+    ///
+    /// Async because the SDK resolves credentials and the universe domain
+    /// while building its client.
+    pub async fn new(
+        name: &str,
+        project: String,
+        endpoint: Option<String>,
+    ) -> Result<GcpStore, StoreError> {
+        // The SDK retries idempotent calls for up to a minute by default; the
+        // broker has its own backoff and stale-serving, so bound the SDK's
+        // loop by our timeout and keep retries few.
+        let mut builder = SecretManagerService::builder()
+            .with_retry_policy(
+                Aip194Strict
+                    .with_attempt_limit(3)
+                    .with_time_limit(REQUEST_TIMEOUT),
+            )
+            .with_attempt_timeout(REQUEST_TIMEOUT);
+        if let Some(endpoint) = endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(Anonymous::new().build());
+        }
+        let setup_error = |detail: String| StoreError::Rejected {
+            store: name.to_owned(),
+            path: "(client setup)".to_owned(),
+            detail,
+        };
+        let client = match tokio::time::timeout(REQUEST_TIMEOUT, builder.build()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(setup_error(format!(
+                    "cannot set up the Secret Manager client: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    store: name.to_owned(),
+                    path: "(client setup)".to_owned(),
+                    detail: format!(
+                        "setting up the Secret Manager client took over {}s",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+        };
+        Ok(GcpStore {
+            name: name.to_owned(),
+            project,
+            client,
+        })
+    }
+
+    fn secret_name(&self, path: &str) -> String {
+        format!("projects/{}/secrets/{}", self.project, path)
+    }
+
+    /// Rejects a `path` that is not a secret id, before it is pasted into a
+    /// resource name where `a/versions/1` would address something else.
+    fn check_path(&self, path: &str) -> Result<(), StoreError> {
+        if valid_secret_id(path) {
+            Ok(())
+        } else {
+            Err(StoreError::Rejected {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                detail: "not a Secret Manager secret id (1 to 255 letters, digits, `-`, `_`)"
+                    .to_owned(),
+            })
+        }
+    }
+
+    /// Runs one SDK call under [`REQUEST_TIMEOUT`], mapping its error.
+    async fn call<T>(
+        &self,
+        path: &str,
+        step: Step,
+        fut: impl Future<Output = Result<T, GaxError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.map_error(path, step, &e)),
+            Err(_) => Err(StoreError::Unavailable {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                detail: format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    fn map_error(&self, path: &str, step: Step, e: &GaxError) -> StoreError {
+        map_error(&self.name, path, step, e)
+    }
+
+    fn conflict(&self, path: &str, expected: Option<&str>) -> StoreError {
+        StoreError::Conflict {
+            store: self.name.clone(),
+            path: path.to_owned(),
+            expected: expected.unwrap_or("(none)").to_owned(),
+        }
+    }
+
+    fn malformed(&self, path: &str, problem: String) -> StoreError {
+        StoreError::Malformed {
+            store: self.name.clone(),
+            path: path.to_owned(),
+            problem,
+        }
+    }
+
+    /// The secret, or `None` if it does not exist.
+    async fn get_secret(&self, path: &str) -> Result<Option<Secret>, StoreError> {
+        let req = self.client.get_secret().set_name(self.secret_name(path));
+        match self.call(path, Step::Read, req.send()).await {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The number and state of `versions/latest`, or `None` if the secret
+    /// has no version.
+    async fn latest_version(&self, path: &str) -> Result<Option<(String, State)>, StoreError> {
+        let req = self
+            .client
+            .get_secret_version()
+            .set_name(format!("{}/versions/latest", self.secret_name(path)));
+        match self.call(path, Step::Read, req.send()).await {
+            Ok(v) => {
+                let number = version_number(&v.name).ok_or_else(|| {
+                    self.malformed(path, "the latest version has no version number".into())
+                })?;
+                Ok(Some((number.to_owned(), v.state)))
+            }
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Step 1 for a writer that expects no version: creates the secret with
+    /// the claim already on it, so creating is claiming. `Ok(None)` when
+    /// another writer created it first.
+    async fn create_claimed(&self, path: &str) -> Result<Option<Secret>, StoreError> {
+        let secret = Secret::new()
+            .set_replication(Replication::new().set_automatic(Automatic::new()))
+            .set_annotations(claim_annotations(HashMap::new(), NO_VERSION, SystemTime::now()));
+        let req = self
+            .client
+            .create_secret()
+            .set_parent(format!("projects/{}", self.project))
+            .set_secret_id(path)
+            .set_secret(secret);
+        match self.call(path, Step::Claim, req.send()).await {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Best effort: drops our claim after a failed add, so the writer's
+    /// retry (or another writer) need not wait out [`CLAIM_TTL`].
+    async fn release_claim(&self, path: &str, claimed: &Secret) {
+        let mut annotations = claimed.annotations.clone();
+        annotations.remove(CLAIM_BASE);
+        annotations.remove(CLAIM_AT);
+        let secret = Secret::new()
+            .set_name(self.secret_name(path))
+            .set_etag(claimed.etag.clone())
+            .set_annotations(annotations);
+        let req = self
+            .client
+            .update_secret()
+            .set_secret(secret)
+            .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["annotations"]));
+        if let Err(e) = self.call(path, Step::Claim, req.send()).await {
+            tracing::debug!(store = %self.name, path, error = %e, "could not release a write claim; it expires by itself");
+        }
+    }
+}
+
+#[async_trait]
+impl SecretStore for GcpStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read(&self, path: &str) -> Result<Document, StoreError> {
+        self.check_path(path)?;
+        let req = self
+            .client
+            .access_secret_version()
+            .set_name(format!("{}/versions/latest", self.secret_name(path)));
+        let response = self.call(path, Step::Read, req.send()).await?;
+        let version = version_number(&response.name)
+            .ok_or_else(|| self.malformed(path, "the answer names no version".into()))?
+            .to_owned();
+        let payload = response
+            .payload
+            .ok_or_else(|| self.malformed(path, "the answer has no payload".into()))?;
+        if let Some(expected) = payload.data_crc32c {
+            if i64::from(crc32c(&payload.data)) != expected {
+                // Corrupted on the way: another read may well be fine.
+                return Err(StoreError::Unavailable {
+                    store: self.name.clone(),
+                    path: path.to_owned(),
+                    detail: format!("version {version}: the payload does not match its CRC32C"),
+                });
+            }
+        }
+        // `Bytes` → `Vec` reuses the buffer the SDK decoded into when it is
+        // the only owner, which it is here: no extra copy of the secret.
+        let bytes = SecretBytes::new(Vec::from(payload.data));
+        Ok(Document { bytes, version })
+    }
+
+    async fn write(
+        &self,
+        path: &str,
+        document: SecretBytes,
+        expected_version: Option<&str>,
+    ) -> Result<String, StoreError> {
+        self.check_path(path)?;
+        let now = SystemTime::now();
+
+        // 1. The secret, its etag and any claim on it.
+        let claimed = match self.get_secret(path).await? {
+            None if expected_version.is_some() => return Err(self.conflict(path, expected_version)),
+            None => match self.create_claimed(path).await? {
+                Some(created) => created,
+                None => return Err(self.conflict(path, expected_version)),
+            },
+            Some(secret) => {
+                // 2. Is the latest version still the one the writer read?
+                let latest = self.latest_version(path).await?;
+                let current = match (&latest, expected_version) {
+                    (None, None) => true,
+                    (Some((n, State::Enabled)), Some(expected)) => n == expected,
+                    _ => false,
+                };
+                if !current {
+                    return Err(self.conflict(path, expected_version));
+                }
+                // 3. Claim the base version, unless another writer holds it.
+                let base = expected_version.unwrap_or(NO_VERSION);
+                if claim_is_live(&secret.annotations, base, now) {
+                    return Err(self.conflict(path, expected_version));
+                }
+                let update = Secret::new()
+                    .set_name(self.secret_name(path))
+                    .set_etag(secret.etag.clone())
+                    .set_annotations(claim_annotations(secret.annotations, base, now));
+                let req = self.client.update_secret().set_secret(update).set_update_mask(
+                    google_cloud_wkt::FieldMask::default().set_paths(["annotations"]),
+                );
+                match self.call(path, Step::Claim, req.send()).await {
+                    Ok(s) => s,
+                    Err(StoreError::Conflict { .. }) => {
+                        return Err(self.conflict(path, expected_version));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+
+        // 4. Add the version. The copy into `Bytes` is the SDK's to send; the
+        // zeroizing allocator wipes it when the request is dropped.
+        let data = bytes::Bytes::copy_from_slice(document.expose_secret());
+        let payload = SecretPayload::new()
+            .set_data_crc32c(i64::from(crc32c(&data)))
+            .set_data(data);
+        drop(document);
+        let req = self
+            .client
+            .add_secret_version()
+            .set_parent(self.secret_name(path))
+            .set_payload(payload);
+        match self.call(path, Step::Read, req.send()).await {
+            Ok(v) => version_number(&v.name).map(str::to_owned).ok_or_else(|| {
+                self.malformed(path, "the new version has no version number".into())
+            }),
+            Err(e) => {
+                self.release_claim(path, &claimed).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The annotations of a secret with a claim on `base` made at `at`.
+fn claim_annotations(
+    mut annotations: HashMap<String, String>,
+    base: &str,
+    at: SystemTime,
+) -> HashMap<String, String> {
+    annotations.insert(CLAIM_BASE.to_owned(), base.to_owned());
+    annotations.insert(
+        CLAIM_AT.to_owned(),
+        humantime::format_rfc3339_seconds(at).to_string(),
+    );
+    annotations
+}
+
+/// Whether another writer claimed `base` less than [`CLAIM_TTL`] ago. A claim
+/// with an unreadable time is treated as expired, so it cannot block forever.
+fn claim_is_live(annotations: &HashMap<String, String>, base: &str, now: SystemTime) -> bool {
+    if annotations.get(CLAIM_BASE).map(String::as_str) != Some(base) {
+        return false;
+    }
+    let Some(at) = annotations
+        .get(CLAIM_AT)
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+    else {
+        return false;
+    };
+    // A claim from the future (clock skew) counts from now.
+    now.duration_since(at).unwrap_or_default() < CLAIM_TTL
+}
+
+/// The last segment of `projects/P/secrets/S/versions/N`, when it is a number.
+fn version_number(name: &str) -> Option<&str> {
+    let (_, n) = name.rsplit_once("/versions/")?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(n)
+}
+
+/// Secret Manager's rule for secret ids.
+fn valid_secret_id(id: &str) -> bool {
+    (1..=255).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Maps an SDK error to the store's error. Messages come from the status the
+/// service sent (which never quotes payloads) or name the error's kind; the
+/// SDK's parse errors are not quoted, since they can quote the response.
+fn map_error(store: &str, path: &str, step: Step, e: &GaxError) -> StoreError {
+    let store = store.to_owned();
+    let path = path.to_owned();
+    let http = e.http_status_code();
+    if let Some(status) = e.status() {
+        let detail = match http {
+            Some(h) => format!("{} ({h}): {}", status.code.name(), status.message),
+            None => format!("{}: {}", status.code.name(), status.message),
+        };
+        return match status.code {
+            Code::NotFound => StoreError::NotFound {
+                store,
+                path,
+                detail: format!(" ({detail})"),
+            },
+            Code::PermissionDenied | Code::Unauthenticated => StoreError::PermissionDenied {
+                store,
+                path,
+                detail: format!(" ({detail})"),
+            },
+            // An etag refusal (Google: FAILED_PRECONDITION; ABORTED in
+            // places) or a create that lost the race, where we asked.
+            Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists
+                if step == Step::Claim =>
+            {
+                StoreError::Conflict {
+                    store,
+                    path,
+                    expected: String::new(),
+                }
+            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled => StoreError::Unavailable {
+                store,
+                path,
+                detail,
+            },
+            _ if http.is_some_and(|h| h >= 500 || h == 429) => StoreError::Unavailable {
+                store,
+                path,
+                detail,
+            },
+            // FAILED_PRECONDITION on a read: the version is disabled or destroyed.
+            _ => StoreError::Rejected {
+                store,
+                path,
+                detail,
+            },
+        };
+    }
+    if let Some(h) = http {
+        // An HTTP error without Google's error body (a proxy, a load balancer).
+        let detail = format!("HTTP {h}");
+        return match h {
+            404 => StoreError::NotFound {
+                store,
+                path,
+                detail: format!(" ({detail})"),
+            },
+            401 | 403 => StoreError::PermissionDenied {
+                store,
+                path,
+                detail: format!(" ({detail})"),
+            },
+            408 | 429 | 500..=599 => StoreError::Unavailable {
+                store,
+                path,
+                detail,
+            },
+            _ => StoreError::Rejected {
+                store,
+                path,
+                detail,
+            },
+        };
+    }
+    if e.is_timeout() || e.is_connect() || e.is_io() || e.is_transport() || e.is_exhausted() {
+        return StoreError::Unavailable {
+            store,
+            path,
+            detail: e.to_string(),
+        };
+    }
+    if e.is_authentication() {
+        // A transient failure to get a token (metadata server busy) is
+        // retried like any outage; a bad credential is not.
+        let transient = e.is_transient_and_before_rpc();
+        let detail = format!("cannot get Google credentials: {e}");
+        return if transient {
+            StoreError::Unavailable {
+                store,
+                path,
+                detail,
+            }
+        } else {
+            StoreError::Rejected {
+                store,
+                path,
+                detail,
+            }
+        };
+    }
+    if e.is_deserialization() {
+        return StoreError::Malformed {
+            store,
+            path,
+            problem: "the service's answer does not parse as a Secret Manager response".into(),
+        };
+    }
+    StoreError::Rejected {
+        store,
+        path,
+        detail: "the request could not be made (bad resource name or request)".into(),
+    }
+}
+
+/// CRC-32C (Castagnoli), the checksum Secret Manager keeps per version.
+fn crc32c(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut n = 0;
+        while n < 256 {
+            let mut c = n as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[n] = c;
+            n += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use google_cloud_gax::error::rpc::Status;
+
+    // Only the SDK's public constructors: its transport-level ones are
+    // `doc(hidden)`. The end-to-end test against the fake covers those.
+    fn service(code: Code) -> GaxError {
+        GaxError::service(Status::default().set_code(code).set_message("msg"))
+    }
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        assert_eq!(crc32c(b"hello"), 2_591_144_780);
+    }
+
+    #[test]
+    fn version_number_is_the_last_numeric_segment() {
+        assert_eq!(version_number("projects/p/secrets/s/versions/12"), Some("12"));
+        assert_eq!(version_number("projects/123/secrets/s/versions/1"), Some("1"));
+        assert_eq!(version_number("projects/p/secrets/s/versions/latest"), None);
+        assert_eq!(version_number("projects/p/secrets/s/versions/"), None);
+        assert_eq!(version_number("projects/p/secrets/s"), None);
+    }
+
+    #[test]
+    fn secret_ids_are_checked() {
+        assert!(valid_secret_id("twilio-verify_1"));
+        assert!(!valid_secret_id(""));
+        assert!(!valid_secret_id("a/versions/1"));
+        assert!(!valid_secret_id("twilio.verify"));
+        assert!(!valid_secret_id(&"a".repeat(256)));
+    }
+
+    #[test]
+    fn claims_expire_and_are_per_base() {
+        let now = SystemTime::now();
+        let fresh = claim_annotations(HashMap::new(), "3", now);
+        assert!(claim_is_live(&fresh, "3", now));
+        assert!(!claim_is_live(&fresh, "4", now), "a claim on another base");
+        assert!(!claim_is_live(&fresh, "3", now + CLAIM_TTL + Duration::from_secs(1)));
+        assert!(!claim_is_live(&HashMap::new(), NO_VERSION, now));
+        let mut garbled = fresh.clone();
+        garbled.insert(CLAIM_AT.into(), "yesterday".into());
+        assert!(!claim_is_live(&garbled, "3", now));
+        // Other annotations survive a claim.
+        let mut other = HashMap::new();
+        other.insert("owner".to_owned(), "team".to_owned());
+        assert_eq!(claim_annotations(other, "3", now)["owner"], "team");
+    }
+
+    #[test]
+    fn errors_map_to_store_errors() {
+        let m = |e: GaxError, step| map_error("gcp", "verify", step, &e);
+        assert!(matches!(
+            m(service(Code::NotFound), Step::Read),
+            StoreError::NotFound { .. }
+        ));
+        assert!(matches!(
+            m(service(Code::PermissionDenied), Step::Read),
+            StoreError::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            m(service(Code::Unauthenticated), Step::Read),
+            StoreError::PermissionDenied { .. }
+        ));
+        // A disabled or destroyed version is permanent on a read...
+        let e = m(service(Code::FailedPrecondition), Step::Read);
+        assert!(matches!(e, StoreError::Rejected { .. }) && !e.is_transient());
+        // ...and an etag refusal on a claim is a lost race.
+        assert!(matches!(
+            m(service(Code::FailedPrecondition), Step::Claim),
+            StoreError::Conflict { .. }
+        ));
+        assert!(matches!(
+            m(service(Code::AlreadyExists), Step::Claim),
+            StoreError::Conflict { .. }
+        ));
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Internal,
+            Code::Aborted,
+        ] {
+            let e = m(service(code), Step::Read);
+            assert!(e.is_transient(), "{code:?}: {e}");
+        }
+        assert!(matches!(
+            m(service(Code::InvalidArgument), Step::Read),
+            StoreError::Rejected { .. }
+        ));
+        assert!(m(GaxError::timeout("slow"), Step::Read).is_transient());
+        assert!(m(GaxError::exhausted("retries"), Step::Read).is_transient());
+    }
+
+    #[test]
+    fn messages_name_store_and_path_never_the_response_body() {
+        let e = map_error(
+            "gcp",
+            "verify",
+            Step::Read,
+            &GaxError::deser("invalid type: string \"f00dfeedf00dfeedf00dfeedf00dfeed\""),
+        );
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("gcp") && shown.contains("verify"), "{shown}");
+        assert!(!shown.contains("f00dfeed"), "{shown}");
+    }
+}
