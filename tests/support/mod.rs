@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::{
     fs,
     os::unix::fs::PermissionsExt,
@@ -68,13 +70,23 @@ impl Daemon {
     /// starts `credbroker serve` at TRACE level and waits until it answers
     /// health checks.
     pub fn start(dir: &Path, config: &str) -> Daemon {
-        let daemon = Daemon::spawn(dir, config);
+        Daemon::start_env(dir, config, &[])
+    }
+
+    /// `start` with extra environment variables for the daemon.
+    pub fn start_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let daemon = Daemon::spawn_env(dir, config, env);
         daemon.wait_ready();
         daemon
     }
 
     /// Like `start`, without waiting.
     pub fn spawn(dir: &Path, config: &str) -> Daemon {
+        Daemon::spawn_env(dir, config, &[])
+    }
+
+    /// Like `start_env`, without waiting.
+    pub fn spawn_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let socket = dir.join("broker.sock");
         let text = config
             .replace("{socket}", &socket.display().to_string())
@@ -88,6 +100,7 @@ impl Daemon {
             .env("CREDBROKER_LOG", "trace")
             .env_remove("RUST_LOG")
             .env_remove("CREDBROKER_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("daemon.out")).unwrap())
             .stderr(fs::File::create(&log).unwrap())
@@ -261,4 +274,72 @@ fn base64_encode(bytes: &[u8]) -> String {
         out.push('=');
     }
     out
+}
+
+/// Polls `check` until it returns true, or panics with `what` after `timeout`.
+/// For conditions in other processes, where tokio's paused clock cannot reach.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The next message on `stream` that satisfies `pred`, within `timeout`.
+pub async fn next_matching(
+    stream: &mut tonic::Streaming<credbroker::proto::Credential>,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&credbroker::proto::Credential) -> bool,
+) -> credbroker::proto::Credential {
+    tokio::time::timeout(timeout, async {
+        loop {
+            let m = stream
+                .message()
+                .await
+                .unwrap_or_else(|e| panic!("watch failed while waiting for {what}: {e}"))
+                .unwrap_or_else(|| panic!("watch ended while waiting for {what}"));
+            if pred(&m) {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The secret of a wire credential (Auth Token or API Key Secret).
+pub fn secret_of(c: &credbroker::proto::Credential) -> &str {
+    use credbroker::proto::credential::Secret;
+    match &c.secret {
+        Some(Secret::AuthToken(t)) => &t.token,
+        Some(Secret::ApiKey(k)) => &k.secret,
+        None => "",
+    }
+}
+
+/// Waits until GetCredential for `name` satisfies `pred` (Ok or Err).
+pub async fn get_until(
+    client: &credbroker::client::Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&Result<credbroker::proto::Credential, credbroker::client::ClientError>) -> bool,
+) -> Result<credbroker::proto::Credential, credbroker::client::ClientError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = client.get(name).await;
+        if pred(&r) {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: last {:?}",
+            r.as_ref()
+                .map(|c| c.version.clone())
+                .map_err(|e| e.to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,221 @@
+//! Real servers and stateful fakes for the store tests, each a child
+//! process on a loopback port that a test can kill (SIGKILL) and restart on
+//! the same port. A component that cannot start fails the test with a
+//! message saying how to install it; nothing is skipped.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Where scripts/test-all installs tools: `$HOME/.cache/credbroker`.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/credbroker")
+}
+
+/// The repository root (for the fakes in tests/support/).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+type Spawner = Box<dyn Fn(u16) -> Command + Send>;
+
+/// A server process on a loopback port.
+pub struct Service {
+    name: String,
+    spawn: Spawner,
+    child: Option<Child>,
+    /// Its port, kept across restarts.
+    pub port: u16,
+    /// Whether the process prints `PORT=<n>` first (the Python fakes).
+    announces_port: bool,
+    log: PathBuf,
+}
+
+impl Service {
+    /// A Python fake from tests/support/: `python3 SCRIPT --port P --state DIR/NAME.state.json ARGS`.
+    pub fn python_fake(script: &str, dir: &Path, args: &[String]) -> Service {
+        let path = repo().join("tests/support").join(script);
+        let state = dir.join(format!("{script}.state.json"));
+        let args = args.to_vec();
+        let spawn: Spawner = Box::new(move |port| {
+            let mut cmd = Command::new("python3");
+            cmd.arg(&path)
+                .args(["--port", &port.to_string(), "--state"])
+                .arg(&state)
+                .args(&args);
+            cmd
+        });
+        Service::start(script, spawn, 0, true, dir)
+    }
+
+    /// `moto_server` (AWS emulator) from the venv scripts/test-all installs.
+    pub fn moto(dir: &Path) -> Service {
+        let bin = std::env::var_os("CREDBROKER_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache_dir().join("venv/bin/moto_server"));
+        assert!(
+            bin.exists(),
+            "{} not found: run scripts/test-all, which installs moto[server] into {}",
+            bin.display(),
+            cache_dir().join("venv").display()
+        );
+        let spawn: Spawner = Box::new(move |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            cmd
+        });
+        Service::start("moto_server", spawn, free_port(), false, dir)
+    }
+
+    /// Starts `spawn(port)` and waits until it accepts connections.
+    pub fn start(
+        name: &str,
+        spawn: Spawner,
+        port: u16,
+        announces_port: bool,
+        dir: &Path,
+    ) -> Service {
+        let mut service = Service {
+            name: name.to_owned(),
+            spawn,
+            child: None,
+            port,
+            announces_port,
+            log: dir.join(format!("{name}.log")),
+        };
+        service.launch();
+        service
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = (self.spawn)(self.port)
+            .stdin(Stdio::null())
+            .stdout(if self.announces_port {
+                Stdio::piped()
+            } else {
+                Stdio::from(log.try_clone().unwrap())
+            })
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+        if self.announces_port {
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let port = line.trim().strip_prefix("PORT=").unwrap_or_else(|| {
+                panic!(
+                    "{} did not announce its port:\n{}",
+                    self.name,
+                    self.log_text()
+                )
+            });
+            self.port = port.parse().unwrap();
+        }
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{} exited ({status}) at start:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start listening:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash or an outage would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (the fakes reload their state file).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 request for the fakes' control endpoints: returns
+/// (status, body).
+pub fn http(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
