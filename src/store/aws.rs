@@ -56,9 +56,15 @@ impl AwsStore {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
+        Self::with_client(name, Client::new(&config))
+    }
+
+    /// A store on a client the caller built (its own credentials provider,
+    /// say); `new` is the usual way.
+    pub fn with_client(name: &str, client: Client) -> Self {
         Self {
             name: name.to_owned(),
-            client: Client::new(&config),
+            client,
         }
     }
 
@@ -267,6 +273,19 @@ impl SecretStore for AwsStore {
         // Belt and braces for emulators that do not check RemoveFromVersionId.
         if self.current_version(path).await?.as_deref() != Some(new_version.as_str()) {
             return Err(conflict(Some(expected)));
+        }
+        // The write is done; AWSPENDING is for versions not yet promoted.
+        if let Err(e) = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(path)
+            .version_stage(PENDING)
+            .remove_from_version_id(&new_version)
+            .send()
+            .await
+        {
+            let e = self.error(path, "UpdateSecretVersionStage", e);
+            tracing::warn!(store = %self.name, %path, error = %e, "cannot remove AWSPENDING from the promoted version");
         }
         Ok(new_version)
     }
