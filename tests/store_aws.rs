@@ -331,3 +331,80 @@ fn startup_with_a_wrong_path_exits_64_naming_store_and_path() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_fails_that_credential_while_others_keep_serving() {
+    let dir = world_dir();
+    let moto = Service::moto_env(dir.path(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+    let iam = |args: &[&str]| {
+        let out = std::process::Command::new(Service::venv_python())
+            .arg(repo().join("tests/support/moto_iam.py"))
+            .arg(moto.url())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let keys: serde_json::Value = serde_json::from_str(&iam(&["setup"])).unwrap();
+    let key = |who: &str, i: usize| keys[who][i].as_str().unwrap().to_owned();
+    let admin = Aws::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new(REGION))
+            .endpoint_url(moto.url())
+            .credentials_provider(Credentials::new(
+                key("admin", 0),
+                key("admin", 1),
+                None,
+                None,
+                "tests",
+            ))
+            .build(),
+    );
+    let (t1, t2) = (token(0xf201), token(0xf202));
+    create(&admin, "twilio/verify", &auth_token_doc(&t1)).await;
+    std::fs::write(
+        dir.path().join("local.json"),
+        format!(r#"{{"local": {}}}"#, auth_token_doc(&t2)),
+    )
+    .unwrap();
+    let cfg = config(&moto).replace(
+        "[credentials.managed]\nstore = \"aws\"\npath = \"twilio/managed\"",
+        "",
+    ) + "[stores.file]\ntype = \"file\"\npath = \"{dir}/local.json\"\n[credentials.local]\nstore = \"file\"\npath = \"local\"\n";
+    let (id, secret) = (key("credbroker", 0), key("credbroker", 1));
+    let env = [
+        ("AWS_ACCESS_KEY_ID", id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ];
+    let daemon = Daemon::start_env(dir.path(), &cfg, &env).secrets(&[&t1, &t2, &secret]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    assert_eq!(secret_of(&client.get("verify").await.unwrap()), t1);
+
+    // The IAM policy now denies the broker's user: `verify` fails at once
+    // with a message naming the store, the path and why; `local` serves on.
+    iam(&["deny", &key("admin", 0), &key("admin", 1)]);
+    let err = get_until(
+        &client,
+        "verify",
+        Duration::from_secs(5),
+        "access denied",
+        |r| r.is_err(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("permission denied")
+            && msg.contains("store `aws`")
+            && msg.contains("twilio/verify"),
+        "{msg}"
+    );
+    assert_eq!(secret_of(&client.get("local").await.unwrap()), t2);
+    daemon.assert_log_clean();
+}

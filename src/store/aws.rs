@@ -132,6 +132,11 @@ impl AwsStore {
                             detail,
                         }
                     }
+                    _ if status == 401 || status == 403 => StoreError::PermissionDenied {
+                        store,
+                        path,
+                        detail: format!(" ({detail})"),
+                    },
                     _ if status >= 500 || status == 429 => StoreError::Unavailable {
                         store,
                         path,

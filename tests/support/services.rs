@@ -63,6 +63,20 @@ impl Service {
 
     /// `moto_server` (AWS emulator) from the venv scripts/test-all installs.
     pub fn moto(dir: &Path) -> Service {
+        Service::moto_env(dir, &[])
+    }
+
+    /// The venv's python, which has boto3 (moto depends on it).
+    pub fn venv_python() -> PathBuf {
+        cache_dir().join("venv/bin/python")
+    }
+
+    /// `moto_server` with extra environment (e.g. INITIAL_NO_AUTH_ACTION_COUNT).
+    pub fn moto_env(dir: &Path, env: &[(&str, &str)]) -> Service {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let bin = std::env::var_os("CREDBROKER_MOTO_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| cache_dir().join("venv/bin/moto_server"));
@@ -74,7 +88,8 @@ impl Service {
         );
         let spawn: Spawner = Box::new(move |port| {
             let mut cmd = Command::new(&bin);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().map(|(k, v)| (k, v)));
             cmd
         });
         Service::start("moto_server", spawn, free_port(), false, dir)
