@@ -117,7 +117,7 @@ impl Broker {
     ) -> Result<Arc<Broker>, StartError> {
         let mut stores = BTreeMap::new();
         for (name, cfg) in &config.stores {
-            stores.insert(name.clone(), store::build(name, cfg, &env).await?);
+            stores.insert(name.clone(), store::build(name, cfg, env).await?);
         }
         let mut entries = BTreeMap::new();
         for (name, cfg) in &config.credentials {
