@@ -80,11 +80,14 @@ pub struct GcpStore {
     client: SecretManagerService,
 }
 
-/// Which step of an operation failed: an etag or ALREADY_EXISTS refusal
-/// means a lost race only where we asked for the check.
+/// How to read a refusal: ALREADY_EXISTS, ABORTED or FAILED_PRECONDITION
+/// mean a lost compare-and-set race only on the calls that asked for a check
+/// (creating the secret, patching it with an etag).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Step {
-    Read,
+    /// Any call without a precondition.
+    Plain,
+    /// A create or an etag-checked patch: refusals are conflicts.
     Claim,
 }
 
@@ -205,7 +208,7 @@ impl GcpStore {
     /// The secret, or `None` if it does not exist.
     async fn get_secret(&self, path: &str) -> Result<Option<Secret>, StoreError> {
         let req = self.client.get_secret().set_name(self.secret_name(path));
-        match self.call(path, Step::Read, req.send()).await {
+        match self.call(path, Step::Plain, req.send()).await {
             Ok(s) => Ok(Some(s)),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -219,7 +222,7 @@ impl GcpStore {
             .client
             .get_secret_version()
             .set_name(format!("{}/versions/latest", self.secret_name(path)));
-        match self.call(path, Step::Read, req.send()).await {
+        match self.call(path, Step::Plain, req.send()).await {
             Ok(v) => {
                 let number = version_number(&v.name).ok_or_else(|| {
                     self.malformed(path, "the latest version has no version number".into())
@@ -237,7 +240,11 @@ impl GcpStore {
     async fn create_claimed(&self, path: &str) -> Result<Option<Secret>, StoreError> {
         let secret = Secret::new()
             .set_replication(Replication::new().set_automatic(Automatic::new()))
-            .set_annotations(claim_annotations(HashMap::new(), NO_VERSION, SystemTime::now()));
+            .set_annotations(claim_annotations(
+                HashMap::new(),
+                NO_VERSION,
+                SystemTime::now(),
+            ));
         let req = self
             .client
             .create_secret()
@@ -284,22 +291,22 @@ impl SecretStore for GcpStore {
             .client
             .access_secret_version()
             .set_name(format!("{}/versions/latest", self.secret_name(path)));
-        let response = self.call(path, Step::Read, req.send()).await?;
+        let response = self.call(path, Step::Plain, req.send()).await?;
         let version = version_number(&response.name)
             .ok_or_else(|| self.malformed(path, "the answer names no version".into()))?
             .to_owned();
         let payload = response
             .payload
             .ok_or_else(|| self.malformed(path, "the answer has no payload".into()))?;
-        if let Some(expected) = payload.data_crc32c {
-            if i64::from(crc32c(&payload.data)) != expected {
-                // Corrupted on the way: another read may well be fine.
-                return Err(StoreError::Unavailable {
-                    store: self.name.clone(),
-                    path: path.to_owned(),
-                    detail: format!("version {version}: the payload does not match its CRC32C"),
-                });
-            }
+        if let Some(expected) = payload.data_crc32c
+            && i64::from(crc32c(&payload.data)) != expected
+        {
+            // Corrupted on the way: another read may well be fine.
+            return Err(StoreError::Unavailable {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                detail: format!("version {version}: the payload does not match its CRC32C"),
+            });
         }
         // `Bytes` → `Vec` reuses the buffer the SDK decoded into when it is
         // the only owner, which it is here: no extra copy of the secret.
@@ -343,9 +350,13 @@ impl SecretStore for GcpStore {
                     .set_name(self.secret_name(path))
                     .set_etag(secret.etag.clone())
                     .set_annotations(claim_annotations(secret.annotations, base, now));
-                let req = self.client.update_secret().set_secret(update).set_update_mask(
-                    google_cloud_wkt::FieldMask::default().set_paths(["annotations"]),
-                );
+                let req = self
+                    .client
+                    .update_secret()
+                    .set_secret(update)
+                    .set_update_mask(
+                        google_cloud_wkt::FieldMask::default().set_paths(["annotations"]),
+                    );
                 match self.call(path, Step::Claim, req.send()).await {
                     Ok(s) => s,
                     Err(StoreError::Conflict { .. }) => {
@@ -368,7 +379,7 @@ impl SecretStore for GcpStore {
             .add_secret_version()
             .set_parent(self.secret_name(path))
             .set_payload(payload);
-        match self.call(path, Step::Read, req.send()).await {
+        match self.call(path, Step::Plain, req.send()).await {
             Ok(v) => version_number(&v.name).map(str::to_owned).ok_or_else(|| {
                 self.malformed(path, "the new version has no version number".into())
             }),
@@ -596,8 +607,14 @@ mod tests {
 
     #[test]
     fn version_number_is_the_last_numeric_segment() {
-        assert_eq!(version_number("projects/p/secrets/s/versions/12"), Some("12"));
-        assert_eq!(version_number("projects/123/secrets/s/versions/1"), Some("1"));
+        assert_eq!(
+            version_number("projects/p/secrets/s/versions/12"),
+            Some("12")
+        );
+        assert_eq!(
+            version_number("projects/123/secrets/s/versions/1"),
+            Some("1")
+        );
         assert_eq!(version_number("projects/p/secrets/s/versions/latest"), None);
         assert_eq!(version_number("projects/p/secrets/s/versions/"), None);
         assert_eq!(version_number("projects/p/secrets/s"), None);
@@ -618,7 +635,11 @@ mod tests {
         let fresh = claim_annotations(HashMap::new(), "3", now);
         assert!(claim_is_live(&fresh, "3", now));
         assert!(!claim_is_live(&fresh, "4", now), "a claim on another base");
-        assert!(!claim_is_live(&fresh, "3", now + CLAIM_TTL + Duration::from_secs(1)));
+        assert!(!claim_is_live(
+            &fresh,
+            "3",
+            now + CLAIM_TTL + Duration::from_secs(1)
+        ));
         assert!(!claim_is_live(&HashMap::new(), NO_VERSION, now));
         let mut garbled = fresh.clone();
         garbled.insert(CLAIM_AT.into(), "yesterday".into());
@@ -633,19 +654,19 @@ mod tests {
     fn errors_map_to_store_errors() {
         let m = |e: GaxError, step| map_error("gcp", "verify", step, &e);
         assert!(matches!(
-            m(service(Code::NotFound), Step::Read),
+            m(service(Code::NotFound), Step::Plain),
             StoreError::NotFound { .. }
         ));
         assert!(matches!(
-            m(service(Code::PermissionDenied), Step::Read),
+            m(service(Code::PermissionDenied), Step::Plain),
             StoreError::PermissionDenied { .. }
         ));
         assert!(matches!(
-            m(service(Code::Unauthenticated), Step::Read),
+            m(service(Code::Unauthenticated), Step::Plain),
             StoreError::PermissionDenied { .. }
         ));
         // A disabled or destroyed version is permanent on a read...
-        let e = m(service(Code::FailedPrecondition), Step::Read);
+        let e = m(service(Code::FailedPrecondition), Step::Plain);
         assert!(matches!(e, StoreError::Rejected { .. }) && !e.is_transient());
         // ...and an etag refusal on a claim is a lost race.
         assert!(matches!(
@@ -663,15 +684,15 @@ mod tests {
             Code::Internal,
             Code::Aborted,
         ] {
-            let e = m(service(code), Step::Read);
+            let e = m(service(code), Step::Plain);
             assert!(e.is_transient(), "{code:?}: {e}");
         }
         assert!(matches!(
-            m(service(Code::InvalidArgument), Step::Read),
+            m(service(Code::InvalidArgument), Step::Plain),
             StoreError::Rejected { .. }
         ));
-        assert!(m(GaxError::timeout("slow"), Step::Read).is_transient());
-        assert!(m(GaxError::exhausted("retries"), Step::Read).is_transient());
+        assert!(m(GaxError::timeout("slow"), Step::Plain).is_transient());
+        assert!(m(GaxError::exhausted("retries"), Step::Plain).is_transient());
     }
 
     #[test]
@@ -679,7 +700,7 @@ mod tests {
         let e = map_error(
             "gcp",
             "verify",
-            Step::Read,
+            Step::Plain,
             &GaxError::deser("invalid type: string \"f00dfeedf00dfeedf00dfeedf00dfeed\""),
         );
         let shown = format!("{e} {e:?}");

@@ -10,6 +10,8 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod file;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 #[cfg(feature = "vault")]
 pub mod vault;
 
@@ -217,7 +219,11 @@ pub async fn build(
                 ca_cert: ca_cert.clone(),
                 env_token: env.vault_token.clone(),
             },
-        ))),
+        )?)),
+        #[cfg(feature = "gcp")]
+        StoreConfig::GcpSecretManager { project, endpoint } => Ok(Arc::new(
+            gcp::GcpStore::new(name, project.clone(), endpoint.clone()).await?,
+        )),
         #[allow(unreachable_patterns)]
         other => Err(StoreError::Unsupported {
             store: name.to_owned(),

@@ -569,7 +569,6 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = unquote(url.path)
         query = parse_qs(url.query, keep_blank_values=True)
-        status = 500
         try:
             raw = self.read_body()
             try:
@@ -588,6 +587,8 @@ class Handler(BaseHTTPRequestHandler):
             status = 500
             obj = ApiError("INTERNAL", f"fake internal error: {type(e).__name__}").body()
         with self.log_lock:
+            if len(self.request_log) >= 10000:  # bounded, for long test runs
+                del self.request_log[:1000]
             self.request_log.append(
                 {
                     "method": method,

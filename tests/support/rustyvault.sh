@@ -190,7 +190,16 @@ EOF
 cmd_unseal() {
     need_dir_port "$@"
     [[ -s "$DIR/unseal_key" ]] || die "$DIR/unseal_key missing: run setup first"
-    api PUT sys/unseal "{\"key\":\"$(cat "$DIR/unseal_key")\"}"
+    # RustyVault 0.2.1 sometimes fails an unseal with 500 ("delay_timer error
+    # ... DisInitTime") while it re-schedules the expiry of tokens that are
+    # about to lapse; the next attempt succeeds. Retry a few times.
+    local tries=0
+    while :; do
+        api PUT sys/unseal "{\"key\":\"$(cat "$DIR/unseal_key")\"}"
+        [[ "$HTTP_STATUS" == 500 && $tries -lt 20 ]] || break
+        tries=$((tries + 1))
+        sleep 0.5
+    done
     case "$HTTP_STATUS" in
         200) ;;
         400) [[ "$RESP" == *'is unsealed'* ]] || die "unseal: HTTP 400 $RESP" ;; # already unsealed
