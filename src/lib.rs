@@ -11,6 +11,8 @@
 //! - [`broker`]: the cache of current credentials, leases, refresh loop,
 //!   staleness and watch fan-out.
 //! - [`server`]: the gRPC services on the Unix socket, peer checks, audit.
+//! - [`rotation`]: the rotation state machine and its schedule.
+//! - [`twilio`]: the Twilio REST client rotation uses.
 //! - [`client`]: the Rust client the CLI uses and workloads can depend on.
 //! - [`proto`]: the generated `credbroker.v1` types.
 
@@ -19,9 +21,11 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod rotation;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod twilio;
 
 /// The generated `credbroker.v1` messages, clients and servers.
 #[allow(missing_docs, clippy::all)]

@@ -267,6 +267,8 @@ pub fn parse_document(
     let current = take_credential(&mut object, "", None, kind).map_err(|(f, p)| err(&f, p))?;
     let pending = match object.remove("pending") {
         None | Some(Value::Null) => None,
+        // A rotation's claim comes before its new value: no secret yet.
+        Some(Value::Object(o)) if !has_secret_field(&o) => None,
         Some(Value::Object(mut o)) => Some(
             take_credential(&mut o, "pending.", Some(&current.account_sid), kind)
                 .map_err(|(f, p)| err(&f, p))?,
@@ -312,6 +314,19 @@ pub fn parse_document(
 }
 
 type FieldError = (String, String);
+
+/// Whether a (pending) object carries any secret field yet.
+fn has_secret_field(object: &Map<String, Value>) -> bool {
+    AUTH_TOKEN
+        .iter()
+        .chain(&API_KEY_SID)
+        .chain(&API_KEY_SECRET)
+        .any(|f| object.contains_key(*f))
+}
+
+/// The spellings a document may use for each credential field, snake_case
+/// first: rotation writes a field back under the spelling it found.
+pub const FIELD_SPELLINGS: [[&str; 2]; 4] = [ACCOUNT_SID, AUTH_TOKEN, API_KEY_SID, API_KEY_SECRET];
 
 /// Removes a string field under either spelling, moving it out of the JSON
 /// tree so that the only remaining copy is the one we zeroize.

@@ -1,0 +1,622 @@
+//! Rotation: a small state machine whose state lives in the stored
+//! document, so any process can resume it after a crash, and whose every
+//! step is a compare-and-set write, so two rotators cannot both win.
+//!
+//! API key (`api_key`), with the admin credential:
+//! 1. claim: write `pending = {rotation_id, owner, claimed_at}`;
+//! 2. create a key named `credbroker:<name>:<rotation id>` (first deleting
+//!    keys with that prefix no document references: orphans of a crash
+//!    between create and write), write it into `pending`;
+//! 3. test it (an authenticated account read with the new key);
+//! 4. promote: current ← pending, previous ← old current with
+//!    `retire_at = now + grace`;
+//! 5. after `retire_at`: delete the old key, drop `previous`.
+//!
+//! Auth Token (`auth_token`), with the current token:
+//! 1. claim; 2. create the secondary token, write it into `pending`;
+//! 3. test it; 4. switch: current ← secondary, previous ← old primary (both
+//!    valid at Twilio); 5. after the grace window: promote the secondary at
+//!    Twilio (the old primary stops working), drop `previous`.
+//!
+//! A claim belongs to `hostname:pid`. Another process takes it over when
+//! that process is gone (same host) or the claim is older than
+//! [`CLAIM_TTL`]; otherwise it reports the rotation as in progress.
+
+mod document;
+pub mod scheduler;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+pub use document::{Claim, RawDocument};
+
+use crate::{
+    broker::Clock,
+    config::{Config, CredentialConfig, RotationConfig, Source},
+    secret::{CredentialDocument, DocumentError, Kind, Secret, TwilioCredential, parse_document},
+    store::{SecretStore, StoreError},
+    twilio::{TwilioClient, TwilioError},
+};
+
+/// A claim not refreshed for this long may be taken over from another host.
+pub const CLAIM_TTL: Duration = Duration::from_secs(10 * 60);
+/// Most steps one `rotate` call takes (a full rotation takes five).
+const MAX_STEPS: usize = 16;
+
+/// Why a rotation step failed. The document is left where it was: the next
+/// attempt resumes from there.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// The credential has no `[credentials.NAME.rotation]` (or is dynamic).
+    #[error("credential `{0}` is not configured for rotation")]
+    NotConfigured(String),
+    /// No such credential.
+    #[error("no credential named `{0}`")]
+    NotFound(String),
+    /// The store failed.
+    #[error("credential `{name}`: {source}")]
+    Store {
+        /// Credential name.
+        name: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// A stored document is bad.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// The admin credential is missing, of the wrong kind, or unreadable.
+    #[error("credential `{name}`: admin credential `{admin}`: {reason}")]
+    Admin {
+        /// Credential being rotated.
+        name: String,
+        /// The admin credential.
+        admin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Twilio refused or failed a call.
+    #[error("credential `{name}`: step `{step}`: {source}")]
+    Twilio {
+        /// Credential name.
+        name: String,
+        /// The step.
+        step: &'static str,
+        /// Twilio's error.
+        source: TwilioError,
+    },
+    /// The document kept changing under us.
+    #[error("credential `{0}`: the document kept changing during the rotation; try again")]
+    Unsettled(String),
+}
+
+/// What a `rotate` call achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do (no rotation asked, none under way).
+    Idle,
+    /// A new value was promoted; the old one retires at `retire_at`.
+    Promoted {
+        /// When the previous value is retired.
+        retire_at: SystemTime,
+    },
+    /// A previous value was retired and nothing else was asked.
+    Retired,
+    /// A previous value is still in its grace window; a new rotation waits.
+    Waiting {
+        /// When it retires.
+        retire_at: SystemTime,
+    },
+    /// Another live process holds the claim.
+    InProgress {
+        /// `hostname:pid` of that process.
+        owner: String,
+    },
+}
+
+/// What `GetRotationStatus` reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// idle | pending | testing | promoted | retiring | failed
+    pub step: String,
+    /// When the last rotation was promoted.
+    pub last_success: Option<SystemTime>,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+    /// When the scheduler runs next.
+    pub next_run: Option<SystemTime>,
+}
+
+#[derive(Default)]
+struct Memory {
+    last_error: Option<String>,
+    next_run: Option<SystemTime>,
+}
+
+/// Drives rotations for the credentials of one config.
+pub struct Rotator {
+    credentials: BTreeMap<String, CredentialConfig>,
+    stores: BTreeMap<String, Arc<dyn SecretStore>>,
+    twilio: TwilioClient,
+    clock: Clock,
+    owner: String,
+    memory: Mutex<HashMap<String, Memory>>,
+    on_change: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+/// A document read for a step.
+struct Read {
+    raw: RawDocument,
+    parsed: CredentialDocument,
+    version: String,
+}
+
+/// The process identity written into claims.
+pub fn owner_id() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    format!("{host}:{}", std::process::id())
+}
+
+/// Whether `claim` still protects a rotation in another process.
+fn claim_alive(claim: &Claim, now: SystemTime) -> bool {
+    let fresh = now
+        .duration_since(claim.claimed_at)
+        .map(|age| age < CLAIM_TTL)
+        .unwrap_or(true);
+    let mine = owner_id();
+    let my_host = mine.rsplit_once(':').map(|(h, _)| h);
+    match claim.owner.rsplit_once(':') {
+        // Same host: the claim lives exactly as long as its process.
+        Some((host, pid)) if Some(host) == my_host => {
+            fresh && std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => fresh,
+    }
+}
+
+/// Aborts the process at step `name` when `CREDBROKER_FAILPOINT` names it:
+/// how the tests crash a rotation at every step, as `kill -9` would.
+fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("CREDBROKER_FAILPOINT").ok());
+    if point.as_deref() == Some(name) {
+        eprintln!("credbroker: failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+fn new_rotation_id(now: SystemTime) -> String {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs:x}{:04x}", rand::random::<u16>())
+}
+
+impl Rotator {
+    /// A rotator over `config`'s stores. `on_change(name)` is called after
+    /// every write (the daemon re-reads the credential so watchers see it).
+    pub fn new(
+        config: &Config,
+        stores: BTreeMap<String, Arc<dyn SecretStore>>,
+        clock: Clock,
+        on_change: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Result<Self, TwilioError> {
+        Ok(Self {
+            credentials: config.credentials.clone(),
+            stores,
+            twilio: TwilioClient::new(&config.twilio)?,
+            clock,
+            owner: owner_id(),
+            memory: Mutex::new(HashMap::new()),
+            on_change,
+        })
+    }
+
+    /// The credentials that have a rotation schedule.
+    pub fn scheduled(&self) -> impl Iterator<Item = (&str, &RotationConfig)> {
+        self.credentials
+            .iter()
+            .filter_map(|(n, c)| c.rotation.as_ref().map(|r| (n.as_str(), r)))
+    }
+
+    fn location(
+        &self,
+        name: &str,
+    ) -> Result<(&CredentialConfig, Arc<dyn SecretStore>, &str), RotationError> {
+        let cfg = self
+            .credentials
+            .get(name)
+            .ok_or_else(|| RotationError::NotFound(name.to_owned()))?;
+        match &cfg.source {
+            Source::Store { store, path } => Ok((cfg, Arc::clone(&self.stores[store]), path)),
+            Source::Dynamic(_) => Err(RotationError::NotConfigured(name.to_owned())),
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<Read, RotationError> {
+        let (cfg, store, path) = self.location(name)?;
+        let doc = store
+            .read(path)
+            .await
+            .map_err(|source| RotationError::Store {
+                name: name.to_owned(),
+                source,
+            })?;
+        let parsed = parse_document(name, doc.bytes.expose_secret(), cfg.kind)?;
+        let raw = RawDocument::parse(&doc.bytes).ok_or_else(|| DocumentError {
+            credential: name.to_owned(),
+            field: "document".into(),
+            problem: "expected a JSON object".into(),
+        })?;
+        Ok(Read {
+            raw,
+            parsed,
+            version: doc.version,
+        })
+    }
+
+    /// Writes `raw` over `version`; `Ok(false)` when another writer won.
+    async fn write(
+        &self,
+        name: &str,
+        raw: &RawDocument,
+        version: &str,
+    ) -> Result<bool, RotationError> {
+        let (_, store, path) = self.location(name)?;
+        match store.write(path, raw.to_bytes(), Some(version)).await {
+            Ok(_) => {
+                (self.on_change)(name);
+                Ok(true)
+            }
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(source) => Err(RotationError::Store {
+                name: name.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    async fn admin(
+        &self,
+        name: &str,
+        cfg: &RotationConfig,
+    ) -> Result<TwilioCredential, RotationError> {
+        let admin = cfg
+            .admin_credential
+            .as_deref()
+            .ok_or_else(|| RotationError::Admin {
+                name: name.to_owned(),
+                admin: "(none)".into(),
+                reason: "API key rotation needs `rotation.admin_credential`".into(),
+            })?;
+        let read = self.read(admin).await.map_err(|e| RotationError::Admin {
+            name: name.to_owned(),
+            admin: admin.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(read.parsed.current)
+    }
+
+    /// Advances `name`'s rotation as far as it can go now: retires a
+    /// previous value that is due, resumes a rotation under way, and, when
+    /// `start`, begins a new one if none is.
+    pub async fn rotate(&self, name: &str, start: bool) -> Result<Outcome, RotationError> {
+        let result = self.advance(name, start).await;
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let m = memory.entry(name.to_owned()).or_default();
+        match &result {
+            Ok(outcome) => {
+                m.last_error = None;
+                tracing::info!(credential = %name, outcome = ?outcome, "rotation step done");
+            }
+            Err(e) => {
+                m.last_error = Some(e.to_string());
+                tracing::error!(credential = %name, error = %e, "rotation failed; the next attempt resumes where it stopped");
+            }
+        }
+        result
+    }
+
+    async fn advance(&self, name: &str, start: bool) -> Result<Outcome, RotationError> {
+        let (cfg, _, _) = self.location(name)?;
+        let rotation = cfg
+            .rotation
+            .clone()
+            .ok_or_else(|| RotationError::NotConfigured(name.to_owned()))?;
+        let mut start = start;
+        let mut promoted = None;
+        let mut retired = false;
+        for _ in 0..MAX_STEPS {
+            let Read {
+                mut raw,
+                parsed,
+                version,
+            } = self.read(name).await?;
+            let now = self.clock.now();
+            let kind = parsed.kind();
+
+            if let Some(retire_at) = raw.retire_at() {
+                if retire_at <= now {
+                    self.retire(name, &rotation, kind, &raw, &parsed).await?;
+                    failpoint("after-retire-at-twilio");
+                    raw.drop_previous();
+                    if self.write(name, &raw, &version).await? {
+                        tracing::info!(credential = %name, "previous value retired");
+                        retired = true;
+                    }
+                    continue;
+                }
+                if raw.claim().is_none() {
+                    return Ok(match promoted {
+                        Some(retire_at) => Outcome::Promoted { retire_at },
+                        None => Outcome::Waiting { retire_at },
+                    });
+                }
+            }
+
+            match raw.claim() {
+                None => {
+                    if !start {
+                        return Ok(if retired {
+                            Outcome::Retired
+                        } else {
+                            Outcome::Idle
+                        });
+                    }
+                    raw.set_claim(&new_rotation_id(now), &self.owner, now);
+                    if self.write(name, &raw, &version).await? {
+                        tracing::info!(credential = %name, "rotation started");
+                        failpoint("after-claim");
+                        start = false;
+                    }
+                }
+                Some(claim) if claim.owner != self.owner && claim_alive(&claim, now) => {
+                    return Ok(Outcome::InProgress { owner: claim.owner });
+                }
+                Some(claim) if claim.owner != self.owner => {
+                    tracing::warn!(credential = %name, previous_owner = %claim.owner, "taking over an abandoned rotation");
+                    raw.set_claim(&claim.rotation_id, &self.owner, now);
+                    self.write(name, &raw, &version).await?;
+                }
+                Some(claim) if !raw.has_pending_value() => {
+                    self.create(name, &rotation, &claim, &mut raw, &parsed, now)
+                        .await?;
+                    failpoint("after-create");
+                    if !self.write(name, &raw, &version).await? {
+                        // Someone else moved the document: undo our side effect.
+                        if let Some(sid) = raw.pending_key_sid() {
+                            let admin = self.admin(name, &rotation).await?;
+                            let _ = self.twilio.delete_key(&admin, &sid).await;
+                        }
+                    } else {
+                        failpoint("after-write-pending");
+                    }
+                }
+                Some(_) => {
+                    let pending = parsed.pending.as_ref().expect("pending value parsed");
+                    self.test(name, pending).await?;
+                    failpoint("after-test");
+                    let retire_at = now + rotation.grace;
+                    raw.promote(retire_at, &version, now);
+                    if self.write(name, &raw, &version).await? {
+                        tracing::info!(credential = %name, retire_at = %humantime::format_rfc3339_seconds(retire_at), "new value promoted");
+                        failpoint("after-promote");
+                        promoted = Some(retire_at);
+                    }
+                }
+            }
+        }
+        Err(RotationError::Unsettled(name.to_owned()))
+    }
+
+    /// Step 2: create the new key or secondary token and record it in `raw`.
+    async fn create(
+        &self,
+        name: &str,
+        rotation: &RotationConfig,
+        claim: &Claim,
+        raw: &mut RawDocument,
+        parsed: &CredentialDocument,
+        now: SystemTime,
+    ) -> Result<(), RotationError> {
+        let twilio_err = |step, source| RotationError::Twilio {
+            name: name.to_owned(),
+            step,
+            source,
+        };
+        match &parsed.current.secret {
+            Secret::ApiKey { .. } => {
+                let admin = self.admin(name, rotation).await?;
+                self.sweep(name, &admin, raw).await?;
+                let friendly = format!("credbroker:{name}:{}", claim.rotation_id);
+                let key = self
+                    .twilio
+                    .create_key(&admin, &friendly, None)
+                    .await
+                    .map_err(|e| twilio_err("create key", e))?;
+                raw.set_pending_key(key.sid.as_str(), key.secret.expose_secret());
+            }
+            Secret::AuthToken(_) => {
+                let current = &parsed.current;
+                let token = match self.twilio.create_secondary_token(current).await {
+                    Ok(t) => t,
+                    // One is left from a crashed attempt: its value is lost; start over.
+                    Err(TwilioError::Rejected { .. }) => {
+                        self.twilio
+                            .delete_secondary_token(current)
+                            .await
+                            .map_err(|e| twilio_err("delete stale secondary token", e))?;
+                        self.twilio
+                            .create_secondary_token(current)
+                            .await
+                            .map_err(|e| twilio_err("create secondary token", e))?
+                    }
+                    Err(e) => return Err(twilio_err("create secondary token", e)),
+                };
+                raw.set_pending_token(token.expose_secret());
+            }
+        }
+        raw.set_claim(&claim.rotation_id, &self.owner, now);
+        Ok(())
+    }
+
+    /// Deletes keys named `credbroker:<name>:…` that no document references.
+    async fn sweep(
+        &self,
+        name: &str,
+        admin: &TwilioCredential,
+        raw: &RawDocument,
+    ) -> Result<(), RotationError> {
+        let prefix = format!("credbroker:{name}:");
+        let referenced = [
+            raw.current_key_sid(),
+            raw.pending_key_sid(),
+            raw.previous_key_sid(),
+        ];
+        let keys = self
+            .twilio
+            .list_keys(admin)
+            .await
+            .map_err(|source| RotationError::Twilio {
+                name: name.to_owned(),
+                step: "list keys",
+                source,
+            })?;
+        for key in keys {
+            if key.friendly_name.starts_with(&prefix)
+                && !referenced
+                    .iter()
+                    .any(|r| r.as_deref() == Some(key.sid.as_str()))
+            {
+                tracing::warn!(credential = %name, key = %key.sid, "deleting an orphaned key from an interrupted rotation");
+                self.twilio
+                    .delete_key(admin, &key.sid)
+                    .await
+                    .map_err(|source| RotationError::Twilio {
+                        name: name.to_owned(),
+                        step: "delete orphaned key",
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 3: the new value must authenticate. Twilio can take a moment to
+    /// accept a new key, so a refusal is retried a few times.
+    async fn test(&self, name: &str, pending: &TwilioCredential) -> Result<(), RotationError> {
+        let mut attempt = 0;
+        loop {
+            match self.twilio.test_credential(pending).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 4 && matches!(e, TwilioError::Unauthorized { .. }) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                }
+                Err(source) => {
+                    return Err(RotationError::Twilio {
+                        name: name.to_owned(),
+                        step: "test new value",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Step 5 at Twilio: delete the old key, or promote the secondary token.
+    async fn retire(
+        &self,
+        name: &str,
+        rotation: &RotationConfig,
+        kind: Kind,
+        raw: &RawDocument,
+        parsed: &CredentialDocument,
+    ) -> Result<(), RotationError> {
+        let twilio_err = |step, source| RotationError::Twilio {
+            name: name.to_owned(),
+            step,
+            source,
+        };
+        match kind {
+            Kind::AuthToken => match self.twilio.promote_secondary_token(&parsed.current).await {
+                Ok(()) => Ok(()),
+                // Promoted already (a crash before the write): the current
+                // token must then work on its own.
+                Err(TwilioError::Rejected { .. }) => self
+                    .twilio
+                    .test_credential(&parsed.current)
+                    .await
+                    .map_err(|e| twilio_err("check promoted token", e)),
+                Err(e) => Err(twilio_err("promote secondary token", e)),
+            },
+            _ => match raw.previous_key_sid() {
+                Some(sid) => {
+                    let admin = self.admin(name, rotation).await?;
+                    self.twilio
+                        .delete_key(&admin, &sid)
+                        .await
+                        .map_err(|e| twilio_err("delete old key", e))
+                }
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The status of `name`'s rotation, read from its document.
+    pub async fn status(&self, name: &str) -> Result<Status, RotationError> {
+        let read = self.read(name).await;
+        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let m = memory.get(name);
+        let last_error = m.and_then(|m| m.last_error.clone());
+        let next_run = m.and_then(|m| m.next_run);
+        let read = read?;
+        let now = self.clock.now();
+        let step = if last_error.is_some() {
+            "failed"
+        } else if read.raw.claim().is_some() {
+            if read.raw.has_pending_value() {
+                "testing"
+            } else {
+                "pending"
+            }
+        } else if let Some(at) = read.raw.retire_at() {
+            if at > now { "promoted" } else { "retiring" }
+        } else {
+            "idle"
+        };
+        Ok(Status {
+            step: step.to_owned(),
+            last_success: read.raw.rotated_at(),
+            last_error,
+            next_run,
+        })
+    }
+
+    /// When the last rotation was promoted and when the previous value
+    /// retires, for the scheduler.
+    pub async fn timeline(
+        &self,
+        name: &str,
+    ) -> Result<(Option<SystemTime>, Option<SystemTime>), RotationError> {
+        let read = self.read(name).await?;
+        Ok((read.raw.rotated_at(), read.raw.retire_at()))
+    }
+
+    /// Records when the scheduler runs `name` next.
+    pub fn set_next_run(&self, name: &str, at: SystemTime) {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.entry(name.to_owned()).or_default().next_run = Some(at);
+    }
+
+    /// The clock rotations use.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}

@@ -1,0 +1,1137 @@
+#!/usr/bin/env python3
+"""A stateful fake of the parts of Twilio's REST API that credbroker uses.
+
+Python 3.11 standard library only. Response bodies follow Twilio's OpenAPI
+documents (twilio-oai: twilio_api_v2010.json, twilio_iam_v1.json,
+twilio_accounts_v1.json, twilio_verify_v2.json) field for field, and the
+tests run it behind `prism proxy --errors` (tests/support/prism.sh) so any
+drift from the spec fails the request. One fake serves every Twilio host:
+
+  api.twilio.com       GET  /2010-04-01/Accounts/{AccountSid}.json
+                       GET  /2010-04-01/Accounts/{AccountSid}/Keys.json     (paged)
+                       POST /2010-04-01/Accounts/{AccountSid}/Keys.json     FriendlyName
+                       GET|POST|DELETE /2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json
+  iam.twilio.com       GET  /v1/Keys?AccountSid=AC..                        (paged)
+                       POST /v1/Keys   AccountSid, FriendlyName, KeyType=restricted, Policy
+                       GET|POST|DELETE /v1/Keys/{Sid}                       (POST: FriendlyName, Policy)
+  accounts.twilio.com  POST|DELETE /v1/AuthTokens/Secondary
+                       POST /v1/AuthTokens/Promote
+  verify.twilio.com    POST /v2/Services/{ServiceSid}/Verifications         To, Channel
+
+Twilio's conventions kept here:
+* HTTP Basic auth on every API route. Username: an Account SID (password its
+  primary Auth Token, or its secondary while one exists) or an API Key SID
+  (password its secret). Anything else is 401 {"code": 20003, "message":
+  "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003",
+  "status": 401}.
+* Key types: "main" (seeded only, as Twilio creates them only in the
+  Console) may do everything an Auth Token may; "standard" keys may not
+  manage keys, auth tokens or accounts (401 20003, as Twilio answers a
+  Standard key on /Accounts or /Keys); "restricted" keys may do only what
+  their Policy allows ({"allow": ["/twilio/verify/services/verifications/create"]}),
+  anything else 401 20003 ("unauthorized", as Twilio documents).
+  Reading the Account resource with a Standard key: Twilio's key docs say
+  Standard keys have no access to /Accounts; real accounts are known to
+  answer a key's fetch of its own account. Default: allowed (credbroker
+  tests a new key this way); --strict-standard-keys refuses it (401 20003).
+* Request bodies are application/x-www-form-urlencoded; a body of another
+  type is ignored, as Twilio does (so required parameters are missing).
+* Errors are {"code", "message", "more_info", "status"}; 404 is 20404
+  "The requested resource /path was not found".
+* Dates: RFC 2822 ("Mon, 13 Jun 2016 22:50:08 +0000") where the spec says
+  date-time-rfc-2822 (2010 API and iam /v1/Keys); ISO 8601
+  ("2015-07-31T04:00:00Z") where it says date-time (accounts v1, verify v2).
+* Key SIDs "SK" + 32 hex; secrets 32 alphanumerics, returned only by the
+  create call; Auth Tokens 32 hex.
+
+Usage:
+  twilio_fake.py [--port 0] [--host 127.0.0.1] [--state FILE] [--seed FILE]
+                 [--strict-standard-keys] [--relative-uris]
+
+  --port 0 picks a free port; the first stdout line is PORT=<n> (flushed).
+  --state FILE: loaded at start, rewritten (mode 0600, atomically) after every
+    change, so a killed and restarted fake keeps accounts, keys, tokens and
+    services. Counters and injected failures are not persisted.
+  --seed FILE: JSON {"accounts": [{"sid", "auth_token", "friendly_name"?}],
+    "keys": [{"account_sid", "sid", "secret", "friendly_name"?, "type"?,
+    "policy"?}], "services": [{"sid", "account_sid", "friendly_name"?}]};
+    entries already in the state are kept as they are.
+  --relative-uris: the 2010 list envelope's uri/first_page_uri/
+    previous_page_uri/next_page_uri are relative ("/2010-04-01/..."), as
+    Twilio sends them. The spec declares them `format: uri`, which Prism
+    checks as absolute URIs, so the default is "https://api.twilio.com/...".
+    Clients should take only path and query from these and join them to
+    their configured base URL.
+
+Nothing secret is ever printed: the request log on stderr has method, path,
+status and the username (a SID) only.
+
+Test hooks (no auth), under /__fake/:
+  POST /__fake/accounts {"sid", "auth_token"?, "friendly_name"?}
+       seed (or replace) an account; a missing auth_token is generated and
+       returned in the answer {"sid", "auth_token"}
+  POST /__fake/keys {"account_sid", "sid"?, "secret"?, "friendly_name"?,
+       "type": "main"|"standard"|"restricted" (default main), "policy"?}
+       seed a key; the answer has sid and secret
+  POST /__fake/services {"sid"?, "account_sid", "friendly_name"?}
+       seed a Verify service (VA...); the answer has its sid
+  GET  /__fake/state   accounts (sid, friendly_name, status, has_secondary),
+       keys (sid, account_sid, friendly_name, type, policy, dates), services,
+       verifications, counters; never a secret
+  GET  /__fake/requests  the last 1000 API requests: method, path, route,
+       status, username (SID) — never a password
+  POST /__fake/check {"username", "password"} -> {"valid": bool,
+       "type": "auth_token_primary"|"auth_token_secondary"|"main"|
+       "standard"|"restricted"|null}
+  POST /__fake/fail {"path_prefix", "status", "count", "method"?, "code"?,
+       "message"?, "retry_after"?}
+       the next `count` API requests whose path starts with path_prefix
+       (and whose method is `method`, if given) answer `status` with Twilio's
+       error JSON (429 20429, 500 20500, 503 20503, 401 20003, ...);
+       count 0 removes the rules for that prefix
+  POST /__fake/corrupt {"path_prefix", "count", "method"?, "status"?,
+       "set"?: {field: value}, "drop"?: [field]}
+       break the next `count` successful JSON answers (to prove that Prism
+       catches a response that violates the spec)
+  POST /__fake/reset   forget everything (accounts, keys, services, tokens,
+       counters, failures); rewrites the state file
+  POST /__fake/reset-counters
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import email.utils
+import hmac
+import json
+import os
+import re
+import secrets
+import signal
+import string
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+API_BASE = "https://api.twilio.com"
+IAM_BASE = "https://iam.twilio.com"
+ACCOUNTS_BASE = "https://accounts.twilio.com"
+VERIFY_BASE = "https://verify.twilio.com"
+
+ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
+KEY_SID_RE = re.compile(r"^SK[0-9a-fA-F]{32}$")
+SERVICE_SID_RE = re.compile(r"^VA[0-9a-fA-F]{32}$")
+E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+
+KEY_TYPES = ("main", "standard", "restricted")
+MAX_FRIENDLY_NAME = 64  # "It can be up to 64 characters long." (iam v1 spec)
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+# Restricted-key permission of each route a restricted key may ever use.
+# Key, Auth Token and Account routes have none: only Auth Tokens and Main
+# keys may use them.
+PERM_VERIFICATION_CREATE = "/twilio/verify/services/verifications/create"
+
+ERROR_TEXT = {
+    400: (20001, "Bad Request"),
+    401: (20003, "Authenticate"),
+    403: (20403, "Forbidden"),
+    404: (20404, "Not Found"),
+    405: (20004, "Method not allowed"),
+    409: (20409, "Conflict"),
+    429: (20429, "Too Many Requests"),
+    500: (20500, "Internal Server Error"),
+    502: (20502, "Bad Gateway"),
+    503: (20503, "Service Unavailable"),
+    504: (20504, "Gateway Timeout"),
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+def rfc2822(ts: float) -> str:
+    """Twilio's 2010-style date: 'Mon, 13 Jun 2016 22:50:08 +0000'."""
+    return email.utils.formatdate(int(ts), usegmt=False).replace("-0000", "+0000")
+
+
+def iso8601(ts: float) -> str:
+    """Twilio's v1/v2 date: '2015-07-31T04:00:00Z'."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def new_auth_token() -> str:
+    return secrets.token_hex(16)
+
+
+def new_key_secret() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+def same(a: str, b: str | None) -> bool:
+    if b is None:
+        return False
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class TwilioError(Exception):
+    """An answer in Twilio's error JSON."""
+
+    def __init__(self, status: int, code: int | None = None, message: str | None = None):
+        super().__init__(status)
+        dcode, dmsg = ERROR_TEXT.get(status, (20500 if status >= 500 else 20001, "Error"))
+        self.status = status
+        self.code = code if code is not None else dcode
+        self.message = message if message is not None else dmsg
+
+    def body(self) -> dict:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
+            "status": self.status,
+        }
+
+
+def not_found(path: str) -> TwilioError:
+    return TwilioError(404, 20404, f"The requested resource {path} was not found")
+
+
+def unauthorized() -> TwilioError:
+    return TwilioError(401, 20003, "Authenticate")
+
+
+def missing_param(name: str) -> TwilioError:
+    return TwilioError(400, 20001, f"Missing required parameter {name} in the post body")
+
+
+def invalid_param(name: str, code: int = 20001) -> TwilioError:
+    return TwilioError(400, code, f"Invalid parameter: {name}")
+
+
+class FakeError(Exception):
+    """An answer of the test hooks: {"error": msg}."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ------------------------------------------------------------------- state
+
+class State:
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.RLock()
+        self.clear()
+        if args.state and os.path.exists(args.state):
+            self.load()
+        if args.seed:
+            with open(args.seed, encoding="utf-8") as f:
+                self.apply_seed(json.load(f))
+            self.save()
+
+    def clear(self):
+        self.accounts: dict[str, dict] = {}
+        self.keys: dict[str, dict] = {}  # insertion order = creation order
+        self.services: dict[str, dict] = {}
+        self.verifications: dict[str, dict] = {}
+        self.failures: list[dict] = []
+        self.corruptions: list[dict] = []
+        self.reset_counters()
+
+    def reset_counters(self):
+        self.counters: dict[str, dict] = {}
+        self.requests: list[dict] = []
+        self.total = 0
+
+    # -- persistence: secrets go to the state file (mode 0600) only
+    def load(self):
+        with open(self.args.state, encoding="utf-8") as f:
+            doc = json.load(f)
+        self.accounts = doc.get("accounts", {})
+        self.keys = doc.get("keys", {})
+        self.services = doc.get("services", {})
+        self.verifications = doc.get("verifications", {})
+
+    def save(self):
+        if not self.args.state:
+            return
+        doc = {
+            "accounts": self.accounts,
+            "keys": self.keys,
+            "services": self.services,
+            "verifications": self.verifications,
+        }
+        d = os.path.dirname(os.path.abspath(self.args.state))
+        fd, tmp = tempfile.mkstemp(prefix=".twilio-fake-", dir=d)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.args.state)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def apply_seed(self, doc: dict):
+        for a in doc.get("accounts", []):
+            if a.get("sid") not in self.accounts:
+                self.add_account(a)
+        for k in doc.get("keys", []):
+            if k.get("sid") not in self.keys:
+                self.add_key(k)
+        for s in doc.get("services", []):
+            if s.get("sid") not in self.services:
+                self.add_service(s)
+
+    # -- seeding (test hooks and --seed)
+    def add_account(self, a: dict) -> dict:
+        sid = a.get("sid")
+        if not isinstance(sid, str) or not ACCOUNT_SID_RE.match(sid):
+            raise FakeError(400, "sid must be AC + 32 hex digits")
+        token = a.get("auth_token") or new_auth_token()
+        if not isinstance(token, str):
+            raise FakeError(400, "auth_token must be a string")
+        now = time.time()
+        self.accounts[sid] = {
+            "sid": sid,
+            "auth_token": token,
+            "secondary_auth_token": None,
+            "secondary_created": None,
+            "friendly_name": a.get("friendly_name") or f"{sid[:8]}'s account",
+            "status": a.get("status", "active"),
+            "type": a.get("type", "Full"),
+            "created": now,
+            "updated": now,
+        }
+        return {"sid": sid, "auth_token": token}
+
+    def add_key(self, k: dict) -> dict:
+        acc = k.get("account_sid")
+        if acc not in self.accounts:
+            raise FakeError(400, "account_sid must name a seeded account")
+        sid = k.get("sid") or new_sid("SK")
+        if not isinstance(sid, str) or not KEY_SID_RE.match(sid):
+            raise FakeError(400, "sid must be SK + 32 hex digits")
+        secret = k.get("secret") or new_key_secret()
+        ktype = k.get("type", "main")
+        if ktype not in KEY_TYPES:
+            raise FakeError(400, f"type must be one of {', '.join(KEY_TYPES)}")
+        policy = k.get("policy")
+        if ktype == "restricted":
+            if isinstance(policy, str):
+                policy = json.loads(policy)
+            if not valid_policy(policy):
+                raise FakeError(400, 'a restricted key needs a policy {"allow": [...]}')
+        else:
+            policy = None
+        now = time.time()
+        self.keys[sid] = {
+            "sid": sid,
+            "account_sid": acc,
+            "secret": secret,
+            "friendly_name": k.get("friendly_name", ""),
+            "type": ktype,
+            "policy": policy,
+            "created": now,
+            "updated": now,
+        }
+        return {"sid": sid, "secret": secret}
+
+    def add_service(self, s: dict) -> dict:
+        acc = s.get("account_sid")
+        if acc not in self.accounts:
+            raise FakeError(400, "account_sid must name a seeded account")
+        sid = s.get("sid") or new_sid("VA")
+        if not isinstance(sid, str) or not SERVICE_SID_RE.match(sid):
+            raise FakeError(400, "sid must be VA + 32 hex digits")
+        self.services[sid] = {
+            "sid": sid,
+            "account_sid": acc,
+            "friendly_name": s.get("friendly_name", "credbroker test service"),
+        }
+        return {"sid": sid}
+
+    # -- authentication
+    def authenticate(self, username: str, password: str) -> dict | None:
+        """The principal for a Basic credential, or None."""
+        if username.startswith("AC"):
+            acc = self.accounts.get(username)
+            if not acc or acc["status"] != "active":
+                return None
+            if same(password, acc["auth_token"]):
+                return {"account_sid": username, "sid": username, "type": "auth_token_primary"}
+            if same(password, acc["secondary_auth_token"]):
+                return {"account_sid": username, "sid": username, "type": "auth_token_secondary"}
+            return None
+        if username.startswith("SK"):
+            key = self.keys.get(username)
+            if not key or not same(password, key["secret"]):
+                return None
+            acc = self.accounts.get(key["account_sid"])
+            if not acc or acc["status"] != "active":
+                return None
+            return {
+                "account_sid": key["account_sid"],
+                "sid": username,
+                "type": key["type"],
+                "policy": key["policy"],
+            }
+        return None
+
+    # -- views without secrets
+    def public_state(self) -> dict:
+        return {
+            "accounts": [
+                {
+                    "sid": a["sid"],
+                    "friendly_name": a["friendly_name"],
+                    "status": a["status"],
+                    "has_secondary": a["secondary_auth_token"] is not None,
+                }
+                for a in self.accounts.values()
+            ],
+            "keys": [
+                {
+                    "sid": k["sid"],
+                    "account_sid": k["account_sid"],
+                    "friendly_name": k["friendly_name"],
+                    "type": k["type"],
+                    "policy": k["policy"],
+                    "date_created": iso8601(k["created"]),
+                    "date_updated": iso8601(k["updated"]),
+                }
+                for k in self.keys.values()
+            ],
+            "services": list(self.services.values()),
+            "verifications": len(self.verifications),
+            "counters": self.counters,
+            "requests_total": self.total,
+            "failures_pending": [
+                {k: v for k, v in f.items()} for f in self.failures
+            ],
+        }
+
+
+def valid_policy(policy) -> bool:
+    return (
+        isinstance(policy, dict)
+        and isinstance(policy.get("allow"), list)
+        and all(isinstance(p, str) for p in policy["allow"])
+        and all(isinstance(p, str) for p in policy.get("deny", []) or [])
+    )
+
+
+# ------------------------------------------------------------------ routes
+
+class Route:
+    def __init__(self, method: str, template: str, handler, admin: bool, perm: str | None = None):
+        self.method = method
+        self.template = template
+        self.handler = handler
+        # admin: only an Auth Token or a Main key may call it.
+        self.admin = admin
+        self.perm = perm
+        pat = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+?)", re.escape(template))
+        self.regex = re.compile("^" + pat + "$")
+
+
+class Api:
+    """The Twilio routes. Each handler gets (state, principal, params,
+    form, path, query) and returns (status, body|None)."""
+
+    def __init__(self, args):
+        self.args = args
+        R = Route
+        self.routes = [
+            R("GET", "/2010-04-01/Accounts/{Sid}.json", self.fetch_account, admin=False),
+            R("GET", "/2010-04-01/Accounts/{AccountSid}/Keys.json", self.list_keys_2010, admin=True),
+            R("POST", "/2010-04-01/Accounts/{AccountSid}/Keys.json", self.create_key_2010, admin=True),
+            R("GET", "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", self.fetch_key_2010, admin=True),
+            R("POST", "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", self.update_key_2010, admin=True),
+            R("DELETE", "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", self.delete_key_2010, admin=True),
+            R("GET", "/v1/Keys", self.list_keys_v1, admin=True),
+            R("POST", "/v1/Keys", self.create_key_v1, admin=True),
+            R("GET", "/v1/Keys/{Sid}", self.fetch_key_v1, admin=True),
+            R("POST", "/v1/Keys/{Sid}", self.update_key_v1, admin=True),
+            R("DELETE", "/v1/Keys/{Sid}", self.delete_key_v1, admin=True),
+            R("POST", "/v1/AuthTokens/Secondary", self.create_secondary, admin=True),
+            R("DELETE", "/v1/AuthTokens/Secondary", self.delete_secondary, admin=True),
+            R("POST", "/v1/AuthTokens/Promote", self.promote, admin=True),
+            R("POST", "/v2/Services/{ServiceSid}/Verifications", self.create_verification,
+              admin=False, perm=PERM_VERIFICATION_CREATE),
+        ]
+
+    def match(self, method: str, path: str):
+        """(route, params) or raises 404/405."""
+        allowed = False
+        for r in self.routes:
+            m = r.regex.match(path)
+            if m:
+                if r.method == method:
+                    return r, m.groupdict()
+                allowed = True
+        if allowed:
+            raise TwilioError(405, 20004, "Method not allowed")
+        raise not_found(path)
+
+    @staticmethod
+    def authorize(route: Route, principal: dict, strict_standard: bool):
+        t = principal["type"]
+        if t in ("auth_token_primary", "auth_token_secondary", "main"):
+            return
+        if t == "restricted":
+            allow = (principal.get("policy") or {}).get("allow", [])
+            deny = (principal.get("policy") or {}).get("deny", []) or []
+            if route.perm and route.perm in allow and route.perm not in deny:
+                return
+            raise unauthorized()
+        # standard key
+        if route.admin:
+            raise unauthorized()
+        if route.handler.__name__ == "fetch_account" and strict_standard:
+            raise unauthorized()
+
+    # -- shared pieces
+    @staticmethod
+    def own_account(state: State, principal: dict, account_sid: str) -> dict:
+        """The account a path names; a credential of another account is
+        refused with 20003, as Twilio does."""
+        if account_sid != principal["account_sid"]:
+            raise unauthorized()
+        return state.accounts[account_sid]
+
+    @staticmethod
+    def friendly_name(form: dict, default: str | None) -> str | None:
+        if "FriendlyName" not in form:
+            return default
+        name = form["FriendlyName"]
+        if len(name) > MAX_FRIENDLY_NAME:
+            raise TwilioError(
+                400, 20001,
+                f"FriendlyName must be at most {MAX_FRIENDLY_NAME} characters long")
+        return name
+
+    @staticmethod
+    def page_args(query: dict, items: list[dict]):
+        """Twilio paging: PageSize (1..1000, default 50), Page (for client
+        state), PageToken (PA + the last SID of the previous page, PB + the
+        first SID of the next one)."""
+        try:
+            size = int(query.get("PageSize", DEFAULT_PAGE_SIZE))
+            page = int(query.get("Page", 0))
+        except ValueError:
+            raise TwilioError(400, 20001, "Invalid paging parameters")
+        if not 1 <= size <= MAX_PAGE_SIZE or page < 0:
+            raise TwilioError(400, 20001, "Invalid paging parameters")
+        token = query.get("PageToken")
+        start = page * size
+        if token:
+            # PA<sid>: the page after that SID; PB<sid>: the page before it.
+            if token[:2] not in ("PA", "PB"):
+                raise TwilioError(400, 20001, "Invalid PageToken")
+            sids = [i["sid"] for i in items]
+            ref = token[2:]
+            if token.startswith("PA"):
+                start = sids.index(ref) + 1 if ref in sids else len(items)
+            else:
+                start = max(0, sids.index(ref) - size) if ref in sids else 0
+        chunk = items[start:start + size]
+        more = start + size < len(items)
+        next_token = "PA" + chunk[-1]["sid"] if more and chunk else None
+        return page, size, start, chunk, next_token
+
+    # -- accounts
+    def fetch_account(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["Sid"])
+        sid = acc["sid"]
+        base = f"/2010-04-01/Accounts/{sid}"
+        subs = ["addresses", "conferences", "signing_keys", "transcriptions",
+                "connect_apps", "sip", "authorized_connect_apps", "usage", "keys",
+                "applications", "recordings", "short_codes", "calls", "notifications",
+                "incoming_phone_numbers", "queues", "messages",
+                "outgoing_caller_ids", "available_phone_numbers", "balance"]
+        names = {
+            "signing_keys": "SigningKeys", "connect_apps": "ConnectApps", "sip": "SIP",
+            "authorized_connect_apps": "AuthorizedConnectApps",
+            "short_codes": "SMS/ShortCodes",
+            "incoming_phone_numbers": "IncomingPhoneNumbers",
+            "outgoing_caller_ids": "OutgoingCallerIds",
+            "available_phone_numbers": "AvailablePhoneNumbers",
+        }
+        body = {
+            "auth_token": acc["auth_token"],
+            "date_created": rfc2822(acc["created"]),
+            "date_updated": rfc2822(acc["updated"]),
+            "friendly_name": acc["friendly_name"],
+            "owner_account_sid": sid,
+            "sid": sid,
+            "status": acc["status"],
+            "subresource_uris": {
+                s: f"{base}/{names.get(s, s.capitalize())}.json" for s in subs
+            },
+            "type": acc["type"],
+            "uri": f"{base}.json",
+        }
+        return 200, body
+
+    # -- keys, 2010 API
+    @staticmethod
+    def key_2010(k: dict, secret: bool = False) -> dict:
+        body = {
+            "sid": k["sid"],
+            "friendly_name": k["friendly_name"],
+            "date_created": rfc2822(k["created"]),
+            "date_updated": rfc2822(k["updated"]),
+        }
+        if secret:
+            body["secret"] = k["secret"]
+        return body
+
+    def account_keys(self, state, account_sid):
+        return [k for k in state.keys.values() if k["account_sid"] == account_sid]
+
+    def find_key(self, state, account_sid, sid, path) -> dict:
+        k = state.keys.get(sid)
+        if not k or k["account_sid"] != account_sid:
+            raise not_found(path)
+        return k
+
+    def list_keys_2010(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        items = self.account_keys(state, acc["sid"])
+        page, size, start, chunk, next_token = self.page_args(query, items)
+        base = API_BASE if not self.args.relative_uris else ""
+
+        def uri(**kw):
+            return f"{base}{path}?" + urlencode({"PageSize": size, **kw})
+
+        body = {
+            "keys": [self.key_2010(k) for k in chunk],
+            "end": start + len(chunk) - 1 if chunk else 0,
+            "first_page_uri": uri(Page=0),
+            "next_page_uri": uri(Page=page + 1, PageToken=next_token) if next_token else None,
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": (
+                uri(Page=page - 1, PageToken="PB" + chunk[0]["sid"]) if page > 0 and chunk else None
+            ),
+            "start": start,
+            "uri": uri(Page=page, **({"PageToken": query["PageToken"]} if query.get("PageToken") else {})),
+        }
+        return 200, body
+
+    def create_key_2010(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        name = self.friendly_name(form, "")
+        k = state.keys[state.add_key({"account_sid": acc["sid"], "type": "standard",
+                                      "friendly_name": name})["sid"]]
+        return 201, self.key_2010(k, secret=True)
+
+    def fetch_key_2010(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        return 200, self.key_2010(self.find_key(state, acc["sid"], p["Sid"], path))
+
+    def update_key_2010(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        k = self.find_key(state, acc["sid"], p["Sid"], path)
+        k["friendly_name"] = self.friendly_name(form, k["friendly_name"])
+        k["updated"] = time.time()
+        return 200, self.key_2010(k)
+
+    def delete_key_2010(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        k = self.find_key(state, acc["sid"], p["Sid"], path)
+        del state.keys[k["sid"]]
+        return 204, None
+
+    # -- keys, iam v1
+    @staticmethod
+    def key_v1(k: dict, secret: bool = False) -> dict:
+        body = {
+            "sid": k["sid"],
+            "friendly_name": k["friendly_name"],
+            "date_created": rfc2822(k["created"]),
+            "date_updated": rfc2822(k["updated"]),
+        }
+        if secret:
+            body["secret"] = k["secret"]
+        body["policy"] = copy.deepcopy(k["policy"])
+        return body
+
+    def parse_policy(self, raw: str):
+        try:
+            policy = json.loads(raw)
+        except ValueError:
+            raise TwilioError(400, 20001, "Invalid Policy: not a JSON object")
+        if not valid_policy(policy):
+            raise TwilioError(400, 20001,
+                              'Invalid Policy: expected {"allow": ["/twilio/..."]}')
+        return policy
+
+    def list_keys_v1(self, state, principal, p, form, path, query):
+        account_sid = query.get("AccountSid")
+        if not account_sid:
+            raise TwilioError(400, 20001, "Missing required parameter AccountSid")
+        acc = self.own_account(state, principal, account_sid)
+        items = self.account_keys(state, acc["sid"])
+        page, size, start, chunk, next_token = self.page_args(query, items)
+
+        def url(**kw):
+            return f"{IAM_BASE}{path}?" + urlencode({"AccountSid": acc["sid"], "PageSize": size, **kw})
+
+        body = {
+            "keys": [
+                {
+                    "sid": k["sid"],
+                    "friendly_name": k["friendly_name"],
+                    "date_created": rfc2822(k["created"]),
+                    "date_updated": rfc2822(k["updated"]),
+                }
+                for k in chunk
+            ],
+            "meta": {
+                "page": page,
+                "page_size": size,
+                "first_page_url": url(Page=0),
+                "previous_page_url": (
+                    url(Page=page - 1, PageToken="PB" + chunk[0]["sid"]) if page > 0 and chunk else None
+                ),
+                "url": url(Page=page, **({"PageToken": query["PageToken"]} if query.get("PageToken") else {})),
+                "next_page_url": url(Page=page + 1, PageToken=next_token) if next_token else None,
+                "key": "keys",
+            },
+        }
+        return 200, body
+
+    def create_key_v1(self, state, principal, p, form, path, query):
+        account_sid = form.get("AccountSid")
+        if not account_sid:
+            raise missing_param("AccountSid")
+        if not ACCOUNT_SID_RE.match(account_sid):
+            raise invalid_param("AccountSid")
+        acc = self.own_account(state, principal, account_sid)
+        name = self.friendly_name(form, "")
+        key_type = form.get("KeyType")
+        if key_type not in (None, "restricted"):
+            raise invalid_param("KeyType")
+        policy = None
+        if key_type == "restricted":
+            if "Policy" not in form:
+                raise TwilioError(400, 20001, "Policy is required for a restricted key")
+            policy = self.parse_policy(form["Policy"])
+        elif "Policy" in form:
+            raise TwilioError(400, 20001, "Policy is only allowed with KeyType=restricted")
+        sid = state.add_key({"account_sid": acc["sid"],
+                             "type": "restricted" if policy is not None else "standard",
+                             "friendly_name": name, "policy": policy})["sid"]
+        return 201, self.key_v1(state.keys[sid], secret=True)
+
+    def fetch_key_v1(self, state, principal, p, form, path, query):
+        return 200, self.key_v1(self.find_key(state, principal["account_sid"], p["Sid"], path))
+
+    def update_key_v1(self, state, principal, p, form, path, query):
+        k = self.find_key(state, principal["account_sid"], p["Sid"], path)
+        name = self.friendly_name(form, k["friendly_name"])
+        if "Policy" in form:
+            if k["type"] != "restricted":
+                raise TwilioError(400, 20001, "Policy can only be set on a restricted key")
+            k["policy"] = self.parse_policy(form["Policy"])
+        k["friendly_name"] = name
+        k["updated"] = time.time()
+        return 200, self.key_v1(k)
+
+    def delete_key_v1(self, state, principal, p, form, path, query):
+        k = self.find_key(state, principal["account_sid"], p["Sid"], path)
+        del state.keys[k["sid"]]
+        return 204, None
+
+    # -- auth tokens, accounts v1
+    def create_secondary(self, state, principal, p, form, path, query):
+        acc = state.accounts[principal["account_sid"]]
+        if acc["secondary_auth_token"] is not None:
+            raise TwilioError(400, 20001, "A secondary Auth Token already exists for this account")
+        now = time.time()
+        acc["secondary_auth_token"] = new_auth_token()
+        acc["secondary_created"] = now
+        return 201, {
+            "account_sid": acc["sid"],
+            "date_created": iso8601(now),
+            "date_updated": iso8601(now),
+            "secondary_auth_token": acc["secondary_auth_token"],
+            "url": f"{ACCOUNTS_BASE}/v1/AuthTokens/Secondary",
+        }
+
+    def delete_secondary(self, state, principal, p, form, path, query):
+        acc = state.accounts[principal["account_sid"]]
+        if acc["secondary_auth_token"] is None:
+            raise not_found(path)
+        acc["secondary_auth_token"] = None
+        acc["secondary_created"] = None
+        return 204, None
+
+    def promote(self, state, principal, p, form, path, query):
+        acc = state.accounts[principal["account_sid"]]
+        if acc["secondary_auth_token"] is None:
+            raise TwilioError(400, 20001, "No secondary Auth Token to promote")
+        now = time.time()
+        created = acc["secondary_created"] or now
+        acc["auth_token"] = acc["secondary_auth_token"]
+        acc["secondary_auth_token"] = None
+        acc["secondary_created"] = None
+        acc["updated"] = now
+        return 200, {
+            "account_sid": acc["sid"],
+            "auth_token": acc["auth_token"],
+            "date_created": iso8601(created),
+            "date_updated": iso8601(now),
+            "url": f"{ACCOUNTS_BASE}/v1/AuthTokens/Promote",
+        }
+
+    # -- verify v2
+    def create_verification(self, state, principal, p, form, path, query):
+        svc = state.services.get(p["ServiceSid"])
+        if not svc or svc["account_sid"] != principal["account_sid"]:
+            raise not_found(path)
+        to = form.get("To")
+        channel = form.get("Channel")
+        if not to:
+            raise missing_param("To")
+        if not channel:
+            raise missing_param("Channel")
+        if channel == "auto":
+            channel = "sms"
+        if channel not in ("sms", "call", "email", "whatsapp", "sna"):
+            raise TwilioError(400, 60200, "Invalid parameter `Channel`")
+        if channel == "email":
+            if "@" not in to:
+                raise TwilioError(400, 60200, "Invalid parameter `To`")
+        elif not E164_RE.match(to):
+            raise TwilioError(400, 60200, "Invalid parameter `To`")
+        now = time.time()
+        sid = new_sid("VE")
+        attempt_channel = channel.upper() if channel in ("sms", "call", "email") else channel
+        v = {
+            "sid": sid,
+            "service_sid": svc["sid"],
+            "account_sid": svc["account_sid"],
+            "to": to,
+            "channel": channel,
+            "status": "pending",
+            "valid": False,
+            "date_created": iso8601(now),
+            "date_updated": iso8601(now),
+            "lookup": {},
+            "amount": form.get("Amount"),
+            "payee": form.get("Payee"),
+            "send_code_attempts": [
+                {"time": iso8601(now), "channel": attempt_channel, "attempt_sid": new_sid("VL")}
+            ],
+            "sna": None,
+            "url": f"{VERIFY_BASE}/v2/Services/{svc['sid']}/Verifications/{sid}",
+        }
+        state.verifications[sid] = v
+        return 201, copy.deepcopy(v)
+
+
+# ----------------------------------------------------------------- handler
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "twilio-fake/1.0"
+    sys_version = ""
+
+    # stderr log: method, path, status, username — never a secret
+    def log_message(self, fmt, *args):  # noqa: D401 (silence the default log)
+        pass
+
+    def log(self, status: int, user: str | None):
+        sys.stderr.write(f"twilio-fake: {self.command} {self.path} -> {status}"
+                         f"{' (' + user + ')' if user else ''}\n")
+        sys.stderr.flush()
+
+    @property
+    def state(self) -> State:
+        return self.server.state  # type: ignore[attr-defined]
+
+    @property
+    def api(self) -> Api:
+        return self.server.api  # type: ignore[attr-defined]
+
+    def do_GET(self):
+        self.dispatch()
+
+    def do_POST(self):
+        self.dispatch()
+
+    def do_DELETE(self):
+        self.dispatch()
+
+    def do_PUT(self):
+        self.dispatch()
+
+    def do_PATCH(self):
+        self.dispatch()
+
+    # -- plumbing
+    def read_body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def send_json(self, status: int, body, extra_headers: dict | None = None):
+        if status == 204 or body is None:
+            self.send_response(status)
+            for k, v in (extra_headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for k, v in (extra_headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def dispatch(self):
+        split = urlsplit(self.path)
+        path = split.path
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        raw = self.read_body()
+        if path.startswith("/__fake/"):
+            try:
+                status, body = self.control(path, raw)
+            except FakeError as e:
+                status, body = e.status, {"error": e.message}
+            except (ValueError, TypeError, KeyError) as e:
+                status, body = 400, {"error": f"bad request: {type(e).__name__}"}
+            self.send_json(status, body)
+            self.log(status, None)
+            return
+        status, body, headers, user, route = self.twilio(path, query, raw)
+        self.send_json(status, body, headers)
+        self.log(status, user)
+        with self.state.lock:
+            st = self.state
+            st.total += 1
+            name = f"{self.command} {route.template}" if route else f"{self.command} (unrouted)"
+            c = st.counters.setdefault(name, {"count": 0, "status": {}, "usernames": {}})
+            c["count"] += 1
+            c["status"][str(status)] = c["status"].get(str(status), 0) + 1
+            if user:
+                c["usernames"][user] = c["usernames"].get(user, 0) + 1
+            st.requests.append({"method": self.command, "path": path,
+                                "route": route.template if route else None,
+                                "status": status, "username": user, "time": time.time()})
+            del st.requests[:-1000]
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        h = self.headers.get("Authorization", "")
+        scheme, _, token = h.partition(" ")
+        if scheme.lower() != "basic" or not token:
+            return None
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        user, sep, pw = decoded.partition(":")
+        return (user, pw) if sep else None
+
+    def twilio(self, path, query, raw):
+        """(status, body, headers, username, route) for an API request."""
+        st = self.state
+        creds = self.basic_auth()
+        user = creds[0] if creds and re.match(r"^(AC|SK)[0-9a-fA-F]{32}$", creds[0]) else None
+        route = None
+        with st.lock:
+            try:
+                try:
+                    route, params = self.api.match(self.command, path)
+                except TwilioError:
+                    route, params = None, None
+                fail = self.take_failure(path)
+                if fail is not None:
+                    return fail + (user, route)
+                principal = st.authenticate(*creds) if creds else None
+                if principal is None:
+                    raise unauthorized()
+                if route is None:
+                    self.api.match(self.command, path)  # raises 404/405
+                Api.authorize(route, principal, self.args_strict())
+                form = self.parse_form(raw)
+                status, body = route.handler(st, principal, params, form, path, query)
+                if self.command != "GET" and 200 <= status < 300:
+                    st.save()
+                if body is not None and 200 <= status < 300:
+                    status, body = self.apply_corruption(path, status, body)
+                return status, body, None, user, route
+            except TwilioError as e:
+                return e.status, e.body(), None, user, route
+
+    def args_strict(self) -> bool:
+        return bool(self.server.args.strict_standard_keys)  # type: ignore[attr-defined]
+
+    def parse_form(self, raw: bytes) -> dict:
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not raw or ctype not in ("application/x-www-form-urlencoded", ""):
+            return {}
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TwilioError(400, 20001, "Request body is not UTF-8")
+        return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+    def take_failure(self, path: str):
+        for f in self.state.failures:
+            if path.startswith(f["path_prefix"]) and f.get("method") in (None, self.command):
+                f["count"] -= 1
+                if f["count"] <= 0:
+                    self.state.failures.remove(f)
+                err = TwilioError(f["status"], f.get("code"), f.get("message"))
+                headers = {}
+                if f.get("retry_after") is not None:
+                    headers["Retry-After"] = str(f["retry_after"])
+                return err.status, err.body(), headers
+        return None
+
+    def apply_corruption(self, path: str, status: int, body):
+        for c in self.state.corruptions:
+            if path.startswith(c["path_prefix"]) and c.get("method") in (None, self.command):
+                c["count"] -= 1
+                if c["count"] <= 0:
+                    self.state.corruptions.remove(c)
+                body = copy.deepcopy(body)
+                for f in c.get("drop", []):
+                    body.pop(f, None)
+                body.update(c.get("set", {}))
+                return c.get("status", status), body
+        return status, body
+
+    # -- test hooks
+    def control(self, path: str, raw: bytes):
+        st = self.state
+        doc = json.loads(raw) if raw.strip() else {}
+        if not isinstance(doc, dict):
+            raise FakeError(400, "expected a JSON object")
+        m = self.command
+        with st.lock:
+            if path == "/__fake/state" and m == "GET":
+                return 200, st.public_state()
+            if path == "/__fake/requests" and m == "GET":
+                return 200, {"requests": list(st.requests)}
+            if m != "POST":
+                raise FakeError(405, "method not allowed")
+            if path == "/__fake/accounts":
+                out = st.add_account(doc)
+                st.save()
+                return 200, out
+            if path == "/__fake/keys":
+                out = st.add_key(doc)
+                st.save()
+                return 200, out
+            if path == "/__fake/services":
+                out = st.add_service(doc)
+                st.save()
+                return 200, out
+            if path == "/__fake/check":
+                u, pw = doc.get("username"), doc.get("password")
+                if not isinstance(u, str) or not isinstance(pw, str):
+                    raise FakeError(400, "username and password must be strings")
+                p = st.authenticate(u, pw)
+                return 200, {"valid": p is not None, "type": p["type"] if p else None}
+            if path == "/__fake/fail":
+                prefix = doc.get("path_prefix")
+                if not isinstance(prefix, str):
+                    raise FakeError(400, "path_prefix must be a string")
+                count = int(doc.get("count", 1))
+                st.failures = [f for f in st.failures if f["path_prefix"] != prefix]
+                if count > 0:
+                    status = int(doc.get("status", 500))
+                    st.failures.append({
+                        "path_prefix": prefix, "status": status, "count": count,
+                        "method": doc.get("method"), "code": doc.get("code"),
+                        "message": doc.get("message"), "retry_after": doc.get("retry_after"),
+                    })
+                return 200, {"failures": st.failures}
+            if path == "/__fake/corrupt":
+                prefix = doc.get("path_prefix")
+                if not isinstance(prefix, str):
+                    raise FakeError(400, "path_prefix must be a string")
+                st.corruptions.append({
+                    "path_prefix": prefix, "count": int(doc.get("count", 1)),
+                    "method": doc.get("method"), "set": doc.get("set", {}),
+                    "drop": doc.get("drop", []),
+                    **({"status": int(doc["status"])} if "status" in doc else {}),
+                })
+                return 200, {"corruptions": len(st.corruptions)}
+            if path == "/__fake/reset":
+                st.clear()
+                st.save()
+                return 200, {"reset": True}
+            if path == "/__fake/reset-counters":
+                st.reset_counters()
+                return 200, {"reset": True}
+        raise FakeError(404, f"no test hook {path}")
+
+
+# -------------------------------------------------------------------- main
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="Stateful fake of Twilio's REST API (tests only)")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--state", help="JSON file the state is kept in (loaded at start)")
+    ap.add_argument("--seed", help="JSON file of accounts, keys and services to add at start")
+    ap.add_argument("--strict-standard-keys", action="store_true",
+                    help="refuse Standard keys on the Account resource too (Twilio's key docs)")
+    ap.add_argument("--relative-uris", action="store_true",
+                    help="relative uri fields in 2010 list envelopes, as Twilio sends them")
+    return ap.parse_args(argv)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    server = Server((args.host, args.port), Handler)
+    server.state = State(args)  # type: ignore[attr-defined]
+    server.api = Api(args)  # type: ignore[attr-defined]
+    server.args = args  # type: ignore[attr-defined]
+    sys.stdout.write(f"PORT={server.server_address[1]}\n")
+    sys.stdout.flush()
+
+    def stop(_sig, _frm):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
