@@ -906,6 +906,15 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 cron::Schedule::from_str("0 0 0 1 1 *").expect("a valid fallback")
             });
             let grace = p.duration(&format!("{key}.rotation.grace"), Some(&r.grace), lease_ttl);
+            if grace < refresh_interval {
+                p.push(
+                    format!("{key}.rotation.grace"),
+                    format!(
+                        "at least the refresh_interval ({}), so every broker reading the store sees the new value before the old one is retired",
+                        humantime::format_duration(refresh_interval)
+                    ),
+                );
+            }
             if grace < lease_ttl {
                 p.push(
                     format!("{key}.rotation.grace"),

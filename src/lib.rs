@@ -119,6 +119,9 @@ pub enum RunError {
     /// The server failed.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// The Twilio client could not be set up.
+    #[error(transparent)]
+    Twilio(twilio::TwilioError),
 }
 
 impl RunError {
@@ -126,7 +129,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Root(_) | RunError::Start(_) => 64,
-            RunError::Server(_) => 1,
+            RunError::Server(_) | RunError::Twilio(_) => 1,
         }
     }
 }
@@ -146,7 +149,21 @@ pub async fn run(
     }
     let stopping = CancellationToken::new();
     let _stop_tasks = stopping.clone().drop_guard();
-    let broker = broker::Broker::start(&config, &env, stopping.clone()).await?;
+    let stores = store::build_all(&config, &env)
+        .await
+        .map_err(broker::StartError::from)?;
+    let broker = broker::Broker::start_with(&config, &stores, stopping.clone()).await?;
+    let refresh = std::sync::Arc::clone(&broker);
+    let rotator = std::sync::Arc::new(
+        rotation::Rotator::new(
+            &config,
+            stores,
+            *broker.clock(),
+            Box::new(move |_| refresh.refresh_all()),
+        )
+        .map_err(RunError::Twilio)?,
+    );
+    rotation::spawn_schedules(&rotator, &stopping);
 
     let hup_broker = std::sync::Arc::clone(&broker);
     let hup_stop = stopping.clone();
@@ -168,6 +185,6 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
     }
 
-    server::serve(&config, broker, stopping, shutdown).await?;
+    server::serve(&config, broker, rotator, stopping, shutdown).await?;
     Ok(())
 }

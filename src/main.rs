@@ -90,6 +90,22 @@ enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Rotate now, once (for CronJobs): retire what is due, resume a rotation
+    /// under way, start a new one; exit 0 when done.
+    Rotate {
+        /// The credential to rotate.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        credential: Option<String>,
+        /// Every credential with a `rotation` table.
+        #[arg(long)]
+        all: bool,
+        /// Only retire what is due and finish a rotation under way; start none.
+        #[arg(long)]
+        no_start: bool,
+        /// The config file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
     /// Validate a config file; report every problem.
     CheckConfig {
         /// The config file.
@@ -152,6 +168,15 @@ async fn main() -> ExitCode {
                     ExitCode::from(e.exit_code() as u8)
                 }
             }
+        }
+        Command::Rotate {
+            credential,
+            all,
+            no_start,
+            config,
+        } => {
+            init_logging();
+            rotate(credential, all, !no_start, &config).await
         }
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(c) => {
@@ -216,9 +241,96 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Serve { .. } | Command::CheckConfig { .. } => unreachable!("handled in main"),
+        Command::Serve { .. } | Command::CheckConfig { .. } | Command::Rotate { .. } => {
+            unreachable!("handled in main")
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn rotate(
+    credential: Option<String>,
+    all: bool,
+    start: bool,
+    path: &std::path::Path,
+) -> ExitCode {
+    use credbroker::rotation::{Outcome, RotationError, Rotator};
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("credbroker: invalid configuration:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let names: Vec<String> = if all {
+        config
+            .credentials
+            .iter()
+            .filter(|(_, c)| c.rotation.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    } else {
+        credential.into_iter().collect()
+    };
+    if names.is_empty() {
+        eprintln!(
+            "credbroker: no credential in {} has a rotation table",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let stores =
+        match credbroker::store::build_all(&config, &credbroker::store::StoreEnv::from_process())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("credbroker: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+    let rotator = match Rotator::new(
+        &config,
+        stores,
+        credbroker::broker::Clock::new(),
+        Box::new(|_| {}),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("credbroker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut code = ExitCode::SUCCESS;
+    for name in names {
+        let when = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        match rotator.rotate(&name, start).await {
+            Ok(Outcome::Promoted { retire_at }) => {
+                println!(
+                    "{name}: rotated; the previous value retires at {}",
+                    when(retire_at)
+                )
+            }
+            Ok(Outcome::Waiting { retire_at }) => println!(
+                "{name}: the previous rotation's grace window runs until {}; rotate again after it",
+                when(retire_at)
+            ),
+            Ok(Outcome::InProgress { owner }) => {
+                println!("{name}: being rotated by {owner}; nothing done")
+            }
+            Ok(Outcome::Retired) => println!("{name}: previous value retired"),
+            Ok(Outcome::Idle) => println!("{name}: nothing to do"),
+            Err(e @ (RotationError::NotFound(_) | RotationError::NotConfigured(_))) => {
+                eprintln!("credbroker: {e}");
+                code = ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                eprintln!("credbroker: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
 }
 
 fn rfc3339(t: &Option<prost_types::Timestamp>) -> Option<String> {

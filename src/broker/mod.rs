@@ -115,10 +115,16 @@ impl Broker {
         env: &store::StoreEnv,
         stopping: CancellationToken,
     ) -> Result<Arc<Broker>, StartError> {
-        let mut stores = BTreeMap::new();
-        for (name, cfg) in &config.stores {
-            stores.insert(name.clone(), store::build(name, cfg, env).await?);
-        }
+        let stores = store::build_all(config, env).await?;
+        Self::start_with(config, &stores, stopping).await
+    }
+
+    /// `start` on stores already built (shared with the rotator).
+    pub async fn start_with(
+        config: &Config,
+        stores: &BTreeMap<String, Arc<dyn store::SecretStore>>,
+        stopping: CancellationToken,
+    ) -> Result<Arc<Broker>, StartError> {
         let mut entries = BTreeMap::new();
         for (name, cfg) in &config.credentials {
             let store = match &cfg.source {
@@ -130,12 +136,6 @@ impl Broker {
                     });
                 }
             };
-            if cfg.rotation.is_some() {
-                tracing::warn!(
-                    credential = %name,
-                    "rotation is configured but this build does not rotate yet; the schedule is ignored"
-                );
-            }
             entries.insert(name.clone(), Arc::new(Entry::new(cfg.clone(), store)));
         }
         let broker = Arc::new(Broker {

@@ -620,3 +620,52 @@ impl Rotator {
         &self.clock
     }
 }
+
+/// One credential's rotation, as the scheduler drives it.
+struct Scheduled {
+    rotator: Arc<Rotator>,
+    name: String,
+}
+
+#[async_trait::async_trait]
+impl scheduler::Rotation for Scheduled {
+    async fn timeline(&self) -> Result<(Option<SystemTime>, Option<SystemTime>), String> {
+        self.rotator
+            .timeline(&self.name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run(&self, start: bool) -> Result<(), String> {
+        self.rotator
+            .rotate(&self.name, start)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn next_run(&self, at: SystemTime) {
+        self.rotator.set_next_run(&self.name, at);
+    }
+}
+
+/// Starts the schedule of every credential that has one; they stop with `stop`.
+pub fn spawn_schedules(rotator: &Arc<Rotator>, stop: &tokio_util::sync::CancellationToken) {
+    for (name, rotation) in rotator.scheduled() {
+        tracing::info!(credential = %name, schedule = %rotation.schedule, "rotation scheduled");
+        let task = scheduler::run(
+            Scheduled {
+                rotator: Arc::clone(rotator),
+                name: name.to_owned(),
+            },
+            rotation.schedule.clone(),
+            *rotator.clock(),
+            scheduler::MAX_JITTER,
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let _span = tracing::info_span!("rotation");
+            task.await
+        });
+    }
+}

@@ -26,6 +26,7 @@ use crate::{
         self, credential_broker_server::CredentialBrokerServer,
         rotation_admin_server::RotationAdminServer,
     },
+    rotation::Rotator,
 };
 
 /// How long in-flight calls get to finish after shutdown starts.
@@ -51,6 +52,7 @@ pub enum ServerError {
 pub async fn serve(
     config: &Config,
     broker: Arc<Broker>,
+    rotator: Arc<Rotator>,
     stopping: CancellationToken,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
@@ -74,7 +76,7 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let broker_service = service::BrokerService::new(Arc::clone(&broker), own_uid);
-    let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid);
+    let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = UnixListenerStream::new(listener);

@@ -14,6 +14,7 @@ use crate::{
     broker::{Broker, Entry, Lease},
     config::AllowList,
     proto,
+    rotation::{RotationError, Rotator},
     secret::{Secret, TwilioCredential},
 };
 
@@ -75,6 +76,14 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
         Err(status::invalid(field, "a credential name"))
     } else {
         Ok(value)
+    }
+}
+
+fn rotation_status(e: RotationError) -> Status {
+    match e {
+        RotationError::NotFound(_) => Status::not_found(e.to_string()),
+        RotationError::NotConfigured(_) => Status::failed_precondition(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
     }
 }
 
@@ -213,12 +222,32 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
 pub struct AdminService {
     admin: AllowList,
     own_uid: u32,
+    rotator: Option<Arc<Rotator>>,
 }
 
 impl AdminService {
     /// Admits peers on `admin` (empty: the daemon's own uid).
-    pub fn new(admin: AllowList, own_uid: u32) -> Self {
-        Self { admin, own_uid }
+    pub fn new(admin: AllowList, own_uid: u32, rotator: Arc<Rotator>) -> Self {
+        Self {
+            admin,
+            own_uid,
+            rotator: Some(rotator),
+        }
+    }
+
+    async fn status(&self, name: &str) -> Result<proto::RotationStatus, Status> {
+        let rotator = self
+            .rotator
+            .as_ref()
+            .ok_or_else(|| status::not_yet("rotation"))?;
+        let s = rotator.status(name).await.map_err(rotation_status)?;
+        Ok(proto::RotationStatus {
+            name: name.to_owned(),
+            step: s.step,
+            last_success: s.last_success.map(timestamp),
+            last_error: s.last_error.unwrap_or_default(),
+            next_run: s.next_run.map(timestamp),
+        })
     }
 
     fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<(), Status> {
@@ -240,20 +269,31 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         &self,
         request: Request<proto::RotateRequest>,
     ) -> Result<Response<proto::RotationStatus>, Status> {
-        self.authorize(&Peer::of(&request)?, "Rotate", &request.get_ref().name)?;
-        Err(status::not_yet("Rotate"))
+        let name = required("name", &request.get_ref().name)?;
+        self.authorize(&Peer::of(&request)?, "Rotate", name)?;
+        let rotator = self
+            .rotator
+            .as_ref()
+            .ok_or_else(|| status::not_yet("Rotate"))?;
+        // A failed step is reported in the status (step `failed`,
+        // `last_error`), not as an RPC error: the rotation can be resumed.
+        match rotator.rotate(name, true).await {
+            Ok(_) => {}
+            Err(e @ (RotationError::NotFound(_) | RotationError::NotConfigured(_))) => {
+                return Err(rotation_status(e));
+            }
+            Err(_) => {}
+        }
+        self.status(name).await.map(Response::new)
     }
 
     async fn get_rotation_status(
         &self,
         request: Request<proto::GetRotationStatusRequest>,
     ) -> Result<Response<proto::RotationStatus>, Status> {
-        self.authorize(
-            &Peer::of(&request)?,
-            "GetRotationStatus",
-            &request.get_ref().name,
-        )?;
-        Err(status::not_yet("GetRotationStatus"))
+        let name = required("name", &request.get_ref().name)?;
+        self.authorize(&Peer::of(&request)?, "GetRotationStatus", name)?;
+        self.status(name).await.map(Response::new)
     }
 }
 
@@ -323,13 +363,14 @@ mod tests {
 
     #[test]
     fn admin_list_guards_rotation_admin() {
-        let admin = AdminService::new(
-            AllowList {
+        let admin = AdminService {
+            admin: AllowList {
                 uids: vec![0],
                 gids: vec![],
             },
-            OWN,
-        );
+            own_uid: OWN,
+            rotator: None,
+        };
         assert!(admin.authorize(&peer(0), "Rotate", "a").is_ok());
         assert_eq!(
             admin
@@ -338,7 +379,11 @@ mod tests {
                 .code(),
             tonic::Code::PermissionDenied
         );
-        let default = AdminService::new(AllowList::default(), OWN);
+        let default = AdminService {
+            admin: AllowList::default(),
+            own_uid: OWN,
+            rotator: None,
+        };
         assert!(default.authorize(&peer(OWN), "Rotate", "a").is_ok());
         assert!(default.authorize(&peer(0), "Rotate", "a").is_err());
     }

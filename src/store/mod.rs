@@ -185,6 +185,18 @@ impl StoreEnv {
     }
 }
 
+/// Builds every `[stores.NAME]` of `config`.
+pub async fn build_all(
+    config: &crate::config::Config,
+    env: &StoreEnv,
+) -> Result<std::collections::BTreeMap<String, Arc<dyn SecretStore>>, StoreError> {
+    let mut stores = std::collections::BTreeMap::new();
+    for (name, cfg) in &config.stores {
+        stores.insert(name.clone(), build(name, cfg, env).await?);
+    }
+    Ok(stores)
+}
+
 /// Builds the store `name` from its config.
 pub async fn build(
     name: &str,
