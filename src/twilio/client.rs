@@ -275,7 +275,15 @@ impl TwilioClient {
                 }
             }
             match answer.0["next_page_uri"].as_str() {
-                Some(next) if !next.is_empty() => url = Self::url(&self.bases.api_base, next),
+                // Twilio sends a path; some send an absolute URL. Only the
+                // path and query are used, on the configured base.
+                Some(next) if !next.is_empty() => {
+                    let path = match next.split_once("://") {
+                        Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+                        None => next,
+                    };
+                    url = Self::url(&self.bases.api_base, path);
+                }
                 _ => return Ok(keys),
             }
         }

@@ -31,9 +31,9 @@ Twilio's conventions kept here:
   their Policy allows ({"allow": ["/twilio/verify/services/verifications/create"]}),
   anything else 401 20003 ("unauthorized", as Twilio documents).
   Reading the Account resource with a Standard key: Twilio's key docs say
-  Standard keys have no access to /Accounts; real accounts are known to
-  answer a key's fetch of its own account. Default: allowed (credbroker
-  tests a new key this way); --strict-standard-keys refuses it (401 20003).
+  Standard keys have no access to /Accounts. By default the fake still lets
+  a Standard key fetch its own account (credbroker tests a new key that
+  way); --strict-standard-keys follows the docs and refuses it (401 20003).
 * Request bodies are application/x-www-form-urlencoded; a body of another
   type is ignored, as Twilio does (so required parameters are missing).
 * Errors are {"code", "message", "more_info", "status"}; 404 is 20404
@@ -928,8 +928,13 @@ class Handler(BaseHTTPRequestHandler):
             self.log(status, None)
             return
         status, body, headers, user, route = self.twilio(path, query, raw)
+        # Count before answering, so a test that reads /__fake/state right
+        # after the answer sees this request.
+        self.count(path, status, user, route)
         self.send_json(status, body, headers)
         self.log(status, user)
+
+    def count(self, path, status, user, route):
         with self.state.lock:
             st = self.state
             st.total += 1
