@@ -144,6 +144,9 @@ pub struct Rotator {
     owner: String,
     memory: Mutex<HashMap<String, Memory>>,
     on_change: Box<dyn Fn(&str) + Send + Sync>,
+    /// Moves on every write a rotation makes, so a schedule waiting for a
+    /// slot re-reads the document (a `Rotate` call may have set a retire_at).
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A document read for a step.
@@ -190,6 +193,21 @@ fn failpoint(name: &str) {
     }
 }
 
+/// `credbroker:<name>:`, the friendly-name prefix of the keys a rotation of
+/// `name` creates. Twilio allows 64 characters in a friendly name: a name
+/// longer than 40 is replaced by a digest of it.
+pub fn key_prefix(name: &str) -> String {
+    use sha2::Digest;
+    if name.len() <= 40 {
+        format!("credbroker:{name}:")
+    } else {
+        format!(
+            "credbroker:{}:",
+            &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..16]
+        )
+    }
+}
+
 fn new_rotation_id(now: SystemTime) -> String {
     let secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -215,6 +233,7 @@ impl Rotator {
             owner: owner_id(),
             memory: Mutex::new(HashMap::new()),
             on_change,
+            changed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -272,6 +291,7 @@ impl Rotator {
         match store.write(path, raw.to_bytes(), Some(version)).await {
             Ok(_) => {
                 (self.on_change)(name);
+                self.changed.send_modify(|n| *n = n.wrapping_add(1));
                 Ok(true)
             }
             Err(StoreError::Conflict { .. }) => Ok(false),
@@ -434,7 +454,7 @@ impl Rotator {
             Secret::ApiKey { .. } => {
                 let admin = self.admin(name, rotation).await?;
                 self.sweep(name, &admin, raw).await?;
-                let friendly = format!("credbroker:{name}:{}", claim.rotation_id);
+                let friendly = format!("{}{}", key_prefix(name), claim.rotation_id);
                 let key = self
                     .twilio
                     .create_key(&admin, &friendly, None)
@@ -473,7 +493,7 @@ impl Rotator {
         admin: &TwilioCredential,
         raw: &RawDocument,
     ) -> Result<(), RotationError> {
-        let prefix = format!("credbroker:{name}:");
+        let prefix = key_prefix(name);
         let referenced = [
             raw.current_key_sid(),
             raw.pending_key_sid(),
@@ -619,12 +639,18 @@ impl Rotator {
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
+
+    /// A receiver woken whenever a rotation writes a document.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
 }
 
 /// One credential's rotation, as the scheduler drives it.
 struct Scheduled {
     rotator: Arc<Rotator>,
     name: String,
+    changes: tokio::sync::Mutex<tokio::sync::watch::Receiver<u64>>,
 }
 
 #[async_trait::async_trait]
@@ -647,6 +673,13 @@ impl scheduler::Rotation for Scheduled {
     fn next_run(&self, at: SystemTime) {
         self.rotator.set_next_run(&self.name, at);
     }
+
+    async fn changed(&self) {
+        let mut changes = self.changes.lock().await;
+        if changes.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Starts the schedule of every credential that has one; they stop with `stop`.
@@ -657,6 +690,7 @@ pub fn spawn_schedules(rotator: &Arc<Rotator>, stop: &tokio_util::sync::Cancella
             Scheduled {
                 rotator: Arc::clone(rotator),
                 name: name.to_owned(),
+                changes: tokio::sync::Mutex::new(rotator.changes()),
             },
             rotation.schedule.clone(),
             *rotator.clock(),

@@ -46,6 +46,11 @@ pub trait Rotation: Send + Sync {
     async fn run(&self, start: bool) -> Result<(), String>;
     /// Tells the status when the next run is.
     fn next_run(&self, at: SystemTime);
+    /// Resolves when the rotation's state changed outside the schedule (a
+    /// `Rotate` call): the schedule is worked out again.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// Runs `rotation` on `schedule` until `stop` is cancelled.
@@ -86,6 +91,7 @@ pub async fn run(
         rotation.next_run(wake);
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = rotation.changed() => continue,
             _ = tokio::time::sleep_until(clock.instant_at(wake)) => {}
         }
         let start = clock.now() >= slot;

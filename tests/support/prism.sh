@@ -49,6 +49,12 @@
 #   So "no violation" = the answer is not application/problem+json with a
 #   type under https://stoplight.io/prism/errors# (the fake never sends
 #   problem+json), and any sl-violations header holds only Warnings.
+#   In LOGFILE each refused exchange is one line "Request terminated with
+#   error: https://stoplight.io/prism/errors#VIOLATIONS" (or #UNPROCESSABLE_ENTITY,
+#   #UNAUTHORIZED, ...), so a test can also assert that no such line exists
+#   at its end. (`start`'s readiness probe, GET /, leaves one harmless
+#   #NO_PATH_MATCHED_ERROR line.) At the default level the log holds no
+#   header or body, so no credential.
 #
 # Environment:
 #   CREDBROKER_CACHE      default $HOME/.cache/credbroker
