@@ -906,21 +906,15 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                 cron::Schedule::from_str("0 0 0 1 1 *").expect("a valid fallback")
             });
             let grace = p.duration(&format!("{key}.rotation.grace"), Some(&r.grace), lease_ttl);
-            if grace < refresh_interval {
+            // A broker may serve the old value until its next refresh, and a
+            // lease issued then runs lease_ttl more: the old value must stay
+            // valid that long after the switch.
+            if grace < lease_ttl + refresh_interval {
                 p.push(
                     format!("{key}.rotation.grace"),
                     format!(
-                        "at least the refresh_interval ({}), so every broker reading the store sees the new value before the old one is retired",
-                        humantime::format_duration(refresh_interval)
-                    ),
-                );
-            }
-            if grace < lease_ttl {
-                p.push(
-                    format!("{key}.rotation.grace"),
-                    format!(
-                        "at least the lease_ttl ({}), so every lease on the old value ends before it is retired",
-                        humantime::format_duration(lease_ttl)
+                        "at least lease_ttl + refresh_interval ({}), so no lease handed out on the old value outlives it",
+                        humantime::format_duration(lease_ttl + refresh_interval)
                     ),
                 );
             }
@@ -1083,11 +1077,11 @@ grace = "1m"
     #[test]
     fn grace_must_cover_lease() {
         let text = format!(
-            "{MINIMAL}lease_ttl = \"10m\"\n[credentials.verify.rotation]\nschedule = \"0 0 3 * * Sun\"\ngrace = \"5m\"\n"
+            "{MINIMAL}lease_ttl = \"10m\"\n[credentials.verify.rotation]\nschedule = \"0 0 3 * * Sun\"\ngrace = \"10m\"\n"
         );
         let e = parse_str(&text).unwrap_err().to_string();
         assert!(e.contains("credentials.verify.rotation.grace"), "{e}");
-        let ok = text.replace("grace = \"5m\"", "grace = \"1h\"");
+        let ok = text.replace("grace = \"10m\"", "grace = \"1h\"");
         let c = parse_str(&ok).unwrap();
         assert_eq!(
             c.credentials["verify"].rotation.as_ref().unwrap().grace,

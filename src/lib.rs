@@ -13,14 +13,19 @@
 //! - [`server`]: the gRPC services on the Unix socket, peer checks, audit.
 //! - [`rotation`]: the rotation state machine and its schedule.
 //! - [`twilio`]: the Twilio REST client rotation uses.
+//! - [`hygiene`]: the zeroizing allocator, mlock, no core dumps.
 //! - [`client`]: the Rust client the CLI uses and workloads can depend on.
 //! - [`proto`]: the generated `credbroker.v1` types.
 
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but `hygiene`, the allocator and process
+// hardening, where every block says why it is sound.
+#![deny(unsafe_code)]
 
 pub mod broker;
 pub mod client;
 pub mod config;
+#[allow(unsafe_code)]
+pub mod hygiene;
 pub mod rotation;
 pub mod secret;
 pub mod server;
@@ -144,6 +149,12 @@ pub async fn run(
     if rustix::process::geteuid().is_root() && !config.server.allow_root {
         return Err(RunError::Root(config.source.display().to_string()));
     }
+    let hardening = hygiene::harden(config.server.lock_memory);
+    tracing::info!(
+        memory_locked = hardening.locked,
+        core_dumps = false,
+        "process hardened"
+    );
     if config.server.metrics_addr.is_some() {
         tracing::warn!("metrics_addr is set but this build has no metrics endpoint yet; ignored");
     }

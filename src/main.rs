@@ -10,6 +10,11 @@ use credbroker::{
     proto,
 };
 
+/// Every freed block is wiped: copies of secrets made by libraries do not
+/// outlive their use (see `credbroker::hygiene`).
+#[global_allocator]
+static ALLOCATOR: credbroker::hygiene::ZeroizingAllocator = credbroker::hygiene::ZeroizingAllocator;
+
 /// Exit code for configuration errors (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

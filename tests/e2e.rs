@@ -573,7 +573,7 @@ fn refuses_root_without_allow_root() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflection_lists_services_and_unbuilt_rpcs_say_so() {
+async fn reflection_lists_services_and_rotation_admin_answers() {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -611,8 +611,8 @@ async fn reflection_lists_services_and_unbuilt_rpcs_say_so() {
         );
     }
 
-    // RotationAdmin checks the admin list (root is the daemon's uid) before
-    // answering UNIMPLEMENTED in this version.
+    // RotationAdmin (root is the daemon's uid, so on the default admin list)
+    // refuses a credential that has no rotation table.
     let mut admin = proto::rotation_admin_client::RotationAdminClient::new(client.channel());
     let status = admin
         .rotate(proto::RotateRequest {
@@ -620,6 +620,10 @@ async fn reflection_lists_services_and_unbuilt_rpcs_say_so() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("not configured for rotation"),
+        "{status:?}"
+    );
     daemon.assert_log_clean();
 }

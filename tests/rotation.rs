@@ -507,7 +507,7 @@ fn crash_at_every_step_then_resume(root: &Path, t: &Twilio) {
         let (sid, secret) = t.seed_key(&format!("initial {name}"));
         docs.push((name.clone(), key_doc(&sid, &secret)));
         olds.push(sid);
-        cfg += &api_key_rotation(&name, "1s");
+        cfg += &api_key_rotation(&name, "2s");
     }
     write_secrets(&dir, &docs);
     let config = dir.join("config.toml");
@@ -524,7 +524,7 @@ fn crash_at_every_step_then_resume(root: &Path, t: &Twilio) {
         if retire_case {
             let out = rotate_cli(&config, &["--credential", &name], None);
             assert!(out.status.success(), "{}", stderr(&out));
-            std::thread::sleep(Duration::from_millis(1100));
+            std::thread::sleep(Duration::from_millis(2100));
         }
         let args: &[&str] = if retire_case {
             &["--credential", &name, "--no-start"]
@@ -545,7 +545,7 @@ fn crash_at_every_step_then_resume(root: &Path, t: &Twilio) {
             stdout(&out),
             stderr(&out)
         );
-        std::thread::sleep(Duration::from_millis(1100));
+        std::thread::sleep(Duration::from_millis(2100));
         let out = rotate_cli(&config, &["--credential", &name, "--no-start"], None);
         assert!(
             out.status.success(),

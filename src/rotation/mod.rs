@@ -116,6 +116,27 @@ pub enum Outcome {
     },
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |t: &SystemTime| humantime::format_rfc3339_seconds(*t).to_string();
+        match self {
+            Outcome::Idle => f.write_str("nothing to do"),
+            Outcome::Promoted { retire_at } => write!(
+                f,
+                "promoted; the previous value retires at {}",
+                at(retire_at)
+            ),
+            Outcome::Retired => f.write_str("previous value retired"),
+            Outcome::Waiting { retire_at } => write!(
+                f,
+                "grace window of the last rotation runs until {}",
+                at(retire_at)
+            ),
+            Outcome::InProgress { owner } => write!(f, "being rotated by {owner}"),
+        }
+    }
+}
+
 /// What `GetRotationStatus` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Status {
@@ -333,7 +354,7 @@ impl Rotator {
         match &result {
             Ok(outcome) => {
                 m.last_error = None;
-                tracing::info!(credential = %name, outcome = ?outcome, "rotation step done");
+                tracing::info!(credential = %name, %outcome, "rotation step done");
             }
             Err(e) => {
                 m.last_error = Some(e.to_string());
