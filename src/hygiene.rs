@@ -66,26 +66,17 @@ unsafe impl GlobalAlloc for ZeroizingAllocator {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Never let the system allocator move the block behind our back:
-        // allocate, copy, wipe and free the old one ourselves.
+        // Never let the system allocator move (or shrink) the block behind
+        // our back: allocate, copy, wipe and free the old one ourselves.
         // SAFETY: `layout` with `new_size` is valid per `realloc`'s contract.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if new_size <= layout.size() {
-            // Shrinking in place: wipe the tail that is given up. The block
-            // keeps its address, and `dealloc` later wipes with the new size,
-            // which is why the tail must be wiped now.
-            // SAFETY: the tail lies inside the caller's block.
-            unsafe { wipe(ptr.add(new_size), layout.size() - new_size) };
-            // SAFETY: shrinking through System keeps the contents.
-            return unsafe { System.realloc(ptr, layout, new_size) };
-        }
-        // SAFETY: new_layout has a non-zero size (it is larger than the old).
+        // SAFETY: `realloc`'s contract makes new_size non-zero.
         let new = unsafe { System.alloc(new_layout) };
         if !new.is_null() {
-            // SAFETY: both blocks are live, distinct, and at least
-            // `layout.size()` long; the old one is then wiped and freed.
+            // SAFETY: both blocks are live and distinct; the copy is as long
+            // as the shorter of them; the old one is then wiped and freed.
             unsafe {
-                std::ptr::copy_nonoverlapping(ptr, new, layout.size());
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
                 wipe(ptr, layout.size());
                 System.dealloc(ptr, layout);
             }

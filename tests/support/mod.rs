@@ -217,7 +217,7 @@ impl Drop for Daemon {
 
 /// A copy of the binary that any uid can execute, wherever the build lives
 /// (a target dir under /root is not reachable by other users).
-fn shared_bin() -> &'static Path {
+pub fn shared_bin() -> &'static Path {
     static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     COPY.get_or_init(|| {
         let dir = std::env::temp_dir().join("credbroker-test-bin");

@@ -1,0 +1,337 @@
+//! Secret hygiene you can verify: after a credential is replaced and the
+//! old value's leases have ended, its bytes (raw and base64) are nowhere in
+//! the daemon's memory, read through /proc/PID/maps and /proc/PID/mem — while
+//! the new value is (so the scan demonstrably works). Also: running as root
+//! needs `allow_root`, and a refused mlock is a warning, not a failure.
+
+mod support;
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    os::unix::fs::{FileExt, PermissionsExt},
+    time::Duration,
+};
+
+use std::os::unix::process::CommandExt;
+
+use credbroker::client::Client;
+use support::{services::*, *};
+
+/// Occurrences of `needle` in every readable mapping of process `pid`.
+fn count_in_memory(pid: i32, needle: &[u8]) -> usize {
+    let maps = fs::File::open(format!("/proc/{pid}/maps")).unwrap();
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = 0;
+    for line in BufReader::new(maps).lines() {
+        let line = line.unwrap();
+        let mut parts = line.split_whitespace();
+        let (range, perms) = (parts.next().unwrap(), parts.next().unwrap());
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (end - start) as usize];
+        // Some mappings (guard pages, device memory) cannot be read: skip them.
+        let Ok(n) = mem.read_at(&mut buf, start) else {
+            continue;
+        };
+        found += buf[..n]
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count();
+    }
+    found
+}
+
+/// S1 is gone from the daemon's memory, S2 is there.
+fn assert_only_new_in_memory(daemon: &Daemon, old: &str, new: &str) {
+    let pid = daemon.pid();
+    assert!(
+        count_in_memory(pid, new.as_bytes()) > 0,
+        "the scan does not find the live secret: it proves nothing"
+    );
+    assert_eq!(
+        count_in_memory(pid, old.as_bytes()),
+        0,
+        "the replaced secret is still in the daemon's memory"
+    );
+    let b64 = base64_encode(old.as_bytes());
+    assert_eq!(
+        count_in_memory(pid, b64.trim_end_matches('=').as_bytes()),
+        0,
+        "the replaced secret is in memory as base64"
+    );
+}
+
+fn config(store: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+socket = "{{socket}}"
+allow_root = true
+
+[defaults]
+lease_ttl = "2s"
+refresh_interval = "1s"
+max_stale = "1m"
+
+{store}
+
+[credentials.verify]
+store = "s"
+path = "twilio/verify"
+{extra}"#
+    )
+}
+
+/// Many fetches of S1 on one connection, and a watch; then the connection
+/// closes, S2 replaces S1 (by `replace`), S1's last lease ends.
+async fn churn(daemon: &Daemon, old: &str, new: &str, replace: impl FnOnce()) {
+    {
+        let client = Client::connect(&daemon.socket).await.unwrap();
+        let mut watch = client.watch("verify").await.unwrap();
+        for _ in 0..200 {
+            assert_eq!(secret_of(&client.get("verify").await.unwrap()), old);
+        }
+        replace();
+        next_matching(&mut watch, Duration::from_secs(10), "the new value", |c| {
+            secret_of(c) == new
+        })
+        .await;
+    }
+    // S1's last lease (2 s) runs out; then one fresh fetch of S2.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    assert_eq!(secret_of(&client.get("verify").await.unwrap()), new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_secret_leaves_no_trace_in_memory_file_store() {
+    let dir = world_dir();
+    let (s1, s2) = (token(0x5e01), token(0x5e02));
+    let file = dir.path().join("secrets.json");
+    fs::write(
+        &file,
+        format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(&s1)),
+    )
+    .unwrap();
+    let store = "[stores.s]\ntype = \"file\"\npath = \"{dir}/secrets.json\"";
+    let daemon = Daemon::start(dir.path(), &config(store, "")).secrets(&[&s1, &s2]);
+    churn(&daemon, &s1, &s2, || {
+        replace_file(
+            &file,
+            &format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(&s2)),
+        )
+    })
+    .await;
+    assert_only_new_in_memory(&daemon, &s1, &s2);
+    let log = daemon.log_text();
+    assert!(log.contains("memory_locked=true"), "root may mlock: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_secret_leaves_no_trace_in_memory_aws() {
+    use aws_sdk_secretsmanager::config::{Credentials, Region};
+    let dir = world_dir();
+    let moto = Service::moto(dir.path());
+    let sm = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new("us-east-1"))
+            .endpoint_url(moto.url())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .build(),
+    );
+    let (s1, s2) = (token(0x5f01), token(0x5f02));
+    sm.create_secret()
+        .name("twilio/verify")
+        .secret_string(auth_token_doc(&s1))
+        .send()
+        .await
+        .unwrap();
+    let store = format!(
+        "[stores.s]\ntype = \"aws_secrets_manager\"\nregion = \"us-east-1\"\nendpoint_url = \"{}\"",
+        moto.url()
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let daemon = Daemon::start_env(dir.path(), &config(&store, ""), &env).secrets(&[&s1, &s2]);
+    let rt = tokio::runtime::Handle::current();
+    churn(&daemon, &s1, &s2, || {
+        let sm = sm.clone();
+        let s2 = s2.clone();
+        tokio::task::block_in_place(|| {
+            rt.block_on(async move {
+                // A fresh secret version via the AWS way of staging.
+                let current = sm
+                    .describe_secret()
+                    .secret_id("twilio/verify")
+                    .send()
+                    .await
+                    .unwrap();
+                let old = current
+                    .version_ids_to_stages
+                    .unwrap()
+                    .into_iter()
+                    .find(|(_, s)| s.iter().any(|s| s == "AWSCURRENT"))
+                    .unwrap()
+                    .0;
+                let new = sm
+                    .put_secret_value()
+                    .secret_id("twilio/verify")
+                    .secret_string(auth_token_doc(&s2))
+                    .version_stages("AWSPENDING")
+                    .send()
+                    .await
+                    .unwrap()
+                    .version_id
+                    .unwrap();
+                sm.update_secret_version_stage()
+                    .secret_id("twilio/verify")
+                    .version_stage("AWSCURRENT")
+                    .move_to_version_id(new)
+                    .remove_from_version_id(old)
+                    .send()
+                    .await
+                    .unwrap();
+            })
+        })
+    })
+    .await;
+    assert_only_new_in_memory(&daemon, &s1, &s2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_secret_leaves_no_trace_in_memory_rustyvault() {
+    let dir = world_dir();
+    let rv_dir = dir.path().join("rv");
+    fs::create_dir_all(&rv_dir).unwrap();
+    let port = free_port().to_string();
+    let script = |args: &[&str]| {
+        let out = std::process::Command::new("bash")
+            .arg(repo().join("tests/support/rustyvault.sh"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rustyvault.sh {args:?}: {}",
+            stderr(&out)
+        );
+    };
+    let d = rv_dir.display().to_string();
+    script(&["start", &d, &port]);
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .arg(repo().join("tests/support/rustyvault.sh"))
+                .args(["stop", &self.0])
+                .output();
+        }
+    }
+    let _stop = Stop(d.clone());
+    script(&["setup", &d, &port]);
+    let url = format!("http://127.0.0.1:{port}");
+    let root = fs::read_to_string(rv_dir.join("root_token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let put = |doc: &str| {
+        let (status, body) = http(
+            "POST",
+            &format!("{url}/v1/kv/twilio/verify"),
+            Some(doc),
+            &[("X-Vault-Token", &root)],
+        );
+        assert!((200..300).contains(&status), "{status} {body}");
+    };
+    let (s1, s2) = (token(0x5d01), token(0x5d02));
+    put(&auth_token_doc(&s1));
+    let store = format!(
+        "[stores.s]\ntype = \"vault\"\naddress = \"{url}\"\nmount = \"kv\"\nkv_version = 1\nauth = {{ method = \"approle\", role_id_file = \"{d}/role_id\", secret_id_file = \"{d}/secret_id\" }}"
+    );
+    let daemon = Daemon::start(dir.path(), &config(&store, "")).secrets(&[&s1, &s2]);
+    churn(&daemon, &s1, &s2, || put(&auth_token_doc(&s2))).await;
+    assert_only_new_in_memory(&daemon, &s1, &s2);
+}
+
+#[test]
+fn root_needs_allow_root_and_a_refused_mlock_only_warns() {
+    let dir = world_dir();
+    let s1 = token(0x5c01);
+    fs::write(
+        dir.path().join("secrets.json"),
+        format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(&s1)),
+    )
+    .unwrap();
+    let store = "[stores.s]\ntype = \"file\"\npath = \"{dir}/secrets.json\"";
+    let mut d = Daemon::spawn(
+        dir.path(),
+        &config(store, "").replace("allow_root = true", ""),
+    );
+    assert_eq!(d.wait_exit().code(), Some(64));
+    assert!(
+        d.log_text().contains("refusing to run as root") && d.log_text().contains("allow_root"),
+        "{}",
+        d.log_text()
+    );
+
+    // As uid 65534 with RLIMIT_MEMLOCK 0: mlockall is refused; it warns and serves.
+    let run = dir.path().join("run");
+    fs::create_dir_all(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(
+        dir.path().join("secrets.json"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let cfg = config(store, "allow = { uids = [65534, 0] }")
+        .replace("{socket}", &run.join("broker.sock").display().to_string())
+        .replace("{dir}", &dir.path().display().to_string());
+    let cfg_path = dir.path().join("nobody.toml");
+    fs::write(&cfg_path, cfg).unwrap();
+    fs::set_permissions(&cfg_path, fs::Permissions::from_mode(0o644)).unwrap();
+    let log = dir.path().join("nobody.log");
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--memlock=0:0")
+        .arg(shared_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .env("CREDBROKER_LOG", "info")
+        .stderr(fs::File::create(&log).unwrap())
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .unwrap();
+    let sock = run.join("broker.sock");
+    wait_until(
+        Duration::from_secs(20),
+        "the unprivileged daemon to serve",
+        || {
+            cli(&["health", "--socket", &sock.display().to_string()], None)
+                .status
+                .success()
+        },
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("cannot lock memory") && text.contains("lock_memory = false"),
+        "{text}"
+    );
+    let out = cli(
+        &["get", "verify", "--socket", &sock.display().to_string()],
+        Some((65534, 65534)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
