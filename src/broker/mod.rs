@@ -9,6 +9,7 @@
 //! passed; then the credential is unavailable until a read succeeds again.
 
 mod clock;
+pub mod dynamic;
 mod entry;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -54,6 +55,32 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("credbroker is shutting down")]
     ShuttingDown,
+    /// A dynamic credential has `max_live_keys` keys alive.
+    #[error(
+        "credential `{name}`: {max} keys are alive already (max_live_keys); try again when one expires"
+    )]
+    Exhausted {
+        /// Credential name.
+        name: String,
+        /// The cap.
+        max: u32,
+    },
+    /// Twilio refused or failed to mint a key.
+    #[error("credential `{name}`: {source}")]
+    Twilio {
+        /// Credential name.
+        name: String,
+        /// Twilio's error.
+        source: crate::twilio::TwilioError,
+    },
+    /// The call does not apply to this kind of credential.
+    #[error("credential `{name}`: {what}")]
+    WrongKind {
+        /// Credential name.
+        name: String,
+        /// What does not apply.
+        what: String,
+    },
 }
 
 impl BrokerError {
@@ -101,6 +128,7 @@ pub enum StartError {
 /// The credential cache, shared by the server and the refresh tasks.
 pub struct Broker {
     entries: BTreeMap<String, Arc<Entry>>,
+    dynamic: BTreeMap<String, Arc<dynamic::DynamicKeys>>,
     clock: Clock,
     reload: watch::Sender<u64>,
     stopping: CancellationToken,
@@ -129,18 +157,38 @@ impl Broker {
         for (name, cfg) in &config.credentials {
             let store = match &cfg.source {
                 Source::Store { store, .. } => Arc::clone(&stores[store]),
-                Source::Dynamic(_) => {
-                    return Err(StartError::Unsupported {
-                        name: name.clone(),
-                        what: "kind `dynamic_api_key`".into(),
-                    });
-                }
+                Source::Dynamic(_) => continue,
             };
             entries.insert(name.clone(), Arc::new(Entry::new(cfg.clone(), store)));
         }
+        let clock = Clock::new();
+        let mut dynamic_keys = BTreeMap::new();
+        for (name, cfg) in &config.credentials {
+            if let Source::Dynamic(d) = &cfg.source {
+                let twilio = crate::twilio::TwilioClient::new(&config.twilio).map_err(|e| {
+                    StartError::Unsupported {
+                        name: name.clone(),
+                        what: format!("the Twilio client ({e})"),
+                    }
+                })?;
+                let admin = Arc::clone(&entries[&d.admin_credential]);
+                dynamic_keys.insert(
+                    name.clone(),
+                    dynamic::DynamicKeys::start(
+                        cfg.clone(),
+                        d.clone(),
+                        admin,
+                        twilio,
+                        clock,
+                        stopping.clone(),
+                    ),
+                );
+            }
+        }
         let broker = Arc::new(Broker {
+            dynamic: dynamic_keys,
             entries,
-            clock: Clock::new(),
+            clock,
             reload: watch::Sender::new(0),
             stopping,
         });
@@ -304,7 +352,27 @@ impl Broker {
     pub fn knows_peer(&self, uid: u32, gid: u32, own_uid: u32) -> bool {
         self.entries
             .values()
-            .any(|e| e.config.allow.permits(uid, gid, own_uid))
+            .map(|e| &e.config)
+            .chain(self.dynamic.values().map(|d| &d.config))
+            .any(|c| c.allow.permits(uid, gid, own_uid))
+    }
+
+    /// The allow list of credential `name`, static or dynamic.
+    pub fn allow_list(&self, name: &str) -> Option<&crate::config::AllowList> {
+        self.entries
+            .get(name)
+            .map(|e| &e.config.allow)
+            .or_else(|| self.dynamic.get(name).map(|d| &d.config.allow))
+    }
+
+    /// The dynamic credential `name`.
+    pub fn dynamic(&self, name: &str) -> Option<&Arc<dynamic::DynamicKeys>> {
+        self.dynamic.get(name)
+    }
+
+    /// Every dynamic credential.
+    pub fn dynamics(&self) -> impl Iterator<Item = &Arc<dynamic::DynamicKeys>> {
+        self.dynamic.values()
     }
 }
 

@@ -33,11 +33,9 @@ impl BrokerService {
     /// The one authorization decision for credential reads. Unknown names
     /// are told apart from forbidden ones only for peers the config trusts
     /// with some credential; anyone else gets PERMISSION_DENIED either way.
-    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<Arc<Entry>, Status> {
-        let outcome = match self.broker.entry(name) {
-            Some(entry) if peer::permits(&entry.config.allow, peer, self.own_uid) => {
-                return Ok(Arc::clone(entry));
-            }
+    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<(), Status> {
+        let outcome = match self.broker.allow_list(name) {
+            Some(allow) if peer::permits(allow, peer, self.own_uid) => return Ok(()),
             Some(_) => Err((Decision::Denied, status::denied(name))),
             None if self.broker.knows_peer(peer.uid, peer.gid, self.own_uid) => Err((
                 Decision::NotFound,
@@ -49,6 +47,51 @@ impl BrokerService {
             peer::audit(peer, method, name, None, decision);
             status
         })
+    }
+
+    /// The static credential `name` (authorized already).
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, Status> {
+        self.broker.entry(name).cloned().ok_or_else(|| {
+            Status::from(crate::broker::BrokerError::WrongKind {
+                name: name.to_owned(),
+                what: "a dynamic_api_key is leased per call: use GetCredential".into(),
+            })
+        })
+    }
+
+    /// A restricted key for this caller from the dynamic credential `name`.
+    async fn dynamic_lease(&self, peer: &Peer, name: &str) -> Result<proto::Credential, Status> {
+        let keys = self.broker.dynamic(name).expect("authorized names exist");
+        let caller = (peer.uid, peer.pid.unwrap_or(0));
+        match keys.lease(caller).await {
+            Ok(key) => {
+                peer::audit(
+                    peer,
+                    "GetCredential",
+                    name,
+                    Some(key.sid.as_str()),
+                    Decision::Allowed,
+                );
+                Ok(proto::Credential {
+                    name: name.to_owned(),
+                    account_sid: key.account_sid.as_str().to_owned(),
+                    secret: Some(proto::credential::Secret::ApiKey(proto::ApiKey {
+                        sid: key.sid.as_str().to_owned(),
+                        secret: key.secret.expose_secret().to_owned(),
+                    })),
+                    version: key.sid.as_str().to_owned(),
+                    issued_at: Some(timestamp(self.broker.clock().now())),
+                    expires_at: Some(timestamp(key.expires_at)),
+                    stale: false,
+                    stale_since: None,
+                    previous: None,
+                })
+            }
+            Err(e) => {
+                peer::audit(peer, "GetCredential", name, None, Decision::Failed);
+                Err(e.into())
+            }
+        }
     }
 
     fn lease(&self, peer: &Peer, method: &str, entry: &Entry) -> Result<proto::Credential, Status> {
@@ -145,7 +188,11 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
     ) -> Result<Response<proto::Credential>, Status> {
         let peer = Peer::of(&request)?;
         let name = required("name", &request.get_ref().name)?;
-        let entry = self.authorize(&peer, "GetCredential", name)?;
+        self.authorize(&peer, "GetCredential", name)?;
+        if self.broker.dynamic(name).is_some() {
+            return self.dynamic_lease(&peer, name).await.map(Response::new);
+        }
+        let entry = self.entry(name)?;
         self.lease(&peer, "GetCredential", &entry)
             .map(Response::new)
     }
@@ -158,7 +205,8 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
     ) -> Result<Response<Self::WatchCredentialStream>, Status> {
         let peer = Peer::of(&request)?;
         let name = required("name", &request.get_ref().name)?;
-        let entry = self.authorize(&peer, "WatchCredential", name)?;
+        self.authorize(&peer, "WatchCredential", name)?;
+        let entry = self.entry(name)?;
         // Refuse up front rather than open a stream that ends at once.
         entry.lease(self.broker.clock()).map_err(Status::from)?;
         let rx = self.broker.watch(Arc::clone(&entry));
@@ -183,7 +231,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         request: Request<proto::ListCredentialsRequest>,
     ) -> Result<Response<proto::ListCredentialsResponse>, Status> {
         let peer = Peer::of(&request)?;
-        let credentials: Vec<proto::CredentialInfo> = self
+        let mut credentials: Vec<proto::CredentialInfo> = self
             .broker
             .entries()
             .filter(|e| peer::permits(&e.config.allow, &peer, self.own_uid))
@@ -191,7 +239,17 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
                 name: e.name().to_owned(),
                 kind: e.kind().as_str().to_owned(),
             })
+            .chain(
+                self.broker
+                    .dynamics()
+                    .filter(|d| peer::permits(&d.config.allow, &peer, self.own_uid))
+                    .map(|d| proto::CredentialInfo {
+                        name: d.name().to_owned(),
+                        kind: "dynamic_api_key".to_owned(),
+                    }),
+            )
             .collect();
+        credentials.sort_by(|a, b| a.name.cmp(&b.name));
         let decision = if credentials.is_empty() {
             Decision::Denied
         } else {

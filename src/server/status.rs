@@ -14,6 +14,9 @@ impl From<BrokerError> for Status {
             }
             BrokerError::Document(_) => Status::unavailable(e.to_string()),
             BrokerError::ShuttingDown => Status::unavailable(e.to_string()),
+            BrokerError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
+            BrokerError::Twilio { .. } => Status::unavailable(e.to_string()),
+            BrokerError::WrongKind { .. } => Status::failed_precondition(e.to_string()),
         }
     }
 }

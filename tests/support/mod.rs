@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod services;
+pub mod twilio;
 
 use std::{
     fs,

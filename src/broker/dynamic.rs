@@ -1,0 +1,278 @@
+//! Short-lived restricted API keys, one per calling process
+//! (`kind = "dynamic_api_key"`).
+//!
+//! GetCredential creates a restricted key at Twilio (IAM v1, KeyType
+//! restricted, the configured Policy) with the admin credential, and serves
+//! it with `expires_at` at the key's end. A caller — a process, by uid and
+//! pid — gets its live key again until half its TTL has passed, then a new
+//! one; at most `max_live_keys` are alive at once. A reaper deletes every
+//! key at Twilio when its TTL ends. Keys are named
+//! `credbroker-dyn:<name>:<expiry, Unix seconds>`, so after a restart the
+//! keys of the previous process are found and deleted at their expiry (at
+//! once when it has passed).
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{BrokerError, Clock, Entry};
+use crate::{
+    config::{CredentialConfig, DynamicKeyConfig},
+    secret::{AccountSid, ApiKeySid, SecretString, TwilioCredential},
+    twilio::TwilioClient,
+};
+
+/// The caller a key belongs to: uid and pid of the peer process.
+pub type Caller = (u32, i32);
+
+/// A live key. Holds its secret: no Debug.
+pub struct LiveKey {
+    /// The key's SID.
+    pub sid: ApiKeySid,
+    /// The key's secret.
+    pub secret: SecretString,
+    /// The account it belongs to.
+    pub account_sid: AccountSid,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it is deleted at Twilio.
+    pub expires_at: SystemTime,
+}
+
+#[derive(Default)]
+struct Live {
+    /// Every key alive, ours or left by a previous process (no secret then).
+    keys: Vec<(String, SystemTime, Option<Arc<LiveKey>>)>,
+    by_caller: HashMap<Caller, Arc<LiveKey>>,
+}
+
+/// One dynamic credential.
+pub struct DynamicKeys {
+    /// Its config (allow list).
+    pub config: CredentialConfig,
+    dynamic: DynamicKeyConfig,
+    admin: Arc<Entry>,
+    twilio: TwilioClient,
+    clock: Clock,
+    live: Mutex<Live>,
+    wake: Notify,
+}
+
+/// The friendly-name prefix of `name`'s keys (within Twilio's 64 characters).
+pub fn key_prefix(name: &str) -> String {
+    use sha2::Digest;
+    if name.len() <= 36 {
+        format!("credbroker-dyn:{name}:")
+    } else {
+        format!(
+            "credbroker-dyn:{}:",
+            &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..16]
+        )
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl DynamicKeys {
+    /// The credential `config`, minting with `admin`'s credential; starts
+    /// the reaper (which first sweeps what a previous process left).
+    pub fn start(
+        config: CredentialConfig,
+        dynamic: DynamicKeyConfig,
+        admin: Arc<Entry>,
+        twilio: TwilioClient,
+        clock: Clock,
+        stopping: CancellationToken,
+    ) -> Arc<Self> {
+        let keys = Arc::new(Self {
+            config,
+            dynamic,
+            admin,
+            twilio,
+            clock,
+            live: Mutex::new(Live::default()),
+            wake: Notify::new(),
+        });
+        tokio::spawn(Arc::clone(&keys).reap(stopping));
+        keys
+    }
+
+    /// The credential's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn admin_credential(&self) -> Result<TwilioCredential, BrokerError> {
+        Ok(self
+            .admin
+            .lease(&self.clock)?
+            .loaded
+            .document
+            .current
+            .clone())
+    }
+
+    /// A key for `caller`: its live one until half the TTL has passed, else
+    /// a new one (refused past `max_live_keys`).
+    pub async fn lease(&self, caller: Caller) -> Result<Arc<LiveKey>, BrokerError> {
+        let now = self.clock.now();
+        let mut live = self.live.lock().await;
+        if let Some(key) = live.by_caller.get(&caller)
+            && now < key.created_at + self.dynamic.ttl / 2
+        {
+            return Ok(Arc::clone(key));
+        }
+        // Expired keys wait for the reaper; they no longer count.
+        let alive = live
+            .keys
+            .iter()
+            .filter(|(_, expires, _)| *expires > now)
+            .count();
+        if alive >= self.dynamic.max_live_keys as usize {
+            return Err(BrokerError::Exhausted {
+                name: self.name().to_owned(),
+                max: self.dynamic.max_live_keys,
+            });
+        }
+        let admin = self.admin_credential()?;
+        let expires_at = now + self.dynamic.ttl;
+        let friendly = format!("{}{}", key_prefix(self.name()), unix(expires_at));
+        let created = self
+            .twilio
+            .create_key(&admin, &friendly, Some(&self.dynamic.policy))
+            .await
+            .map_err(|source| BrokerError::Twilio {
+                name: self.name().to_owned(),
+                source,
+            })?;
+        let key = Arc::new(LiveKey {
+            sid: created.sid,
+            secret: created.secret,
+            account_sid: admin.account_sid.clone(),
+            created_at: now,
+            expires_at,
+        });
+        tracing::info!(
+            credential = %self.name(),
+            key = %key.sid.as_str(),
+            peer_uid = caller.0,
+            peer_pid = caller.1,
+            expires_at = %humantime::format_rfc3339_seconds(expires_at),
+            "restricted key created"
+        );
+        live.keys.push((
+            key.sid.as_str().to_owned(),
+            expires_at,
+            Some(Arc::clone(&key)),
+        ));
+        live.by_caller.insert(caller, Arc::clone(&key));
+        drop(live);
+        self.wake.notify_one();
+        Ok(key)
+    }
+
+    /// Finds the keys a previous process left (by name prefix).
+    async fn sweep(&self) -> Result<(), String> {
+        let admin = self.admin_credential().map_err(|e| e.to_string())?;
+        let keys = self
+            .twilio
+            .list_keys(&admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        let prefix = key_prefix(self.name());
+        let mut live = self.live.lock().await;
+        for key in keys {
+            let Some(expiry) = key.friendly_name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if live.keys.iter().any(|(sid, _, _)| *sid == key.sid) {
+                continue;
+            }
+            let expires = expiry
+                .parse::<u64>()
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+                .unwrap_or(UNIX_EPOCH);
+            live.keys.push((key.sid, expires, None));
+        }
+        Ok(())
+    }
+
+    /// Deletes each key at Twilio when it expires.
+    async fn reap(self: Arc<Self>, stopping: CancellationToken) {
+        // The sweep needs the admin credential: wait for its first load.
+        let mut admin = self.admin.subscribe();
+        while admin.borrow_and_update().loaded.is_none() {
+            tokio::select! {
+                _ = stopping.cancelled() => return,
+                changed = admin.changed() => if changed.is_err() { return },
+            }
+        }
+        let mut swept = false;
+        loop {
+            if !swept {
+                match self.sweep().await {
+                    Ok(()) => swept = true,
+                    Err(e) => {
+                        tracing::warn!(credential = %self.name(), error = %e, "cannot list keys to sweep; retrying")
+                    }
+                }
+            }
+            let now = self.clock.now();
+            let due: Vec<String> = {
+                let live = self.live.lock().await;
+                live.keys
+                    .iter()
+                    .filter(|(_, expires, _)| *expires <= now)
+                    .map(|(sid, _, _)| sid.clone())
+                    .collect()
+            };
+            let mut failed = false;
+            for sid in due {
+                let result = match self.admin_credential() {
+                    Ok(admin) => self
+                        .twilio
+                        .delete_key(&admin, &sid)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(credential = %self.name(), key = %sid, "expired restricted key deleted");
+                        let mut live = self.live.lock().await;
+                        live.keys.retain(|(s, _, _)| *s != sid);
+                        live.by_caller.retain(|_, k| k.sid.as_str() != sid);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        tracing::warn!(credential = %self.name(), key = %sid, error = %e, "cannot delete an expired key; retrying")
+                    }
+                }
+            }
+            let next = {
+                let live = self.live.lock().await;
+                live.keys.iter().map(|(_, e, _)| *e).min()
+            };
+            let now = self.clock.now();
+            let retry = now + Duration::from_secs(if swept { 3600 } else { 30 });
+            let mut wake = next.map(|n| n.min(retry)).unwrap_or(retry);
+            if failed {
+                wake = wake.max(now + Duration::from_secs(5));
+            }
+            tokio::select! {
+                _ = stopping.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(self.clock.instant_at(wake)) => {}
+            }
+        }
+    }
+}

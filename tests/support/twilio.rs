@@ -1,0 +1,197 @@
+//! The Twilio side of the tests: the stateful fake (tests/support/
+//! twilio_fake.py) behind Prism proxies that check every request and
+//! response against Twilio's own OpenAPI documents.
+
+use std::{fs, path::Path, process::Command};
+
+use super::{services::*, *};
+
+pub const ADMIN_TOKEN: &str = "a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0";
+
+/// `prism proxy --errors` for one spec, stopped on drop.
+pub struct Prism {
+    pid: String,
+    port: u16,
+}
+
+impl Prism {
+    pub fn start(spec: &str, upstream: &str, log: &Path) -> Prism {
+        let port = free_port();
+        let out = Command::new("bash")
+            .arg(repo().join("tests/support/prism.sh"))
+            .args(["start", spec, upstream, &port.to_string()])
+            .arg(log)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "Prism for {spec} did not start (run scripts/test-all to install it):\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let pid = stdout(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("PID=").map(str::to_owned))
+            .expect("prism.sh prints PID=");
+        Prism { pid, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("tests/support/prism.sh"))
+            .args(["stop", &self.pid])
+            .output();
+    }
+}
+
+pub struct Twilio {
+    pub fake: Service,
+    pub api: Prism,
+    pub iam: Prism,
+    pub accounts: Prism,
+    pub verify: Prism,
+}
+
+impl Twilio {
+    pub fn start(dir: &Path) -> Twilio {
+        let fake = Service::python_fake("twilio_fake.py", dir, &[]);
+        let upstream = fake.url();
+        let (api, iam, accounts, verify) = std::thread::scope(|s| {
+            let api = s.spawn(|| Prism::start("api_v2010", &upstream, &dir.join("prism-api.log")));
+            let iam = s.spawn(|| Prism::start("iam_v1", &upstream, &dir.join("prism-iam.log")));
+            let acc =
+                s.spawn(|| Prism::start("accounts_v1", &upstream, &dir.join("prism-accounts.log")));
+            let ver =
+                s.spawn(|| Prism::start("verify_v2", &upstream, &dir.join("prism-verify.log")));
+            (
+                api.join().unwrap(),
+                iam.join().unwrap(),
+                acc.join().unwrap(),
+                ver.join().unwrap(),
+            )
+        });
+        let t = Twilio {
+            fake,
+            api,
+            iam,
+            accounts,
+            verify,
+        };
+        t.post(
+            "accounts",
+            &format!(r#"{{"sid": "{AC}", "auth_token": "{ADMIN_TOKEN}"}}"#),
+        );
+        t
+    }
+
+    pub fn post(&self, what: &str, body: &str) -> serde_json::Value {
+        let (status, body) = http(
+            "POST",
+            &format!("{}/__fake/{what}", self.fake.url()),
+            Some(body),
+            &[],
+        );
+        assert_eq!(status, 200, "{what}: {body}");
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Seeds a standard API key; returns (sid, secret).
+    pub fn seed_key(&self, name: &str) -> (String, String) {
+        let v = self.post(
+            "keys",
+            &format!(r#"{{"account_sid": "{AC}", "friendly_name": "{name}", "type": "standard"}}"#),
+        );
+        (
+            v["sid"].as_str().unwrap().to_owned(),
+            v["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub fn valid(&self, user: &str, password: &str) -> bool {
+        self.post(
+            "check",
+            &serde_json::json!({"username": user, "password": password}).to_string(),
+        )["valid"]
+            .as_bool()
+            .unwrap()
+    }
+
+    /// Friendly names and SIDs of the account's keys.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        let (_, body) = http(
+            "GET",
+            &format!("{}/__fake/state", self.fake.url()),
+            None,
+            &[],
+        );
+        let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+        state["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["sid"].as_str().unwrap().to_owned(),
+                    k["friendly_name"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn config_head(&self, extra_defaults: &str) -> String {
+        format!(
+            r#"
+[server]
+socket = "{{socket}}"
+allow_root = true
+
+[defaults]
+{extra_defaults}
+
+[twilio]
+api_base = "{}"
+iam_base = "{}"
+accounts_base = "{}"
+
+[stores.local]
+type = "file"
+path = "{{dir}}/secrets.json"
+
+[credentials.twilio-admin]
+store = "local"
+path = "admin"
+"#,
+            self.api.url(),
+            self.iam.url(),
+            self.accounts.url()
+        )
+    }
+
+    /// No Prism proxy saw a request or response that breaks Twilio's spec.
+    pub fn assert_no_violations(&self, dir: &Path) {
+        for log in [
+            "prism-api.log",
+            "prism-iam.log",
+            "prism-accounts.log",
+            "prism-verify.log",
+        ] {
+            let text = fs::read_to_string(dir.join(log)).unwrap_or_default();
+            assert!(
+                text.contains("Prism is listening") || !text.is_empty(),
+                "{log} is empty"
+            );
+            for line in text.lines() {
+                assert!(
+                    !line.contains("errors#VIOLATIONS"),
+                    "{log}: a request or response broke Twilio's spec: {line}"
+                );
+            }
+        }
+    }
+}
