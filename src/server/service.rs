@@ -16,6 +16,7 @@ use crate::{
     proto,
     rotation::{RotationError, Rotator},
     secret::{Secret, TwilioCredential},
+    twilio::{access_token, webhook},
 };
 
 /// CredentialBroker.
@@ -263,16 +264,163 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
 
     async fn validate_webhook(
         &self,
-        _request: Request<proto::ValidateWebhookRequest>,
+        request: Request<proto::ValidateWebhookRequest>,
     ) -> Result<Response<proto::ValidateWebhookResponse>, Status> {
-        Err(status::not_yet("ValidateWebhook"))
+        let peer = Peer::of(&request)?;
+        let r = request.get_ref();
+        let name = required("credential", &r.credential)?;
+        if r.url.is_empty() {
+            return Err(status::invalid("url", "the full URL Twilio called"));
+        }
+        if r.signature.is_empty() {
+            return Err(status::invalid(
+                "signature",
+                "the X-Twilio-Signature header",
+            ));
+        }
+        self.authorize(&peer, "ValidateWebhook", name)?;
+        let entry = self.entry(name)?;
+        let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
+        let doc = &lease.loaded.document;
+        let Secret::AuthToken(current) = &doc.current.secret else {
+            return Err(Status::failed_precondition(format!(
+                "credential `{name}` is an API key: webhook signatures are made with the Auth Token"
+            )));
+        };
+        let params: Vec<(String, String)> = r
+            .params
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        let webhook = webhook::WebhookRequest {
+            url: &r.url,
+            params: &params,
+            body: &r.body,
+            signature: &r.signature,
+        };
+        // The current token, then (during a rotation's grace window) the previous.
+        let previous = doc
+            .previous
+            .as_ref()
+            .filter(|p| p.retire_at > lease.issued_at)
+            .and_then(|p| match &p.credential.secret {
+                Secret::AuthToken(t) => Some(t),
+                Secret::ApiKey { .. } => None,
+            });
+        let matched = if webhook::validate(current, &webhook) {
+            "current"
+        } else if previous.is_some_and(|t| webhook::validate(t, &webhook)) {
+            "previous"
+        } else {
+            ""
+        };
+        peer::audit(
+            &peer,
+            "ValidateWebhook",
+            name,
+            Some(&lease.loaded.version),
+            Decision::Allowed,
+        );
+        Ok(Response::new(proto::ValidateWebhookResponse {
+            valid: !matched.is_empty(),
+            matched: matched.to_owned(),
+        }))
     }
 
     async fn mint_access_token(
         &self,
-        _request: Request<proto::MintAccessTokenRequest>,
+        request: Request<proto::MintAccessTokenRequest>,
     ) -> Result<Response<proto::MintAccessTokenResponse>, Status> {
-        Err(status::not_yet("MintAccessToken"))
+        let peer = Peer::of(&request)?;
+        let r = request.get_ref();
+        let name = required("credential", &r.credential)?;
+        self.authorize(&peer, "MintAccessToken", name)?;
+        let entry = self.entry(name)?;
+        let denied = |why: String| {
+            peer::audit(&peer, "MintAccessToken", name, None, Decision::Denied);
+            Status::permission_denied(why)
+        };
+        let Some(policy) = &entry.config.access_tokens else {
+            return Err(denied(format!(
+                "credential `{name}` has no [credentials.{name}.access_tokens] policy"
+            )));
+        };
+        if r.identity.is_empty() {
+            return Err(status::invalid("identity", "the identity the token is for"));
+        }
+        if !r.identity.starts_with(&policy.identity_prefix) {
+            return Err(denied(format!(
+                "credential `{name}`: identities must start with {:?}",
+                policy.identity_prefix
+            )));
+        }
+        let max = policy.max_ttl.min(access_token::MAX_TTL);
+        let ttl = match r.ttl_seconds {
+            0 => max,
+            s if u64::from(s) > max.as_secs() => {
+                return Err(status::invalid(
+                    "ttl_seconds",
+                    &format!("at most {} (this credential's max_ttl)", max.as_secs()),
+                ));
+            }
+            s => std::time::Duration::from_secs(u64::from(s)),
+        };
+        let asked = [
+            ("voice", r.voice.is_some()),
+            ("video", r.video.is_some()),
+            ("chat", r.chat.is_some()),
+            ("sync", r.sync.is_some()),
+        ];
+        for (grant, wanted) in asked {
+            if wanted && !policy.grants.iter().any(|g| g == grant) {
+                return Err(denied(format!(
+                    "credential `{name}`: the `{grant}` grant is not allowed by its access_tokens policy"
+                )));
+            }
+        }
+        let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
+        let doc = &lease.loaded.document;
+        let Secret::ApiKey { sid, secret } = &doc.current.secret else {
+            return Err(Status::failed_precondition(format!(
+                "credential `{name}` is an Auth Token: Access Tokens are signed with an API Key Secret"
+            )));
+        };
+        let grants = access_token::Grants {
+            voice: r.voice.as_ref().map(|v| access_token::VoiceGrant {
+                outgoing_application_sid: v.outgoing_application_sid.clone(),
+                incoming_allow: v.incoming_allow,
+            }),
+            video: r.video.as_ref().map(|v| access_token::VideoGrant {
+                room: v.room.clone(),
+            }),
+            chat: r.chat.as_ref().map(|c| access_token::ChatGrant {
+                service_sid: c.service_sid.clone(),
+            }),
+            sync: r.sync.as_ref().map(|c| access_token::SyncGrant {
+                service_sid: c.service_sid.clone(),
+            }),
+        };
+        let now = self.broker.clock().now();
+        let token = access_token::mint(
+            doc.current.account_sid.as_str(),
+            sid.as_str(),
+            secret,
+            &r.identity,
+            ttl,
+            &grants,
+            now,
+        );
+        peer::audit(
+            &peer,
+            "MintAccessToken",
+            name,
+            Some(&lease.loaded.version),
+            Decision::Allowed,
+        );
+        Ok(Response::new(proto::MintAccessTokenResponse {
+            token: token.expose_secret().to_owned(),
+            expires_at: Some(timestamp(now + ttl)),
+        }))
     }
 }
 

@@ -190,23 +190,26 @@ EOF
 cmd_unseal() {
     need_dir_port "$@"
     [[ -s "$DIR/unseal_key" ]] || die "$DIR/unseal_key missing: run setup first"
-    # RustyVault 0.2.1 sometimes fails an unseal with 500 ("delay_timer error
-    # ... DisInitTime") while it re-schedules the expiry of tokens that are
-    # about to lapse; the next attempt succeeds. Retry a few times.
+    # RustyVault 0.2.1, just restarted, sometimes fails an unseal with 500
+    # ("delay_timer error ... DisInitTime") while it re-schedules the expiry
+    # of tokens about to lapse, or answers 200 and stays sealed. Retry until
+    # seal-status says unsealed.
     local tries=0
     while :; do
         api PUT sys/unseal "{\"key\":\"$(cat "$DIR/unseal_key")\"}"
-        [[ "$HTTP_STATUS" == 500 && $tries -lt 20 ]] || break
+        case "$HTTP_STATUS" in
+            200|500) ;;
+            400) [[ "$RESP" == *'is unsealed'* ]] || die "unseal: HTTP 400 $RESP" ;; # already unsealed
+            *) die "unseal: HTTP $HTTP_STATUS $RESP" ;;
+        esac
+        api GET sys/seal-status
+        if [[ "$HTTP_STATUS" == 200 && $(jq -r .sealed <<<"$RESP") == false ]]; then
+            return 0
+        fi
         tries=$((tries + 1))
+        [[ $tries -lt 40 ]] || die "still sealed after $tries attempts: $RESP"
         sleep 0.5
     done
-    case "$HTTP_STATUS" in
-        200) ;;
-        400) [[ "$RESP" == *'is unsealed'* ]] || die "unseal: HTTP 400 $RESP" ;; # already unsealed
-        *) die "unseal: HTTP $HTTP_STATUS $RESP" ;;
-    esac
-    api_ok GET sys/seal-status
-    [[ $(jq -r .sealed <<<"$RESP") == false ]] || die "still sealed: $RESP"
 }
 
 cmd_setup() {
