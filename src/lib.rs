@@ -14,6 +14,7 @@
 //! - [`rotation`]: the rotation state machine and its schedule.
 //! - [`twilio`]: the Twilio REST client rotation uses.
 //! - [`hygiene`]: the zeroizing allocator, mlock, no core dumps.
+//! - [`metrics`]: Prometheus metrics, /healthz and /readyz.
 //! - [`client`]: the Rust client the CLI uses and workloads can depend on.
 //! - [`proto`]: the generated `credbroker.v1` types.
 
@@ -26,6 +27,7 @@ pub mod client;
 pub mod config;
 #[allow(unsafe_code)]
 pub mod hygiene;
+pub mod metrics;
 pub mod rotation;
 pub mod secret;
 pub mod server;
@@ -124,6 +126,9 @@ pub enum RunError {
     /// The server failed.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// The metrics listener could not be bound.
+    #[error("metrics_addr {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
     /// The Twilio client could not be set up.
     #[error(transparent)]
     Twilio(twilio::TwilioError),
@@ -134,7 +139,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Root(_) | RunError::Start(_) => 64,
-            RunError::Server(_) | RunError::Twilio(_) => 1,
+            RunError::Server(_) | RunError::Twilio(_) | RunError::Metrics(..) => 1,
         }
     }
 }
@@ -155,9 +160,6 @@ pub async fn run(
         core_dumps = false,
         "process hardened"
     );
-    if config.server.metrics_addr.is_some() {
-        tracing::warn!("metrics_addr is set but this build has no metrics endpoint yet; ignored");
-    }
     let stopping = CancellationToken::new();
     let _stop_tasks = stopping.clone().drop_guard();
     let stores = store::build_all(&config, &env)
@@ -175,6 +177,11 @@ pub async fn run(
         .map_err(RunError::Twilio)?,
     );
     rotation::spawn_schedules(&rotator, &stopping);
+    if let Some(addr) = config.server.metrics_addr {
+        metrics::serve(addr, std::sync::Arc::clone(&broker), stopping.clone())
+            .await
+            .map_err(|e| RunError::Metrics(addr, e))?;
+    }
 
     let hup_broker = std::sync::Arc::clone(&broker);
     let hup_stop = stopping.clone();

@@ -175,9 +175,19 @@ impl DynamicKeys {
             Some(Arc::clone(&key)),
         ));
         live.by_caller.insert(caller, Arc::clone(&key));
+        self.count_live(&live);
         drop(live);
         self.wake.notify_one();
         Ok(key)
+    }
+
+    fn count_live(&self, live: &Live) {
+        crate::metrics::metrics()
+            .dynamic_keys
+            .get_or_create(&crate::metrics::CredentialLabels {
+                credential: self.name().to_owned(),
+            })
+            .set(live.keys.len() as i64);
     }
 
     /// Finds the keys a previous process left (by name prefix).
@@ -251,6 +261,7 @@ impl DynamicKeys {
                         let mut live = self.live.lock().await;
                         live.keys.retain(|(s, _, _)| *s != sid);
                         live.by_caller.retain(|_, k| k.sid.as_str() != sid);
+                        self.count_live(&live);
                     }
                     Err(e) => {
                         failed = true;

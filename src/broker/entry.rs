@@ -177,14 +177,32 @@ impl Entry {
 
     /// Reads and parses the document, without touching the state.
     pub(super) async fn load(&self, clock: &Clock) -> Result<Loaded, BrokerError> {
-        let doc = self
-            .store
-            .read(self.path())
-            .await
-            .map_err(|e| BrokerError::Store {
+        let started = tokio::time::Instant::now();
+        let read = self.store.read(self.path()).await;
+        let m = crate::metrics::metrics();
+        let store = crate::metrics::StoreLabels {
+            store: self.store.name().to_owned(),
+        };
+        m.store_latency
+            .get_or_create(&store)
+            .observe(started.elapsed().as_secs_f64());
+        let doc = read.map_err(|e| {
+            m.store_errors
+                .get_or_create(&crate::metrics::StoreErrorLabels {
+                    store: store.store.clone(),
+                    kind: if e.is_transient() {
+                        "transient"
+                    } else {
+                        "permanent"
+                    }
+                    .to_owned(),
+                })
+                .inc();
+            BrokerError::Store {
                 name: self.name().to_owned(),
                 source: e,
-            })?;
+            }
+        })?;
         let document = parse_document(self.name(), doc.bytes.expose_secret(), self.config.kind)?;
         Ok(Loaded {
             document,

@@ -349,6 +349,28 @@ impl Rotator {
     /// `start`, begins a new one if none is.
     pub async fn rotate(&self, name: &str, start: bool) -> Result<Outcome, RotationError> {
         let result = self.advance(name, start).await;
+        let metrics = crate::metrics::metrics();
+        metrics
+            .rotations
+            .get_or_create(&crate::metrics::RotationLabels {
+                credential: name.to_owned(),
+                result: if result.is_ok() { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+        if let Ok(Outcome::Promoted { .. }) = &result {
+            let now = self
+                .clock
+                .now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            metrics
+                .rotation_last_success
+                .get_or_create(&crate::metrics::CredentialLabels {
+                    credential: name.to_owned(),
+                })
+                .set(now as i64);
+        }
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         let m = memory.entry(name.to_owned()).or_default();
         match &result {

@@ -74,6 +74,28 @@ pub fn audit(
     version: Option<&str>,
     decision: Decision,
 ) {
+    let m = crate::metrics::metrics();
+    let code = match decision {
+        Decision::Allowed => "OK",
+        Decision::Denied => "PERMISSION_DENIED",
+        Decision::NotFound => "NOT_FOUND",
+        Decision::Failed => "UNAVAILABLE",
+    };
+    m.calls
+        .get_or_create(&crate::metrics::CallLabels {
+            credential: credential.to_owned(),
+            method: method.to_owned(),
+            code: code.to_owned(),
+        })
+        .inc();
+    if decision == Decision::Denied {
+        m.denied
+            .get_or_create(&crate::metrics::DeniedLabels {
+                method: method.to_owned(),
+                uid: peer.uid.to_string(),
+            })
+            .inc();
+    }
     tracing::info!(
         target: "credbroker::audit",
         peer_uid = peer.uid,

@@ -1,0 +1,90 @@
+//! Prometheus /metrics, /healthz and /readyz on `metrics_addr`.
+
+mod support;
+
+use std::fs;
+
+use credbroker::client::Client;
+use support::{services::*, *};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_denials_and_store_reads() {
+    let dir = world_dir();
+    let t1 = token(0x6a01);
+    fs::write(
+        dir.path().join("secrets.json"),
+        format!(r#"{{"verify": {}}}"#, auth_token_doc(&t1)),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = format!(
+        r#"
+[server]
+socket = "{{socket}}"
+socket_mode = "0666"
+allow_root = true
+metrics_addr = "127.0.0.1:{port}"
+[defaults]
+refresh_interval = "1s"
+[stores.local]
+type = "file"
+path = "{{dir}}/secrets.json"
+[credentials.verify]
+store = "local"
+path = "verify"
+"#
+    );
+    let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    for _ in 0..3 {
+        client.get("verify").await.unwrap();
+    }
+    let sock = daemon.socket.display().to_string();
+    let denied = cli(&["get", "verify", "--socket", &sock], Some((65533, 65533)));
+    assert!(!denied.status.success());
+
+    let base = format!("http://127.0.0.1:{port}");
+    let (status, _) = http("GET", &format!("{base}/healthz"), None, &[]);
+    assert_eq!(status, 200);
+    let (status, body) = http("GET", &format!("{base}/readyz"), None, &[]);
+    assert_eq!((status, body.trim()), (200, "ready"));
+    let (status, text) = http("GET", &format!("{base}/metrics"), None, &[]);
+    assert_eq!(status, 200);
+    let line = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        line(r#"credbroker_calls_total{credential="verify",method="GetCredential",code="OK"}"#),
+        3.0
+    );
+    assert_eq!(
+        line(r#"credbroker_denied_peers_total{method="GetCredential",uid="65533"}"#),
+        1.0
+    );
+    assert!(line(r#"credbroker_store_read_seconds_count{store="local"}"#) >= 1.0);
+    assert_eq!(
+        line(r#"credbroker_credential_stale{credential="verify"}"#),
+        0.0
+    );
+    assert!(line(r#"credbroker_cache_age_seconds{credential="verify"}"#) < 60.0);
+    assert!(!text.contains(&t1));
+
+    // A broken document: the stale flag goes up, store errors are counted.
+    replace_file(&dir.path().join("secrets.json"), "{ broken");
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "stale in /metrics",
+        || {
+            let (_, text) = http("GET", &format!("{base}/metrics"), None, &[]);
+            text.contains(r#"credbroker_credential_stale{credential="verify"} 1"#)
+        },
+    );
+    daemon.assert_log_clean();
+}
