@@ -39,6 +39,7 @@ except ImportError:
     except ImportError:
         sys.exit(
             "credbroker_client: the gRPC stubs are missing; generate them with\n"
+            f"  mkdir -p {HERE}/build\n"
             f"  python -m grpc_tools.protoc -I PROTO_DIR --python_out={HERE}/build "
             f"--grpc_python_out={HERE}/build PROTO_DIR/credbroker/v1/broker.proto\n"
             "(PROTO_DIR = the repository's proto/ directory), or put them on PYTHONPATH"
@@ -50,13 +51,13 @@ def open_channel(socket_path, authority="localhost"):
     options = []
     if authority:
         # Required. For a `unix:` target grpc-core (grpcio) sends the socket
-        # path, percent-encoded, as the HTTP/2 :authority header (for example
-        # `%2Frun%2Fcredbroker%2Fbroker.sock`). That is not a valid authority,
-        # and the broker's HTTP/2 stack (tonic/h2) resets every such stream
-        # with PROTOCOL_ERROR, which grpcio reports as INTERNAL "Received
-        # RST_STREAM with error code 1". Any valid host name works; the
-        # broker does not look at it (callers are identified by their
-        # SO_PEERCRED uid/gid).
+        # path, percent-encoded, as the HTTP/2 :authority header (for
+        # /run/credbroker/broker.sock: `run%2Fcredbroker%2Fbroker.sock`).
+        # The broker's HTTP/2 stack (tonic/h2) does not accept that as an
+        # authority and resets every such stream with PROTOCOL_ERROR, which
+        # grpcio reports as INTERNAL "Received RST_STREAM with error code 1".
+        # Any plain host name works; the broker ignores it (callers are
+        # identified by their SO_PEERCRED uid/gid, not by the authority).
         options.append(("grpc.default_authority", authority))
     return grpc.insecure_channel("unix:" + os.path.abspath(socket_path), options=options)
 

@@ -250,8 +250,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_back_off_instead_of_spinning() {
         let clock = Clock::new();
-        let hourly = cron::Schedule::from_str("0 0 * * * *").unwrap();
-        let f = fake(clock, Some(clock.now() - Duration::from_secs(7200)), 3);
+        // Yearly, last run over a year ago: due now, and the next slot is
+        // months away whatever the time of day the test runs at.
+        let hourly = cron::Schedule::from_str("0 0 0 1 1 *").unwrap();
+        let f = fake(
+            clock,
+            Some(clock.now() - Duration::from_secs(400 * 86_400)),
+            3,
+        );
         let stop = CancellationToken::new();
         tokio::spawn(run(f.clone(), hourly, clock, Duration::ZERO, stop.clone()));
         tokio::time::sleep(Duration::from_secs(10 * 60)).await;
