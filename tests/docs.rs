@@ -507,15 +507,16 @@ fn field_key(item: &str, f: &Field, problems: &mut Vec<String>) -> Option<String
     )
 }
 
-/// The keys of every TOML table the code accepts: table path → keys.
+/// Table path → the keys it accepts.
+type Tables = BTreeMap<String, BTreeSet<String>>;
+
+/// The keys of every TOML table the code accepts.
 ///
 /// Paths are dotted with `NAME` for user-chosen names, e.g.
 /// `credentials.NAME.rotation`; a variant of an internally tagged enum adds
 /// `TAG=value`, e.g. `stores.NAME type=vault`. The top-level table is
 /// `(top level)`.
-fn code_tables(
-    config_rs: &str,
-) -> Result<(BTreeMap<String, BTreeSet<String>>, Vec<String>), String> {
+fn code_tables(config_rs: &str) -> Result<(Tables, Vec<String>), String> {
     let section = raw_stage(config_rs)?;
     let items = Parser {
         toks: tokenize(section),
@@ -530,7 +531,7 @@ fn code_tables(
     if !items.contains_key("RawConfig") {
         return Err("src/config.rs: no `struct RawConfig` in the raw stage".into());
     }
-    let mut tables: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut tables = Tables::new();
     let mut problems = Vec::new();
     let mut reached = BTreeSet::new();
     visit(
@@ -575,7 +576,7 @@ fn visit(
     items: &BTreeMap<String, Item>,
     name: &str,
     path: &str,
-    tables: &mut BTreeMap<String, BTreeSet<String>>,
+    tables: &mut Tables,
     problems: &mut Vec<String>,
     reached: &mut BTreeSet<String>,
     depth: usize,
@@ -860,7 +861,6 @@ fn fences(markdown: &str) -> Vec<Fence> {
                 if ticks >= 3 {
                     let fence = "`".repeat(ticks);
                     let lang = trimmed[ticks..]
-                        .trim()
                         .split_whitespace()
                         .next()
                         .unwrap_or("")
