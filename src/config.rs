@@ -639,6 +639,9 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         d.max_stale.as_deref(),
         DEFAULT_MAX_STALE,
     );
+    if lease_default > MAX_ACCESS_TOKEN_TTL {
+        p.push("defaults.lease_ttl", "a lease of at most 24h");
+    }
 
     let mut stores = BTreeMap::new();
     for (name, store) in raw.stores {
@@ -799,7 +802,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             c.max_stale.as_deref(),
             stale_default,
         );
-        if lease_ttl > MAX_ACCESS_TOKEN_TTL {
+        if c.lease_ttl.is_some() && lease_ttl > MAX_ACCESS_TOKEN_TTL {
             p.push(format!("{key}.lease_ttl"), "a lease of at most 24h");
         }
 

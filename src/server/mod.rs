@@ -106,6 +106,9 @@ pub async fn serve(
         .set_not_serving::<CredentialBrokerServer<service::BrokerService>>()
         .await;
     health
+        .set_not_serving::<RotationAdminServer<service::AdminService>>()
+        .await;
+    health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     stopping.cancel();

@@ -174,10 +174,14 @@ impl FileStore {
         ));
         let result = (|| {
             use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Owner-only until the target's own mode is copied over: a new
+            // document must not be readable by others, even for a moment.
             let mut f = fs::OpenOptions::new()
                 .create(true)
                 .truncate(true)
                 .write(true)
+                .mode(0o600)
                 .open(&tmp)?;
             let mode = fs::metadata(&target).map(|m| m.permissions()).ok();
             if let Some(mode) = mode {
@@ -333,6 +337,15 @@ mod tests {
         assert_eq!(whole["other"], 1);
         // Creating requires that nothing is there.
         store.write("b", new.clone(), None).await.unwrap();
-        assert!(store.write("b", new, None).await.is_err());
+        assert!(store.write("b", new.clone(), None).await.is_err());
+
+        // A new document in a directory store is readable by its owner only.
+        use std::os::unix::fs::PermissionsExt;
+        let vol = dir.path().join("vol");
+        fs::create_dir(&vol).unwrap();
+        let store = FileStore::new("vol", vol.clone());
+        store.write("fresh", new, None).await.unwrap();
+        let mode = fs::metadata(vol.join("fresh")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }
