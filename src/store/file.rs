@@ -345,7 +345,10 @@ mod tests {
         fs::create_dir(&vol).unwrap();
         let store = FileStore::new("vol", vol.clone());
         store.write("fresh", new, None).await.unwrap();
-        let mode = fs::metadata(vol.join("fresh")).unwrap().permissions().mode();
+        let mode = fs::metadata(vol.join("fresh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }
