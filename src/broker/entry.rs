@@ -36,6 +36,10 @@ pub struct Snapshot {
     pub loaded: Option<Arc<Loaded>>,
     /// Set from the first failed refresh after a good one until the next good one.
     pub stale_since: Option<SystemTime>,
+    /// When the store last confirmed the value (a successful read, changed
+    /// or not): `max_stale` counts from here, so no value older than
+    /// `max_stale` is ever served.
+    pub confirmed_at: Option<SystemTime>,
     /// Why nothing may be served (never loaded, or stale past `max_stale`).
     pub unavailable: Option<Arc<str>>,
 }
@@ -136,7 +140,9 @@ impl Entry {
 
     /// The instant past which a stale value may no longer be served.
     pub fn stale_deadline(&self, snapshot: &Snapshot) -> Option<SystemTime> {
-        snapshot.stale_since.map(|s| s + self.config.max_stale)
+        snapshot
+            .stale_since
+            .map(|since| snapshot.confirmed_at.unwrap_or(since).min(since) + self.config.max_stale)
     }
 
     /// A lease on `snapshot` at `now`, or why there is none.
@@ -221,9 +227,12 @@ impl Entry {
                 && s.stale_since.is_none()
                 && s.unavailable.is_none();
             if same {
+                // Confirmed, unchanged: no news for watchers.
+                s.confirmed_at = Some(loaded.loaded_at);
                 return false;
             }
             *s = Snapshot {
+                confirmed_at: Some(loaded.loaded_at),
                 loaded: Some(Arc::new(loaded)),
                 stale_since: None,
                 unavailable: None,
@@ -256,7 +265,11 @@ impl Entry {
                     s.stale_since = Some(now);
                     true
                 }
-                Some(since) if now >= since + self.config.max_stale && s.unavailable.is_none() => {
+                Some(since)
+                    if now
+                        >= s.confirmed_at.unwrap_or(since).min(since) + self.config.max_stale
+                        && s.unavailable.is_none() =>
+                {
                     s.unavailable = Some(
                         format!(
                             "its store has failed for longer than max_stale ({})",

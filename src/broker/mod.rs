@@ -541,8 +541,11 @@ mod tests {
         rx.changed().await.unwrap();
         let stale = broker.lease("a").unwrap();
         let since = stale.stale_since.expect("stale after a failed read");
-        // A stale lease never runs past the max_stale deadline.
-        assert_eq!(stale.expires_at, since + Duration::from_secs(60));
+        // A stale lease never runs past max_stale after the store last
+        // confirmed the value (which is no later than the first failure).
+        let confirmed = entry.snapshot().confirmed_at.expect("confirmed at load");
+        assert!(confirmed <= since);
+        assert_eq!(stale.expires_at, confirmed + Duration::from_secs(60));
 
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(matches!(
