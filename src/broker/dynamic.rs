@@ -63,17 +63,10 @@ pub struct DynamicKeys {
     wake: Notify,
 }
 
-/// The friendly-name prefix of `name`'s keys (within Twilio's 64 characters).
+/// `credbroker-dyn:<name>:`, the friendly-name prefix of `name`'s keys
+/// (room is left for the expiry in Unix seconds).
 pub fn key_prefix(name: &str) -> String {
-    use sha2::Digest;
-    if name.len() <= 36 {
-        format!("credbroker-dyn:{name}:")
-    } else {
-        format!(
-            "credbroker-dyn:{}:",
-            &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..16]
-        )
-    }
+    crate::twilio::key_prefix("credbroker-dyn", name, 36)
 }
 
 fn unix(t: SystemTime) -> u64 {

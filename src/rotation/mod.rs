@@ -215,18 +215,9 @@ fn failpoint(name: &str) {
 }
 
 /// `credbroker:<name>:`, the friendly-name prefix of the keys a rotation of
-/// `name` creates. Twilio allows 64 characters in a friendly name: a name
-/// longer than 40 is replaced by a digest of it.
+/// `name` creates (room is left for a 12-character rotation id).
 pub fn key_prefix(name: &str) -> String {
-    use sha2::Digest;
-    if name.len() <= 40 {
-        format!("credbroker:{name}:")
-    } else {
-        format!(
-            "credbroker:{}:",
-            &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..16]
-        )
-    }
+    crate::twilio::key_prefix("credbroker", name, 40)
 }
 
 fn new_rotation_id(now: SystemTime) -> String {

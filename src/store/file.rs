@@ -16,10 +16,9 @@ use std::{
 use async_trait::async_trait;
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::{Document, SecretStore, StoreError};
+use super::{Document, SecretStore, StoreError, digest_version};
 use crate::secret::SecretBytes;
 
 /// A file or directory of documents.
@@ -107,7 +106,7 @@ impl FileStore {
             })?;
             SecretBytes::new(serde_json::to_vec(&doc).expect("a JSON value serializes"))
         };
-        let version = version_of(bytes.expose_secret());
+        let version = digest_version(bytes.expose_secret());
         Ok(Document { bytes, version })
     }
 
@@ -196,7 +195,7 @@ impl FileStore {
             return Err(self.io_error(path, &target, e));
         }
         drop(lock);
-        Ok(version_of(document.expose_secret()))
+        Ok(digest_version(document.expose_secret()))
     }
 
     fn start_watching(&self) -> notify::Result<notify::RecommendedWatcher> {
@@ -222,12 +221,6 @@ impl FileStore {
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         Ok(watcher)
     }
-}
-
-/// A short digest of the document: equal documents, equal versions.
-fn version_of(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    hex::encode(&digest[..8])
 }
 
 #[async_trait]
@@ -284,7 +277,7 @@ mod tests {
         fs::write(&file, format!(r#"{{"twilio/a": {DOC}}}"#)).unwrap();
         let store = FileStore::new("local", file.clone());
         let doc = store.read("twilio/a").await.unwrap();
-        assert_eq!(doc.version, version_of(doc.bytes.expose_secret()));
+        assert_eq!(doc.version, digest_version(doc.bytes.expose_secret()));
         assert!(matches!(
             store.read("twilio/b").await,
             Err(StoreError::NotFound { .. })

@@ -26,10 +26,9 @@ use std::{path::Path, time::Duration};
 use async_trait::async_trait;
 use reqwest::{Method, header::HeaderValue};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::{sync::RwLock, time::Instant};
 
-use super::{Document, SecretStore, StoreError};
+use super::{Document, SecretStore, StoreError, digest_version};
 use crate::{
     config::VaultAuth,
     secret::{SecretBytes, SecretString},
@@ -426,10 +425,6 @@ fn reason(why: &str) -> String {
     }
 }
 
-fn digest(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes)[..8])
-}
-
 fn to_document(data: &Value) -> SecretBytes {
     SecretBytes::new(serde_json::to_vec(data).expect("a JSON value serializes"))
 }
@@ -485,7 +480,7 @@ impl SecretStore for VaultStore {
                 doc @ Value::Object(_) => {
                     let bytes = to_document(&doc);
                     Ok(Document {
-                        version: digest(bytes.expose_secret()),
+                        version: digest_version(bytes.expose_secret()),
                         bytes,
                     })
                 }
@@ -561,7 +556,7 @@ impl SecretStore for VaultStore {
                 "KV v1 write",
             )
             .await?;
-            Ok(digest(to_document(&doc.0).expose_secret()))
+            Ok(digest_version(to_document(&doc.0).expose_secret()))
         }
     }
 }

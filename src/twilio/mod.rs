@@ -8,3 +8,19 @@ pub mod client;
 pub mod webhook;
 
 pub use client::{KeyInfo, NewKey, TwilioClient, TwilioError};
+
+/// `<tag>:<name>:`, the friendly-name prefix of the keys credbroker creates
+/// for credential `name`, matched by prefix when sweeping. Twilio allows 64
+/// characters in a friendly name: a name longer than `max_name` is replaced
+/// by a digest of it, leaving room for the suffix that follows.
+pub fn key_prefix(tag: &str, name: &str, max_name: usize) -> String {
+    use sha2::Digest;
+    if name.len() <= max_name {
+        format!("{tag}:{name}:")
+    } else {
+        format!(
+            "{tag}:{}:",
+            &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..16]
+        )
+    }
+}
