@@ -11,7 +11,10 @@ use credbroker::{
 };
 
 /// Every freed block is wiped: copies of secrets made by libraries do not
-/// outlive their use (see `credbroker::hygiene`).
+/// outlive their use (see `credbroker::hygiene`). The `zeroize-alloc`
+/// feature (on by default) exists only so the benchmark can measure what
+/// the wipes cost; never ship a build without it.
+#[cfg(feature = "zeroize-alloc")]
 #[global_allocator]
 static ALLOCATOR: credbroker::hygiene::ZeroizingAllocator = credbroker::hygiene::ZeroizingAllocator;
 
@@ -119,20 +122,33 @@ enum Command {
     },
 }
 
-fn init_logging() {
+/// Logs go to stderr through a writer thread: a request never waits on
+/// the write, and a burst of audit events is written in a few large writes
+/// rather than one system call per line. Nothing is dropped (the queue
+/// applies backpressure when full); the returned guard flushes at exit.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(4096)
+        .thread_name("credbroker-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let filter = EnvFilter::try_from_env("CREDBROKER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if std::env::var("CREDBROKER_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 async fn shutdown_signal() {
@@ -151,7 +167,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            init_logging();
+            let _log = init_logging();
+            #[cfg(not(feature = "zeroize-alloc"))]
+            tracing::warn!(
+                "built without the zeroizing allocator (feature `zeroize-alloc`): freed memory is not wiped; for benchmarks only"
+            );
             let config = match config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -180,7 +200,7 @@ async fn main() -> ExitCode {
             no_start,
             config,
         } => {
-            init_logging();
+            let _log = init_logging();
             rotate(credential, all, !no_start, &config).await
         }
         Command::CheckConfig { config } => match config::load(&config) {

@@ -12,7 +12,10 @@
 //! with backoff, and never logs or returns a secret: errors carry the HTTP
 //! status and Twilio's error code and message only.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -100,14 +103,24 @@ pub struct NewKey {
 /// The Twilio REST API at the configured base URLs.
 #[derive(Clone)]
 pub struct TwilioClient {
-    http: reqwest::Client,
+    /// Built on first use: a daemon that never rotates never loads the TLS
+    /// stack and its root certificates (about 1 MB of resident memory).
+    http: Arc<OnceLock<reqwest::Client>>,
     bases: TwilioConfig,
 }
 
 impl TwilioClient {
-    /// A client for the `[twilio]` base URLs.
+    /// A client for the `[twilio]` base URLs. The HTTP client is set up at
+    /// the first request; a failure there is that request's error.
     pub fn new(bases: &TwilioConfig) -> Result<Self, TwilioError> {
-        let http = reqwest::Client::builder()
+        Ok(Self {
+            http: Arc::default(),
+            bases: bases.clone(),
+        })
+    }
+
+    fn build_http() -> Result<reqwest::Client, TwilioError> {
+        reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("credbroker/", env!("CARGO_PKG_VERSION")))
@@ -115,11 +128,15 @@ impl TwilioClient {
             .map_err(|e| TwilioError::Malformed {
                 action: "client setup".into(),
                 detail: e.to_string(),
-            })?;
-        Ok(Self {
-            http,
-            bases: bases.clone(),
-        })
+            })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, TwilioError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let built = Self::build_http()?;
+        Ok(self.http.get_or_init(|| built))
     }
 
     /// Sends a request built by `build` with Basic auth from `auth`,
@@ -137,7 +154,7 @@ impl TwilioClient {
                 let wait = Duration::from_millis(250 * (1 << attempt));
                 tokio::time::sleep(wait).await;
             }
-            let response = match build(&self.http)
+            let response = match build(self.http()?)
                 .basic_auth(user, Some(password.expose_secret()))
                 .send()
                 .await
