@@ -103,8 +103,8 @@ pub struct NewKey {
 /// The Twilio REST API at the configured base URLs.
 #[derive(Clone)]
 pub struct TwilioClient {
-    /// Built on first use: a daemon that never rotates never loads the TLS
-    /// stack and its root certificates (about 1 MB of resident memory).
+    /// Built on first use: a daemon that never calls Twilio never runs (and
+    /// keeps resident) the TLS setup and never loads the root certificates.
     http: Arc<OnceLock<reqwest::Client>>,
     bases: TwilioConfig,
 }
