@@ -220,14 +220,21 @@ struct Server {
 }
 
 impl Server {
-    async fn start(mut command: std::process::Command, socket: PathBuf, what: &str) -> Server {
+    /// Starts `command` and waits until `socket` answers (and, with
+    /// `health`, until the gRPC health check passes).
+    async fn start(
+        mut command: std::process::Command,
+        socket: PathBuf,
+        what: &str,
+        health: bool,
+    ) -> Server {
         let started = Instant::now();
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         loop {
             if let Ok(c) = Client::connect(&socket).await
-                && (what == "the floor" || c.health().await.is_ok())
+                && (!health || c.health().await.is_ok())
             {
                 break;
             }
@@ -276,7 +283,13 @@ async fn start_daemon(bin: &Path, dir: &Path, label: &str, log: &str) -> Server 
         .arg(dir.join("config.toml"))
         .env("CREDBROKER_LOG", log)
         .stderr(std::fs::File::create(dir.join(format!("{label}.log"))).expect("daemon log"));
-    Server::start(command, socket, &format!("the daemon {}", bin.display())).await
+    Server::start(
+        command,
+        socket,
+        &format!("the daemon {}", bin.display()),
+        true,
+    )
+    .await
 }
 
 async fn start_floor(dir: &Path, credentials: usize) -> Server {
@@ -285,7 +298,7 @@ async fn start_floor(dir: &Path, credentials: usize) -> Server {
     command
         .args(["--credentials", &credentials.to_string(), "--serve-floor"])
         .arg(&socket);
-    Server::start(command, socket, "the floor").await
+    Server::start(command, socket, "the floor", false).await
 }
 
 struct Figures {

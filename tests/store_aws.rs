@@ -16,7 +16,6 @@ use credbroker::{
     store::{SecretStore, StoreError, aws::AwsStore},
 };
 use support::{services::*, *};
-use tonic::Code;
 
 const REGION: &str = "us-east-1";
 const ENV: &[(&str, &str)] = &[
@@ -217,48 +216,19 @@ async fn serves_from_moto_follows_staging_labels_and_survives_an_outage() {
         .send()
         .await
         .unwrap();
-    let gone = get_until(
-        &client,
-        "managed",
-        Duration::from_secs(5),
-        "managed gone",
-        |r| r.is_err(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(gone.code(), Code::Unavailable);
-    assert!(
-        gone.to_string().contains("store `aws`") && gone.to_string().contains("twilio/managed"),
-        "{gone}"
-    );
+    let gone = get_err(&client, "managed", Duration::from_secs(5), "managed gone").await;
+    assert_unavailable_naming(&gone, &["store `aws`", "twilio/managed"]);
     assert!(client.get("verify").await.is_ok());
 
     // moto goes down: stale, then UNAVAILABLE after max_stale.
     moto.kill();
-    let down = get_until(
-        &client,
-        "verify",
-        Duration::from_secs(10),
-        "unavailable",
-        |r| r.is_err(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(down.code(), Code::Unavailable);
-    assert!(down.to_string().contains("max_stale"), "{down}");
+    let down = get_err(&client, "verify", Duration::from_secs(10), "unavailable").await;
+    assert_unavailable_naming(&down, &["max_stale"]);
     // It comes back (moto keeps no state: seed it again): recovered, no restart.
     moto.restart();
     let sm = aws(&moto);
     let v3 = create(&sm, "twilio/verify", &auth_token_doc(&t3)).await;
-    let back = get_until(
-        &client,
-        "verify",
-        Duration::from_secs(10),
-        "recovery",
-        |r| r.is_ok(),
-    )
-    .await
-    .unwrap();
+    let back = get_ok(&client, "verify", Duration::from_secs(10), "recovery").await;
     assert_eq!(
         (secret_of(&back), back.version.as_str(), back.stale),
         (t3.as_str(), v3.as_str(), false)
@@ -388,23 +358,8 @@ async fn access_denied_fails_that_credential_while_others_keep_serving() {
     // The IAM policy now denies the broker's user: `verify` fails at once
     // with a message naming the store, the path and why; `local` serves on.
     iam(&["deny", &key("admin", 0), &key("admin", 1)]);
-    let err = get_until(
-        &client,
-        "verify",
-        Duration::from_secs(5),
-        "access denied",
-        |r| r.is_err(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
-    let msg = err.to_string();
-    assert!(
-        msg.contains("permission denied")
-            && msg.contains("store `aws`")
-            && msg.contains("twilio/verify"),
-        "{msg}"
-    );
+    let err = get_err(&client, "verify", Duration::from_secs(5), "access denied").await;
+    assert_unavailable_naming(&err, &["permission denied", "store `aws`", "twilio/verify"]);
     assert_eq!(secret_of(&client.get("local").await.unwrap()), t2);
     daemon.assert_log_clean();
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use credbroker::client::Client;
 use support::{services::*, *};
-use tonic::Code;
 
 const PROJECT: &str = "credbroker-test";
 
@@ -133,34 +132,20 @@ async fn serves_from_secret_manager_end_to_end() {
     // Access refused for one secret: that credential fails at once, naming
     // the store, the path and why; the other serves on.
     gcp.control("deny", r#"{"secret": "twilio-messaging", "deny": true}"#);
-    let err = get_until(
-        &client,
-        "messaging",
-        Duration::from_secs(5),
-        "denied",
-        |r| r.is_err(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
-    let msg = err.to_string();
-    assert!(
-        msg.contains("permission denied")
-            && msg.contains("store `gcp`")
-            && msg.contains("twilio-messaging"),
-        "{msg}"
+    let err = get_err(&client, "messaging", Duration::from_secs(5), "denied").await;
+    assert_unavailable_naming(
+        &err,
+        &["permission denied", "store `gcp`", "twilio-messaging"],
     );
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), t2);
     gcp.control("deny", r#"{"secret": "twilio-messaging", "deny": false}"#);
-    get_until(
+    get_ok(
         &client,
         "messaging",
         Duration::from_secs(5),
         "allowed again",
-        |r| r.is_ok(),
     )
-    .await
-    .unwrap();
+    .await;
 
     // A malformed document: stale, and the log names credential and field.
     gcp.add("twilio-verify", &api_key_doc(&k1).replace("SK", "sk"));
@@ -194,26 +179,10 @@ async fn serves_from_secret_manager_end_to_end() {
 
     // Secret Manager goes down: stale, then UNAVAILABLE; back: recovered.
     gcp.service.kill();
-    let down = get_until(
-        &client,
-        "verify",
-        Duration::from_secs(15),
-        "unavailable",
-        |r| r.is_err(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(down.code(), Code::Unavailable);
+    let down = get_err(&client, "verify", Duration::from_secs(15), "unavailable").await;
+    assert_unavailable_naming(&down, &[]);
     gcp.service.restart();
-    let back = get_until(
-        &client,
-        "verify",
-        Duration::from_secs(15),
-        "recovery",
-        |r| r.as_ref().is_ok_and(|c| !c.stale),
-    )
-    .await
-    .unwrap();
+    let back = get_fresh(&client, "verify", Duration::from_secs(15), "recovery").await;
     assert_eq!(secret_of(&back), t3);
     daemon.assert_log_clean();
 }

@@ -156,32 +156,23 @@ async fn kv2_with_kubernetes_auth_end_to_end() {
     // Access revoked for one path: that credential is unavailable at once,
     // the other keeps serving.
     vault.control("deny", r#"{"path": "twilio/messaging", "deny": true}"#);
-    let denied = get_until(
+    let err = get_err(
         &client,
         "messaging",
         Duration::from_secs(5),
         "messaging denied",
-        |r| r.is_err(),
     )
     .await;
-    let err = denied.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
-    assert!(
-        err.to_string().contains("permission denied")
-            && err.to_string().contains("twilio/messaging"),
-        "{err}"
-    );
+    assert_unavailable_naming(&err, &["permission denied", "twilio/messaging"]);
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), t3);
     vault.control("deny", r#"{"path": "twilio/messaging", "deny": false}"#);
-    get_until(
+    get_ok(
         &client,
         "messaging",
         Duration::from_secs(5),
         "messaging back",
-        |r| r.is_ok(),
     )
-    .await
-    .unwrap();
+    .await;
 
     // A malformed document: the last good value stays, stale; the log names
     // the credential and the field.
@@ -225,15 +216,7 @@ async fn kv2_with_kubernetes_auth_end_to_end() {
         Code::Unavailable
     );
     vault.service.restart();
-    let back = get_until(
-        &client,
-        "verify",
-        Duration::from_secs(10),
-        "recovery",
-        |r| r.as_ref().is_ok_and(|c| !c.stale),
-    )
-    .await
-    .unwrap();
+    let back = get_fresh(&client, "verify", Duration::from_secs(10), "recovery").await;
     assert_eq!(secret_of(&back), t4);
     daemon.assert_log_clean();
 }

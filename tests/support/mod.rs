@@ -344,3 +344,51 @@ pub async fn get_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until GetCredential for `name` fails; the error.
+pub async fn get_err(
+    client: &credbroker::client::Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+) -> credbroker::client::ClientError {
+    get_until(client, name, timeout, what, |r| r.is_err())
+        .await
+        .unwrap_err()
+}
+
+/// Waits until GetCredential for `name` succeeds, stale or not.
+pub async fn get_ok(
+    client: &credbroker::client::Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+) -> credbroker::proto::Credential {
+    get_until(client, name, timeout, what, |r| r.is_ok())
+        .await
+        .unwrap()
+}
+
+/// Waits until GetCredential for `name` serves a value that is not stale.
+pub async fn get_fresh(
+    client: &credbroker::client::Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+) -> credbroker::proto::Credential {
+    get_until(client, name, timeout, what, |r| {
+        r.as_ref().is_ok_and(|c| !c.stale)
+    })
+    .await
+    .unwrap()
+}
+
+/// `err` is UNAVAILABLE and its message names every one of `parts`.
+pub fn assert_unavailable_naming(err: &credbroker::client::ClientError, parts: &[&str]) {
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    let msg = err.to_string();
+    assert!(
+        parts.iter().all(|p| msg.contains(p)),
+        "{msg}: should name {parts:?}"
+    );
+}
