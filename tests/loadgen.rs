@@ -17,7 +17,7 @@ fn loadgen() -> PathBuf {
         .unwrap();
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --example loadgen` (cargo test --all-targets does)",
+        "{} is missing: scripts/test-all builds it (`cargo build --examples`); cargo test alone builds examples only as test harnesses",
         path.display()
     );
     path
