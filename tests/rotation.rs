@@ -91,6 +91,44 @@ fn rotation_suite() {
     two_rotators_at_once(dir.path(), &twilio);
     bad_admin_and_outage_leave_a_resumable_document(dir.path(), &twilio);
     twilio.assert_no_violations(dir.path());
+    // Last, since it makes Prism refuse exchanges on purpose.
+    prism_check_catches_broken_exchanges(dir.path(), &twilio);
+}
+
+/// The control of `assert_no_violations`: an answer that breaks Twilio's
+/// spec and a request that does (no Authorization) must both be reported.
+fn prism_check_catches_broken_exchanges(dir: &Path, t: &Twilio) {
+    use base64::Engine as _;
+    let log = || fs::read_to_string(dir.join("prism-api.log")).unwrap();
+    assert!(prism_violations(&log()).is_empty(), "{}", log());
+    let keys = format!("/2010-04-01/Accounts/{AC}/Keys.json");
+    t.post(
+        "corrupt",
+        &serde_json::json!({"path_prefix": keys, "count": 1, "method": "GET",
+            "set": {"page_size": "not a number"}})
+        .to_string(),
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{AC}:{ADMIN_TOKEN}"));
+    let (status, _) = http(
+        "GET",
+        &format!("{}{keys}", t.api.url()),
+        None,
+        &[("Authorization", &format!("Basic {basic}"))],
+    );
+    assert_eq!(status, 500, "Prism lets a broken answer through");
+    let found = prism_violations(&log());
+    assert!(
+        found.len() == 1 && found[0].contains("errors#VIOLATIONS"),
+        "the broken answer is not reported: {found:?}"
+    );
+    // A request Prism refuses before it reaches the fake counts too.
+    let (status, _) = http("GET", &format!("{}{keys}", t.api.url()), None, &[]);
+    assert_eq!(status, 401, "Prism forwards a request with no credentials");
+    let found = prism_violations(&log());
+    assert!(
+        found.len() == 2 && found[1].contains("errors#UNAUTHORIZED"),
+        "the refused request is not reported: {found:?}"
+    );
 }
 
 async fn api_key_rotation_under_load(root: &Path, t: &Twilio) {
