@@ -176,7 +176,7 @@ async fn created_reused_capped_deleted_and_used(root: &Path, t: &Twilio) {
     );
     daemon.signal(rustix::process::Signal::TERM);
     daemon.wait_exit();
-    daemon.assert_log_clean();
+    daemon.assert_http_log_clean();
 }
 
 fn swept_after_a_crash(root: &Path, t: &Twilio) {

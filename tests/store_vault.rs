@@ -218,7 +218,7 @@ async fn kv2_with_kubernetes_auth_end_to_end() {
     vault.service.restart();
     let back = get_fresh(&client, "verify", Duration::from_secs(10), "recovery").await;
     assert_eq!(secret_of(&back), t4);
-    daemon.assert_log_clean();
+    daemon.assert_http_log_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
