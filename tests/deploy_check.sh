@@ -42,7 +42,15 @@ FAILED=0
 SKIPPED=0
 ok() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
 bad() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
-skip() { SKIPPED=$((SKIPPED + 1)); echo "  skip  $*"; }
+# Under CI (CI=true) or scripts/test-all (CREDBROKER_NO_SKIP=1) a check
+# that cannot run is a failure: a missing tool must not pass the suite.
+skip() {
+  if [ "${CI:-}" = true ] || [ "${CREDBROKER_NO_SKIP:-}" = 1 ]; then
+    bad "cannot run (a tool or file is missing): $*"
+  else
+    SKIPPED=$((SKIPPED + 1)); echo "  skip  $*"
+  fi
+}
 indent() { sed 's/^/        /'; }
 
 WORK="$(mktemp -d)"

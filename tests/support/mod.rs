@@ -139,8 +139,10 @@ impl Daemon {
             .build()
             .unwrap();
         loop {
+            // Ready means SERVING; an answer of NOT_SERVING is not enough.
             if let Ok(client) = rt.block_on(Client::connect(&self.socket))
-                && rt.block_on(client.health()).is_ok()
+                && let Ok(status) = rt.block_on(client.health())
+                && status == tonic_health::pb::health_check_response::ServingStatus::Serving
             {
                 return;
             }
