@@ -150,12 +150,8 @@ async fn openbao_approle_token_renewed_then_relogin_past_max_ttl() {
     let bao = OpenBao::start(dir.path(), "3s", "8s");
     let t1 = token(0xb201);
     bao.put_v2("twilio/verify", &auth_token_doc(&t1));
-    let daemon = Daemon::start_env(
-        dir.path(),
-        &bao_config(&bao, 2, ""),
-        &[("CREDBROKER_LOG", "debug")],
-    )
-    .secrets(&[&t1]);
+    // The daemon logs at TRACE, so the debug-level "renewed" line is there.
+    let daemon = Daemon::start(dir.path(), &bao_config(&bao, 2, "")).secrets(&[&t1]);
     let client = Client::connect(&daemon.socket).await.unwrap();
     tokio::task::spawn_blocking({
         let log = daemon.log.clone();
