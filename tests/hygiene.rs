@@ -210,57 +210,21 @@ async fn replaced_secret_leaves_no_trace_in_memory_aws() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replaced_secret_leaves_no_trace_in_memory_rustyvault() {
+async fn replaced_secret_leaves_no_trace_in_memory_openbao_kv2() {
     let dir = world_dir();
-    let rv_dir = dir.path().join("rv");
-    fs::create_dir_all(&rv_dir).unwrap();
-    let port = free_port().to_string();
-    let script = |args: &[&str]| {
-        let out = std::process::Command::new("bash")
-            .arg(repo().join("tests/support/rustyvault.sh"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rustyvault.sh {args:?}: {}",
-            stderr(&out)
-        );
-    };
-    let d = rv_dir.display().to_string();
-    script(&["start", &d, &port]);
-    struct Stop(String);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("bash")
-                .arg(repo().join("tests/support/rustyvault.sh"))
-                .args(["stop", &self.0])
-                .output();
-        }
-    }
-    let _stop = Stop(d.clone());
-    script(&["setup", &d, &port]);
-    let url = format!("http://127.0.0.1:{port}");
-    let root = fs::read_to_string(rv_dir.join("root_token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let put = |doc: &str| {
-        let (status, body) = http(
-            "POST",
-            &format!("{url}/v1/kv/twilio/verify"),
-            Some(doc),
-            &[("X-Vault-Token", &root)],
-        );
-        assert!((200..300).contains(&status), "{status} {body}");
-    };
+    let bao = OpenBao::start(dir.path(), "1h", "24h");
     let (s1, s2) = (token(0x5d01), token(0x5d02));
-    put(&auth_token_doc(&s1));
+    bao.put_v2("twilio/verify", &auth_token_doc(&s1));
     let store = format!(
-        "[stores.s]\ntype = \"vault\"\naddress = \"{url}\"\nmount = \"kv\"\nkv_version = 1\nauth = {{ method = \"approle\", role_id_file = \"{d}/role_id\", secret_id_file = \"{d}/secret_id\" }}"
+        "[stores.s]\ntype = \"vault\"\naddress = \"{}\"\nmount = \"secret\"\nkv_version = 2\nauth = {{ method = \"approle\", role_id_file = \"{d}/role_id\", secret_id_file = \"{d}/secret_id\" }}",
+        bao.url(),
+        d = bao.dir.display()
     );
     let daemon = Daemon::start(dir.path(), &config(&store, "")).secrets(&[&s1, &s2]);
-    churn(&daemon, &s1, &s2, || put(&auth_token_doc(&s2))).await;
+    churn(&daemon, &s1, &s2, || {
+        bao.put_v2("twilio/verify", &auth_token_doc(&s2))
+    })
+    .await;
     assert_only_new_in_memory(&daemon, &s1, &s2);
 }
 

