@@ -96,7 +96,7 @@ async fn openbao_kv2_approle_end_to_end_outage_and_restart() {
     let back = get_fresh(&client, "verify", Duration::from_secs(15), "recovery").await;
     assert_eq!(secret_of(&back), t3);
     assert!(daemon.log_text().matches("logged in to Vault").count() >= 2);
-    daemon.assert_log_clean();
+    daemon.assert_http_log_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +140,7 @@ async fn openbao_kv1_served_and_a_denied_path_is_unavailable() {
     );
     let err = get_err(&client, "verify", Duration::from_secs(5), "verify denied").await;
     assert_unavailable_naming(&err, &["vault", "permission denied", "twilio/verify"]);
-    daemon.assert_log_clean();
+    daemon.assert_http_log_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +177,7 @@ async fn openbao_approle_token_renewed_then_relogin_past_max_ttl() {
     let got = client.get("verify").await.unwrap();
     assert_eq!(secret_of(&got), t1);
     assert!(!got.stale);
-    daemon.assert_log_clean();
+    daemon.assert_http_log_clean();
 }
 
 #[test]
