@@ -18,8 +18,9 @@ use credbroker::client::Client;
 use support::{services::*, *};
 use tonic::Code;
 
-fn bao_config(bao: &OpenBao, kv_version: u8, extra: &str) -> String {
-    let mount = if kv_version == 1 { "kv" } else { "secret" };
+/// A daemon config with one `vault` store and credential `verify`;
+/// `auth` is the store's `auth = {...}` value, `extra` more TOML.
+fn vault_config(address: &str, mount: &str, kv_version: u8, auth: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -33,18 +34,26 @@ lease_ttl = "1m"
 
 [stores.vault]
 type = "vault"
-address = "{url}"
+address = "{address}"
 mount = "{mount}"
 kv_version = {kv_version}
-auth = {{ method = "approle", role_id_file = "{d}/role_id", secret_id_file = "{d}/secret_id" }}
+auth = {auth}
 
 [credentials.verify]
 store = "vault"
 path = "twilio/verify"
-{extra}"#,
-        url = bao.url(),
-        d = bao.dir.display()
+{extra}"#
     )
+}
+
+/// OpenBao with AppRole, on dev's KV v2 `secret` or the KV v1 `kv` mount.
+fn bao_config(bao: &OpenBao, kv_version: u8, extra: &str) -> String {
+    let mount = if kv_version == 1 { "kv" } else { "secret" };
+    let auth = format!(
+        r#"{{ method = "approle", role_id_file = "{d}/role_id", secret_id_file = "{d}/secret_id" }}"#,
+        d = bao.dir.display()
+    );
+    vault_config(&bao.url(), mount, kv_version, &auth, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,35 +275,13 @@ impl Vault {
     }
 }
 
+/// The Vault fake with Kubernetes auth, and a second credential `messaging`.
 fn config(vault: &Vault, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-socket = "{{socket}}"
-allow_root = true
-
-[defaults]
-refresh_interval = "1s"
-max_stale = "4s"
-lease_ttl = "1m"
-
-[stores.vault]
-type = "vault"
-address = "{}"
-mount = "secret"
-kv_version = 2
-auth = {{ method = "kubernetes", role = "credbroker", jwt_file = "{{dir}}/jwt" }}
-
-[credentials.verify]
-store = "vault"
-path = "twilio/verify"
-
-[credentials.messaging]
-store = "vault"
-path = "twilio/messaging"
-{extra}"#,
-        vault.service.url()
-    )
+    let extra = format!(
+        "\n[credentials.messaging]\nstore = \"vault\"\npath = \"twilio/messaging\"\n{extra}"
+    );
+    let auth = r#"{ method = "kubernetes", role = "credbroker", jwt_file = "{dir}/jwt" }"#;
+    vault_config(&vault.service.url(), "secret", 2, auth, &extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
