@@ -238,7 +238,18 @@ pub struct RotationConfig {
     pub grace: Duration,
     /// Credential allowed to create and delete keys.
     pub admin_credential: Option<String>,
+    /// The read that tests a new value: a path on `[twilio] api_base`, with
+    /// `{account_sid}` replaced by the credential's account.
+    pub validation_url: String,
+    /// How long a new value may be refused (Twilio code 20003) before the
+    /// test step fails: a key or token just made takes a while to work.
+    pub propagation: Duration,
 }
+
+/// The test read a Standard key may make (Twilio refuses it `/Accounts/{sid}.json`).
+pub const DEFAULT_VALIDATION_URL: &str = "/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize=1";
+/// `rotation.propagation` when unset: AWS's managed Twilio rotation waits as long.
+pub const DEFAULT_PROPAGATION: Duration = Duration::from_secs(60);
 
 /// `[credentials.NAME.access_tokens]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,6 +434,8 @@ struct RawRotation {
     schedule: String,
     grace: String,
     admin_credential: Option<String>,
+    validation_url: Option<String>,
+    propagation: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -509,6 +522,40 @@ impl Config {
             }
         }
     }
+}
+
+/// Checks `rotation.validation_url`: a Twilio REST API path on `api_base`
+/// (`/2010-04-01/…` or `/vN/…`), read with GET, whose only placeholder is
+/// `{account_sid}`. Hosts are not accepted: the read goes to the configured
+/// `api_base`, so tests and proxies see it like every other call.
+fn check_validation_url(url: &str) -> Result<(), String> {
+    let expected = "a Twilio REST API path such as \"/2010-04-01/Accounts/{account_sid}/Calls.json?PageSize=1\" (a path on [twilio] api_base, starting /2010-04-01/ or /v1/)";
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut segments = path.strip_prefix('/').unwrap_or("").split('/');
+    let version = segments.next().unwrap_or("");
+    let dated = version.len() == 10
+        && version
+            .char_indices()
+            .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+    let numbered = version
+        .strip_prefix('v')
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    let rest: Vec<&str> = segments.collect();
+    if !path.starts_with('/') || !(dated || numbered) || rest.is_empty() {
+        return Err(format!("{expected}, not {url:?}"));
+    }
+    if rest.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+        return Err(format!("{expected}; empty, `.` and `..` segments are refused, not {url:?}"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~%{}=&+,:".contains(c);
+    if let Some(bad) = path.chars().chain(query.chars()).find(|c| !allowed(*c) && *c != '/') {
+        return Err(format!("{expected}; {bad:?} is not allowed in it"));
+    }
+    let without = url.replace("{account_sid}", "");
+    if without.contains('{') || without.contains('}') {
+        return Err(format!("{expected}; the only placeholder is {{account_sid}}, not {url:?}"));
+    }
+    Ok(())
 }
 
 /// Collects problems, so one run of `check-config` lists them all.
@@ -935,10 +982,36 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                     "the credential allowed to create and delete API keys",
                 );
             }
+            let validation_url = r
+                .validation_url
+                .unwrap_or_else(|| DEFAULT_VALIDATION_URL.to_owned());
+            if let Err(why) = check_validation_url(&validation_url) {
+                p.push(format!("{key}.rotation.validation_url"), why);
+            }
+            // Unset, it is 60 s, or the grace window when that is shorter.
+            let propagation = p.duration(
+                &format!("{key}.rotation.propagation"),
+                r.propagation.as_deref(),
+                DEFAULT_PROPAGATION.min(grace),
+            );
+            // The old value must outlive the wait for the new one: a grace
+            // shorter than propagation can retire a value still being served
+            // when the new one was slow to start working.
+            if propagation > grace {
+                p.push(
+                    format!("{key}.rotation.propagation"),
+                    format!(
+                        "at most rotation.grace ({})",
+                        humantime::format_duration(grace)
+                    ),
+                );
+            }
             RotationConfig {
                 schedule,
                 grace,
                 admin_credential: r.admin_credential,
+                validation_url,
+                propagation,
             }
         });
 
@@ -1081,6 +1154,52 @@ grace = "1m"
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn validation_url_and_propagation_are_checked() {
+        let rotation = "lease_ttl = \"10s\"\nrefresh_interval = \"5s\"\n[credentials.verify.rotation]\nschedule = \"0 0 3 * * Sun\"\ngrace = \"2m\"\n";
+        let c = parse_str(&format!("{MINIMAL}{rotation}")).unwrap();
+        let r = c.credentials["verify"].rotation.clone().unwrap();
+        assert_eq!(r.validation_url, DEFAULT_VALIDATION_URL);
+        assert_eq!(r.propagation, Duration::from_secs(60));
+        let short = parse_str(&format!("{MINIMAL}{}", rotation.replace("2m", "30s"))).unwrap();
+        assert_eq!(
+            short.credentials["verify"].rotation.as_ref().unwrap().propagation,
+            Duration::from_secs(30),
+            "unset, propagation is capped at grace"
+        );
+        for bad in [
+            "https://api.twilio.com/2010-04-01/Accounts.json",
+            "2010-04-01/Accounts.json",
+            "/Accounts/{account_sid}.json",
+            "/2010-04-01/",
+            "/2010-04-01/Accounts/../Keys.json",
+            "/2010-04-01/Accounts/{sid}/Calls.json",
+            "/2010-04-01/Accounts/{account_sid}/Calls.json#x",
+            "/v1/Services list",
+        ] {
+            let text = format!("{MINIMAL}{rotation}validation_url = {bad:?}\n");
+            let e = parse_str(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("`credentials.verify.rotation.validation_url`: a Twilio REST API path"),
+                "{bad}: {e}"
+            );
+        }
+        for good in [
+            "/2010-04-01/Accounts/{account_sid}/Calls.json?PageSize=1",
+            "/v1/Services?PageSize=1",
+        ] {
+            let text = format!("{MINIMAL}{rotation}validation_url = {good:?}\n");
+            let c = parse_str(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(c.credentials["verify"].rotation.as_ref().unwrap().validation_url, good);
+        }
+        let long = format!("{MINIMAL}{rotation}propagation = \"5m\"\n");
+        let e = parse_str(&long).unwrap_err().to_string();
+        assert!(
+            e.contains("`credentials.verify.rotation.propagation`: at most rotation.grace (2m)"),
+            "{e}"
+        );
     }
 
     #[test]
