@@ -247,7 +247,8 @@ pub struct RotationConfig {
 }
 
 /// The test read a Standard key may make (Twilio refuses it `/Accounts/{sid}.json`).
-pub const DEFAULT_VALIDATION_URL: &str = "/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize=1";
+pub const DEFAULT_VALIDATION_URL: &str =
+    "/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize=1";
 /// `rotation.propagation` when unset: AWS's managed Twilio rotation waits as long.
 pub const DEFAULT_PROPAGATION: Duration = Duration::from_secs(60);
 
@@ -534,9 +535,13 @@ fn check_validation_url(url: &str) -> Result<(), String> {
     let mut segments = path.strip_prefix('/').unwrap_or("").split('/');
     let version = segments.next().unwrap_or("");
     let dated = version.len() == 10
-        && version
-            .char_indices()
-            .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+        && version.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
     let numbered = version
         .strip_prefix('v')
         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
@@ -545,15 +550,23 @@ fn check_validation_url(url: &str) -> Result<(), String> {
         return Err(format!("{expected}, not {url:?}"));
     }
     if rest.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
-        return Err(format!("{expected}; empty, `.` and `..` segments are refused, not {url:?}"));
+        return Err(format!(
+            "{expected}; empty, `.` and `..` segments are refused, not {url:?}"
+        ));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~%{}=&+,:".contains(c);
-    if let Some(bad) = path.chars().chain(query.chars()).find(|c| !allowed(*c) && *c != '/') {
+    if let Some(bad) = path
+        .chars()
+        .chain(query.chars())
+        .find(|c| !allowed(*c) && *c != '/')
+    {
         return Err(format!("{expected}; {bad:?} is not allowed in it"));
     }
     let without = url.replace("{account_sid}", "");
     if without.contains('{') || without.contains('}') {
-        return Err(format!("{expected}; the only placeholder is {{account_sid}}, not {url:?}"));
+        return Err(format!(
+            "{expected}; the only placeholder is {{account_sid}}, not {url:?}"
+        ));
     }
     Ok(())
 }
@@ -1165,7 +1178,11 @@ grace = "1m"
         assert_eq!(r.propagation, Duration::from_secs(60));
         let short = parse_str(&format!("{MINIMAL}{}", rotation.replace("2m", "30s"))).unwrap();
         assert_eq!(
-            short.credentials["verify"].rotation.as_ref().unwrap().propagation,
+            short.credentials["verify"]
+                .rotation
+                .as_ref()
+                .unwrap()
+                .propagation,
             Duration::from_secs(30),
             "unset, propagation is capped at grace"
         );
@@ -1192,7 +1209,14 @@ grace = "1m"
         ] {
             let text = format!("{MINIMAL}{rotation}validation_url = {good:?}\n");
             let c = parse_str(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
-            assert_eq!(c.credentials["verify"].rotation.as_ref().unwrap().validation_url, good);
+            assert_eq!(
+                c.credentials["verify"]
+                    .rotation
+                    .as_ref()
+                    .unwrap()
+                    .validation_url,
+                good
+            );
         }
         let long = format!("{MINIMAL}{rotation}propagation = \"5m\"\n");
         let e = parse_str(&long).unwrap_err().to_string();

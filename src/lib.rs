@@ -15,6 +15,7 @@
 //! - [`twilio`]: the Twilio REST client rotation uses.
 //! - [`hygiene`]: the zeroizing allocator, mlock, no core dumps.
 //! - [`metrics`]: Prometheus metrics, /healthz and /readyz.
+//! - [`retry`]: the one backoff with jitter every retry loop uses.
 //! - [`client`]: the Rust client the CLI uses and workloads can depend on.
 //! - [`proto`]: the generated `credbroker.v1` types.
 
@@ -28,6 +29,7 @@ pub mod config;
 #[allow(unsafe_code)]
 pub mod hygiene;
 pub mod metrics;
+pub mod retry;
 pub mod rotation;
 pub mod secret;
 pub mod server;

@@ -211,6 +211,19 @@ async fn main() -> ExitCode {
                     c.stores.len(),
                     c.credentials.len()
                 );
+                for (name, r) in c
+                    .credentials
+                    .iter()
+                    .filter_map(|(n, c)| Some((n, c.rotation.as_ref()?)))
+                {
+                    println!(
+                        "  {name}: rotates on \"{}\", grace {}; tests a new value with GET {} (retried while refused for up to {})",
+                        r.schedule,
+                        humantime::format_duration(r.grace),
+                        r.validation_url,
+                        humantime::format_duration(r.propagation),
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -150,11 +150,21 @@ fn rotation_suite() {
         .build()
         .unwrap();
 
+    fake_follows_twilio_key_types(&twilio);
     rt.block_on(api_key_rotation_under_load(dir.path(), &twilio));
     rt.block_on(auth_token_rotation(dir.path(), &twilio));
+    auth_token_waits_for_propagation(dir.path(), &twilio);
+    key_that_works_after_a_delay_rotates(dir.path(), &twilio);
+    key_that_never_works_fails_the_test_step(dir.path(), &twilio);
+    validation_url_is_honoured(dir.path(), &twilio);
+    retry_after_is_honoured(dir.path(), &twilio);
+    lost_create_answer_is_not_retried(dir.path(), &twilio);
     crash_at_every_step_then_resume(dir.path(), &twilio);
     two_rotators_at_once(dir.path(), &twilio);
+    two_rotators_race_for_the_claim(dir.path(), &twilio);
     bad_admin_and_outage_leave_a_resumable_document(dir.path(), &twilio);
+    // Seeds over a thousand keys: after the others, whose sweeps it would slow.
+    sweep_reads_every_page(dir.path(), &twilio);
     twilio.assert_no_violations(dir.path());
     rotate_logs_are_clean(dir.path());
     // Last, since it makes Prism refuse exchanges on purpose.
@@ -500,41 +510,432 @@ fn crash_at_every_step_then_resume(root: &Path, t: &Twilio) {
     }
 }
 
-fn two_rotators_at_once(root: &Path, t: &Twilio) {
-    let dir = root.join("race");
+/// A directory with one API-key credential `name` (a fresh Standard key)
+/// and its `rotate` config; `rotation_extra` is more of its rotation table.
+/// Returns (dir, config path, the key's SID).
+fn one_key_world(
+    root: &Path,
+    t: &Twilio,
+    name: &str,
+    grace: &str,
+    rotation_extra: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let dir = root.join(name);
     fs::create_dir_all(&dir).unwrap();
-    let (sid, secret) = t.seed_key("initial race key");
-    write_secrets(&dir, &[("race".into(), key_doc(&sid, &secret))]);
+    let (sid, secret) = t.seed_key(&format!("initial {name} key"));
+    write_secrets(&dir, &[(name.into(), key_doc(&sid, &secret))]);
     let config = dir.join("config.toml");
     let cfg = t.config_head("lease_ttl = \"1s\"\nrefresh_interval = \"1s\"")
-        + &api_key_rotation("race", "1h");
+        + &api_key_rotation(name, grace)
+        + rotation_extra;
     fs::write(
         &config,
         cfg.replace("{dir}", &dir.display().to_string())
             .replace("{socket}", "/nonexistent.sock"),
     )
     .unwrap();
-    let outs: Vec<_> = std::thread::scope(|s| {
-        let a = s.spawn(|| rotate_cli(&config, &["--credential", "race"], None));
-        let b = s.spawn(|| rotate_cli(&config, &["--credential", "race"], None));
-        vec![a.join().unwrap(), b.join().unwrap()]
-    });
-    for out in &outs {
-        assert!(out.status.success(), "{}", stderr(out));
-    }
-    let rotated = outs
+    (dir, config, sid)
+}
+
+/// The fake's requests for `path_suffix` with `username`: (status, time).
+fn requests_by(t: &Twilio, method: &str, path_suffix: &str, user: &str) -> Vec<(u64, f64)> {
+    t.requests()
         .iter()
-        .filter(|o| stdout(o).contains("race: rotated"))
-        .count();
+        .filter(|r| {
+            r["method"] == method
+                && r["path"].as_str().is_some_and(|p| p.ends_with(path_suffix))
+                && r["username"] == user
+        })
+        .map(|r| (r["status"].as_u64().unwrap(), r["time"].as_f64().unwrap()))
+        .collect()
+}
+
+/// Twilio's key-type rules, through the Prism proxies as every client sees
+/// them: a Standard key is refused the Account resource and the Keys
+/// endpoints (401, 20003) but may read messages; a Restricted key only its
+/// policy (70051 outside it); a Main key and the Auth Token everything.
+fn fake_follows_twilio_key_types(t: &Twilio) {
+    let account = format!("/2010-04-01/Accounts/{AC}.json");
+    let messages = format!("/2010-04-01/Accounts/{AC}/Messages.json?PageSize=1");
+    let calls = format!("/2010-04-01/Accounts/{AC}/Calls.json?PageSize=1");
+    let keys_2010 = format!("/2010-04-01/Accounts/{AC}/Keys.json");
+    let keys_v1 = format!("/v1/Keys?AccountSid={AC}");
+    let (api, iam) = (t.api.url(), t.iam.url());
+    let code = |(status, body): (u16, String)| -> (u16, u64) {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (status, v["code"].as_u64().unwrap_or(0))
+    };
+
+    let (sid, secret) = t.seed_typed_key("standard", None);
     assert_eq!(
-        rotated,
-        1,
-        "exactly one rotation: {:?}",
-        outs.iter().map(stdout).collect::<Vec<_>>()
+        code(t.get_as(&api, &account, &sid, &secret)),
+        (401, 20003),
+        "Standard key on /Accounts/{{sid}}.json"
     );
+    assert_eq!(
+        code(t.get_as(&api, &keys_2010, &sid, &secret)),
+        (401, 20003),
+        "Standard key on 2010 Keys"
+    );
+    assert_eq!(
+        code(t.get_as(&iam, &keys_v1, &sid, &secret)),
+        (401, 20003),
+        "Standard key on /v1/Keys"
+    );
+    assert_eq!(
+        t.get_as(&api, &messages, &sid, &secret).0,
+        200,
+        "Standard key reads messages"
+    );
+
+    let policy = r#"{"allow": ["/twilio/messaging/messages/read"]}"#;
+    let (rsid, rsecret) = t.seed_typed_key("restricted", Some(policy));
+    assert_eq!(
+        t.get_as(&api, &messages, &rsid, &rsecret).0,
+        200,
+        "Restricted key inside its policy"
+    );
+    assert_eq!(
+        code(t.get_as(&api, &calls, &rsid, &rsecret)),
+        (401, 70051),
+        "Restricted key outside its policy"
+    );
+    assert_eq!(
+        code(t.get_as(&api, &account, &rsid, &rsecret)),
+        (401, 70051),
+        "Restricted key on /Accounts"
+    );
+
+    let (msid, msecret) = t.seed_typed_key("main", None);
+    assert_eq!(
+        t.get_as(&api, &account, &msid, &msecret).0,
+        200,
+        "Main key on /Accounts"
+    );
+    assert_eq!(
+        t.get_as(&iam, &keys_v1, &msid, &msecret).0,
+        200,
+        "Main key on /v1/Keys"
+    );
+    assert_eq!(
+        t.get_as(&api, &account, AC, ADMIN_TOKEN).0,
+        200,
+        "Auth Token on /Accounts"
+    );
+
+    // A key made while a propagation delay is set: refused (20003) at first.
+    t.set_propagation(60.0);
+    let (psid, psecret) = t.seed_typed_key("standard", None);
+    let v = t.post(
+        "keys",
+        &serde_json::json!({"account_sid": AC, "type": "standard", "propagates": true}).to_string(),
+    );
+    let (dsid, dsecret) = (v["sid"].as_str().unwrap(), v["secret"].as_str().unwrap());
+    assert_eq!(
+        code(t.get_as(&api, &messages, dsid, dsecret)),
+        (401, 20003),
+        "a key still propagating"
+    );
+    assert_eq!(
+        t.get_as(&api, &messages, &psid, &psecret).0,
+        200,
+        "seeded keys are not delayed"
+    );
+    t.release_propagation();
+    assert_eq!(t.get_as(&api, &messages, dsid, dsecret).0, 200, "released");
+}
+
+/// A new key refused (20003) for 3 s is retried within `propagation` and
+/// rotates; the fake saw the refusals, then the success, with that key.
+fn key_that_works_after_a_delay_rotates(root: &Path, t: &Twilio) {
+    let (dir, config, old) = one_key_world(root, t, "slow", "1m", "propagation = \"30s\"\n");
+    t.set_propagation(3.0);
+    let out = rotate_cli(&config, &["--credential", "slow"], None);
+    t.set_propagation(0.0);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("slow: rotated"), "{}", stdout(&out));
+    let doc = read_doc(&dir, "slow");
+    let new = doc["api_key_sid"].as_str().unwrap();
+    assert_ne!(new, old);
+    let tests = requests_by(t, "GET", "/Messages.json", new);
+    let refused = tests.iter().filter(|(s, _)| *s == 401).count();
+    assert!(refused >= 1, "the delay was not exercised: {tests:?}");
+    assert_eq!(tests.last().map(|r| r.0), Some(200), "{tests:?}");
+    assert!(
+        tests.last().unwrap().1 - tests[0].1 >= 2.5,
+        "promoted before the key could work: {tests:?}"
+    );
+    assert!(
+        stderr(&out).contains("waiting for it to propagate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A key that never works: the test step fails once `propagation` has run
+/// out, `pending` stays, nothing is promoted; when the key starts working,
+/// the next run resumes with the same key.
+fn key_that_never_works_fails_the_test_step(root: &Path, t: &Twilio) {
+    let (dir, config, old) = one_key_world(root, t, "never", "1m", "propagation = \"3s\"\n");
+    t.set_propagation(-1.0);
+    let out = rotate_cli(&config, &["--credential", "never"], None);
+    t.set_propagation(0.0);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("credential `never`")
+            && err.contains("still refused when rotation.propagation ran out")
+            && err.contains("code 20003"),
+        "{err}"
+    );
+    let doc = read_doc(&dir, "never");
+    assert_eq!(doc["api_key_sid"], old.as_str(), "nothing promoted");
+    assert!(doc.get("previous").is_none(), "nothing promoted");
+    let pending = doc["pending"]["api_key_sid"]
+        .as_str()
+        .expect("pending kept: resumable")
+        .to_owned();
+    let tests = requests_by(t, "GET", "/Messages.json", &pending);
+    assert!(
+        tests.len() >= 2 && tests.iter().all(|(s, _)| *s == 401),
+        "{tests:?}"
+    );
+    assert!(
+        tests.last().unwrap().1 - tests[0].1 >= 2.0,
+        "gave up before propagation: {tests:?}"
+    );
+
+    t.release_propagation();
+    let out = rotate_cli(&config, &["--credential", "never"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = read_doc(&dir, "never");
+    assert_eq!(
+        doc["api_key_sid"],
+        pending.as_str(),
+        "resumed with the same key"
+    );
+    assert_eq!(our_keys(t, "never"), [pending], "no second key");
+}
+
+/// A secondary Auth Token that works only after a delay is waited for too.
+fn auth_token_waits_for_propagation(root: &Path, t: &Twilio) {
+    let dir = root.join("token-slow");
+    fs::create_dir_all(&dir).unwrap();
+    write_secrets(&dir, &[]);
+    let config = dir.join("config.toml");
+    let cfg = t.config_head("lease_ttl = \"1s\"\nrefresh_interval = \"1s\"")
+        + "[credentials.twilio-admin.rotation]\nschedule = \"0 0 0 1 1 * 2099\"\ngrace = \"1m\"\npropagation = \"20s\"\n";
+    fs::write(
+        &config,
+        cfg.replace("{dir}", &dir.display().to_string())
+            .replace("{socket}", "/nonexistent.sock"),
+    )
+    .unwrap();
+    t.set_propagation(2.0);
+    let out = rotate_cli(&config, &["--credential", "twilio-admin"], None);
+    t.set_propagation(0.0);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tests = requests_by(t, "GET", "/Messages.json", AC);
+    assert!(
+        tests.iter().any(|(s, _)| *s == 401) && tests.last().map(|r| r.0) == Some(200),
+        "{tests:?}"
+    );
+    // Put the account back for the next scenarios.
+    t.post(
+        "accounts",
+        &format!(r#"{{"sid": "{AC}", "auth_token": "{ADMIN_TOKEN}"}}"#),
+    );
+}
+
+/// `validation_url` replaces the default test read.
+fn validation_url_is_honoured(root: &Path, t: &Twilio) {
+    let (dir, config, _) = one_key_world(
+        root,
+        t,
+        "calls",
+        "1m",
+        "validation_url = \"/2010-04-01/Accounts/{account_sid}/Calls.json?PageSize=1\"\n",
+    );
+    let out = rotate_cli(&config, &["--credential", "calls"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = read_doc(&dir, "calls")["api_key_sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        requests_by(t, "GET", "/Calls.json", &new)
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        [200]
+    );
+    assert!(
+        requests_by(t, "GET", "/Messages.json", &new).is_empty(),
+        "the default read was used"
+    );
+}
+
+/// Twilio answers the key list 429 with `Retry-After: 2` twice: the client
+/// waits as told each time, then succeeds.
+fn retry_after_is_honoured(root: &Path, t: &Twilio) {
+    let (_, config, _) = one_key_world(root, t, "throttled", "1m", "");
+    let keys = format!("/2010-04-01/Accounts/{AC}/Keys.json");
+    t.post("fail", &serde_json::json!({"path_prefix": keys, "method": "GET", "status": 429, "count": 2, "retry_after": 2}).to_string());
+    let out = rotate_cli(&config, &["--credential", "throttled"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lists = requests_by(t, "GET", "/Keys.json", AC);
+    let last3 = &lists[lists.len() - 3..];
+    assert_eq!(
+        last3.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [429, 429, 200],
+        "{lists:?}"
+    );
+    for pair in last3.windows(2) {
+        assert!(
+            pair[1].1 - pair[0].1 >= 1.9,
+            "Retry-After not honoured: {last3:?}"
+        );
+    }
+}
+
+/// `POST /v1/Keys` whose answer is lost (Twilio made the key): not sent
+/// again; the step fails, and the next run sweeps that key as an orphan.
+fn lost_create_answer_is_not_retried(root: &Path, t: &Twilio) {
+    let (dir, config, _) = one_key_world(root, t, "lost", "1m", "");
+    t.post("fail", r#"{"path_prefix": "/v1/Keys", "method": "POST", "status": 500, "count": 1, "after": true}"#);
+    let before = requests_by(t, "POST", "/v1/Keys", AC).len();
+    let out = rotate_cli(&config, &["--credential", "lost"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not retried"), "{}", stderr(&out));
+    assert_eq!(
+        requests_by(t, "POST", "/v1/Keys", AC).len(),
+        before + 1,
+        "the create was sent again"
+    );
+    let orphan = our_keys(t, "lost");
+    assert_eq!(orphan.len(), 1, "Twilio made the key whose answer was lost");
+    let out = rotate_cli(&config, &["--credential", "lost"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let current = read_doc(&dir, "lost")["api_key_sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(current, orphan[0]);
+    assert_eq!(our_keys(t, "lost"), [current], "the orphan was swept");
+}
+
+/// Over a thousand keys (Twilio's largest page): the orphan on the second
+/// page, reached by the relative `next_page_uri` Twilio sends, is swept.
+fn sweep_reads_every_page(root: &Path, t: &Twilio) {
+    let (_, config, _) = one_key_world(root, t, "paged", "1m", "");
+    t.post("keys", &serde_json::json!({"account_sid": AC, "count": 1000, "friendly_name": "someone else's", "type": "standard"}).to_string());
+    let orphan = t.post("keys", &serde_json::json!({"account_sid": AC, "friendly_name": "credbroker:paged:0000orphan", "type": "standard"}).to_string())["sid"].as_str().unwrap().to_owned();
+    assert!(t.keys().len() > 1001);
+    let out = rotate_cli(&config, &["--credential", "paged"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !t.keys().iter().any(|(s, _)| *s == orphan),
+        "the orphan on page 2 was not swept"
+    );
+    assert!(
+        t.requests().iter().any(|r| r["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/Keys.json"))
+            && r["status"] == 200
+            && r["username"] == AC),
+        "no key list"
+    );
+}
+
+/// Waits until `hold.reached` exists (the paused rotator got there).
+fn wait_paused(hold: &Path, child: &mut std::process::Child) {
+    let reached = hold.with_extension("reached");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !reached.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the paused rotator exited first: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotator never reached its failpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `credbroker rotate` held at failpoint `pause:POINT` until `hold` is removed.
+fn paused_rotate(config: &Path, name: &str, point: &str, hold: &Path) -> std::process::Child {
+    fs::write(hold, "").unwrap();
+    let _ = fs::remove_file(hold.with_extension("reached"));
+    Command::new(bin())
+        .args(["rotate", "--credential", name, "--config"])
+        .arg(config)
+        .env("CREDBROKER_FAILPOINT", format!("pause:{point}"))
+        .env("CREDBROKER_FAILPOINT_FILE", hold)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// One rotator holds the claim, stopped between reading the document and
+/// writing its new key: the other answers "being rotated by" that process
+/// and does nothing; released, the first finishes alone.
+fn two_rotators_at_once(root: &Path, t: &Twilio) {
+    let (dir, config, sid) = one_key_world(root, t, "race", "1h", "");
+    let hold = dir.join("hold");
+    let mut a = paused_rotate(&config, "race", "after-create", &hold);
+    wait_paused(&hold, &mut a);
+    let b = rotate_cli(&config, &["--credential", "race"], None);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert!(
+        stdout(&b).contains(&format!("being rotated by"))
+            && stdout(&b).contains(&format!(":{}", a.id())),
+        "the loser does not name the holder: {}",
+        stdout(&b)
+    );
+    assert_eq!(our_keys(t, "race").len(), 1, "the loser created a key");
+    fs::remove_file(&hold).unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(stdout(&a).contains("race: rotated"), "{}", stdout(&a));
     let doc = read_doc(&dir, "race");
     assert_eq!(
         our_keys(t, "race"),
+        [doc["api_key_sid"].as_str().unwrap().to_owned()]
+    );
+    assert_eq!(doc["previous"]["api_key_sid"], sid.as_str());
+}
+
+/// Both read the document before either claims it: one is held just
+/// before its claim write while the other rotates; the held one's write
+/// then fails compare-and-set, and it re-reads and does nothing more.
+fn two_rotators_race_for_the_claim(root: &Path, t: &Twilio) {
+    let (dir, config, sid) = one_key_world(root, t, "claim-race", "1h", "");
+    let hold = dir.join("hold");
+    let mut a = paused_rotate(&config, "claim-race", "before-claim", &hold);
+    wait_paused(&hold, &mut a);
+    let b = rotate_cli(&config, &["--credential", "claim-race"], None);
+    assert!(
+        stdout(&b).contains("claim-race: rotated"),
+        "{}{}",
+        stdout(&b),
+        stderr(&b)
+    );
+    fs::remove_file(&hold).unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(!stdout(&a).contains("rotated"), "both won: {}", stdout(&a));
+    assert!(stdout(&a).contains("grace window"), "{}", stdout(&a));
+    let doc = read_doc(&dir, "claim-race");
+    assert_eq!(
+        our_keys(t, "claim-race"),
         [doc["api_key_sid"].as_str().unwrap().to_owned()]
     );
     assert_eq!(doc["previous"]["api_key_sid"], sid.as_str());

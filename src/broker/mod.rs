@@ -14,7 +14,6 @@ mod entry;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use rand::Rng;
 use tokio::{sync::mpsc, sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +22,7 @@ pub use entry::{Entry, Lease, Loaded, Snapshot};
 
 use crate::{
     config::{Config, Source},
+    retry,
     secret::DocumentError,
     store::{self, StoreError},
 };
@@ -222,8 +222,9 @@ impl Broker {
                     match entry.load(&clock).await {
                         Err(e) if e.is_transient() && !stopping.is_cancelled() => {
                             attempts += 1;
-                            let wait = backoff(
+                            let wait = retry::backoff(
                                 attempts,
+                                Duration::from_secs(1),
                                 entry.refresh_interval().max(Duration::from_secs(1)),
                             );
                             tracing::warn!(
@@ -376,19 +377,6 @@ impl Broker {
     }
 }
 
-/// `d` shortened by up to 10%, so credentials with one interval spread out.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.9..=1.0))
-}
-
-/// Exponential backoff from 1 s, capped at `cap`, with full jitter in its upper half.
-fn backoff(failures: u32, cap: Duration) -> Duration {
-    let base = Duration::from_secs(1)
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(cap);
-    base.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
 async fn next_change(rx: &mut Option<watch::Receiver<u64>>) {
     match rx {
         Some(r) => {
@@ -414,9 +402,9 @@ async fn refresh_loop(
     let mut failures = 0u32;
     loop {
         let mut wait = if failures == 0 {
-            jitter(entry.refresh_interval())
+            retry::jitter(entry.refresh_interval())
         } else {
-            backoff(failures, entry.refresh_interval())
+            retry::backoff(failures, Duration::from_secs(1), entry.refresh_interval())
         };
         let snapshot = entry.snapshot();
         if snapshot.unavailable.is_none()
@@ -610,13 +598,5 @@ mod tests {
             msg.contains("credential `b`") && msg.contains("missing"),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cap = Duration::from_secs(60);
-        assert!(backoff(1, cap) <= Duration::from_secs(1));
-        assert!(backoff(4, cap) >= Duration::from_secs(4));
-        assert!(backoff(30, cap) <= cap);
     }
 }

@@ -7,7 +7,10 @@
 //! 2. create a key named `credbroker:<name>:<rotation id>` (first deleting
 //!    keys with that prefix no document references: orphans of a crash
 //!    between create and write), write it into `pending`;
-//! 3. test it (an authenticated account read with the new key);
+//! 3. test it: the `rotation.validation_url` read with the new key (by
+//!    default `GET /2010-04-01/Accounts/{sid}/Messages.json?PageSize=1`,
+//!    which a Standard key may make), retried while Twilio answers 20003
+//!    for up to `rotation.propagation`;
 //! 4. promote: current ← pending, previous ← old current with
 //!    `retire_at = now + grace`;
 //! 5. after `retire_at`: delete the old key, drop `previous`.
@@ -45,6 +48,10 @@ use crate::{
 pub const CLAIM_TTL: Duration = Duration::from_secs(10 * 60);
 /// Most steps one `rotate` call takes (a full rotation takes five).
 const MAX_STEPS: usize = 16;
+/// First wait before testing a new value again that Twilio refused.
+const PROPAGATION_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait between two tests of a new value.
+const PROPAGATION_MAX_WAIT: Duration = Duration::from_secs(15);
 
 /// Why a rotation step failed. The document is left where it was: the next
 /// attempt resumes from there.
@@ -203,14 +210,36 @@ fn claim_alive(claim: &Claim, now: SystemTime) -> bool {
     }
 }
 
-/// Aborts the process at step `name` when `CREDBROKER_FAILPOINT` names it:
-/// how the tests crash a rotation at every step, as `kill -9` would.
-fn failpoint(name: &str) {
+/// Test hook at step `name`, from `CREDBROKER_FAILPOINT`:
+/// - `NAME`: abort the process there, as `kill -9` would (a crash at every
+///   step, then a resume);
+/// - `pause:NAME`: create `$CREDBROKER_FAILPOINT_FILE.reached` and wait there
+///   until `$CREDBROKER_FAILPOINT_FILE` is removed (two rotators made to
+///   overlap at a known point).
+///
+/// Unset, it costs one cached environment lookup.
+async fn failpoint(name: &str) {
     static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let point = POINT.get_or_init(|| std::env::var("CREDBROKER_FAILPOINT").ok());
-    if point.as_deref() == Some(name) {
-        eprintln!("credbroker: failpoint {name}: aborting");
-        std::process::abort();
+    match point.as_deref() {
+        Some(p) if p == name => {
+            eprintln!("credbroker: failpoint {name}: aborting");
+            std::process::abort();
+        }
+        Some(p) if p.strip_prefix("pause:") == Some(name) => {
+            let Some(hold) = std::env::var_os("CREDBROKER_FAILPOINT_FILE") else {
+                return;
+            };
+            let hold = std::path::PathBuf::from(hold);
+            let mut reached = hold.clone().into_os_string();
+            reached.push(".reached");
+            let _ = std::fs::write(&reached, std::process::id().to_string());
+            eprintln!("credbroker: failpoint {name}: paused");
+            while hold.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -398,7 +427,7 @@ impl Rotator {
             if let Some(retire_at) = raw.retire_at() {
                 if retire_at <= now {
                     self.retire(name, &rotation, kind, &raw, &parsed).await?;
-                    failpoint("after-retire-at-twilio");
+                    failpoint("after-retire-at-twilio").await;
                     raw.drop_previous();
                     if self.write(name, &raw, &version).await? {
                         tracing::info!(credential = %name, "previous value retired");
@@ -424,9 +453,10 @@ impl Rotator {
                         });
                     }
                     raw.set_claim(&new_rotation_id(now), &self.owner, now);
+                    failpoint("before-claim").await;
                     if self.write(name, &raw, &version).await? {
                         tracing::info!(credential = %name, "rotation started");
-                        failpoint("after-claim");
+                        failpoint("after-claim").await;
                         start = false;
                     }
                 }
@@ -441,7 +471,7 @@ impl Rotator {
                 Some(claim) if !raw.has_pending_value() => {
                     self.create(name, &rotation, &claim, &mut raw, &parsed, now)
                         .await?;
-                    failpoint("after-create");
+                    failpoint("after-create").await;
                     if !self.write(name, &raw, &version).await? {
                         // Someone else moved the document: undo our side effect.
                         if let Some(sid) = raw.pending_key_sid() {
@@ -449,18 +479,18 @@ impl Rotator {
                             let _ = self.twilio.delete_key(&admin, &sid).await;
                         }
                     } else {
-                        failpoint("after-write-pending");
+                        failpoint("after-write-pending").await;
                     }
                 }
                 Some(_) => {
                     let pending = parsed.pending.as_ref().expect("pending value parsed");
-                    self.test(name, pending).await?;
-                    failpoint("after-test");
+                    self.test(name, &rotation, pending).await?;
+                    failpoint("after-test").await;
                     let retire_at = now + rotation.grace;
                     raw.promote(retire_at, &version, now);
                     if self.write(name, &raw, &version).await? {
                         tracing::info!(credential = %name, retire_at = %humantime::format_rfc3339_seconds(retire_at), "new value promoted");
-                        failpoint("after-promote");
+                        failpoint("after-promote").await;
                         promoted = Some(retire_at);
                     }
                 }
@@ -562,21 +592,53 @@ impl Rotator {
         Ok(())
     }
 
-    /// Step 3: the new value must authenticate. Twilio can take a moment to
-    /// accept a new key, so a refusal is retried a few times.
-    async fn test(&self, name: &str, pending: &TwilioCredential) -> Result<(), RotationError> {
-        let mut attempt = 0;
+    /// Step 3: the new value must work: the `validation_url` read with it.
+    /// A key or secondary token just made can take a while to work at
+    /// Twilio, which answers 20003 until then: that is retried with backoff
+    /// until `propagation` has passed since the first try. Any other
+    /// answer, or 20003 past `propagation`, fails the step; the document
+    /// keeps `pending`, nothing is promoted, and the next attempt resumes.
+    async fn test(
+        &self,
+        name: &str,
+        rotation: &RotationConfig,
+        pending: &TwilioCredential,
+    ) -> Result<(), RotationError> {
+        let deadline = tokio::time::Instant::now() + rotation.propagation;
+        let mut refusals = 0;
         loop {
-            match self.twilio.test_credential(pending).await {
+            let result = self
+                .twilio
+                .validate(pending, &rotation.validation_url)
+                .await;
+            let refused = matches!(&result, Err(e) if e.is_authenticate());
+            let now = tokio::time::Instant::now();
+            match result {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 4 && matches!(e, TwilioError::Unauthorized { .. }) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                Err(_) if refused && now < deadline => {
+                    refusals += 1;
+                    let wait = crate::retry::backoff(
+                        refusals,
+                        PROPAGATION_FIRST_WAIT,
+                        PROPAGATION_MAX_WAIT,
+                    )
+                    .min(deadline - now);
+                    tracing::info!(
+                        credential = %name,
+                        refusals,
+                        wait = %humantime::format_duration(wait),
+                        "the new value is not accepted yet (Twilio 20003); waiting for it to propagate"
+                    );
+                    tokio::time::sleep(wait).await;
                 }
                 Err(source) => {
                     return Err(RotationError::Twilio {
                         name: name.to_owned(),
-                        step: "test new value",
+                        step: if refused {
+                            "test new value (still refused when rotation.propagation ran out)"
+                        } else {
+                            "test new value"
+                        },
                         source,
                     });
                 }
@@ -605,7 +667,7 @@ impl Rotator {
                 // token must then work on its own.
                 Err(TwilioError::Rejected { .. }) => self
                     .twilio
-                    .test_credential(&parsed.current)
+                    .validate(&parsed.current, &rotation.validation_url)
                     .await
                     .map_err(|e| twilio_err("check promoted token", e)),
                 Err(e) => Err(twilio_err("promote secondary token", e)),

@@ -4,13 +4,23 @@
 //!   the 2010 API (`/2010-04-01/Accounts/{sid}/Keys.json`), which pages by
 //!   account without extra parameters;
 //! - Auth Tokens: create and delete the secondary, promote it (accounts v1);
-//! - `GET /2010-04-01/Accounts/{sid}.json`: the authenticated read that
-//!   tests a credential.
+//! - the `rotation.validation_url` read (by default
+//!   `GET /2010-04-01/Accounts/{sid}/Messages.json?PageSize=1`) that tests a
+//!   credential: a read every key type but a narrow Restricted key may make.
+//!   `/Accounts/{sid}.json` is no test: Twilio refuses it to Standard keys.
 //!
 //! Every call authenticates with HTTP Basic from a [`TwilioCredential`]
-//! (Account SID + Auth Token, or API Key SID + Secret), retries 429 and 5xx
-//! with backoff, and never logs or returns a secret: errors carry the HTTP
-//! status and Twilio's error code and message only.
+//! (Account SID + Auth Token, or API Key SID + Secret) and never logs or
+//! returns a secret: errors carry the HTTP status and Twilio's error code
+//! and message only.
+//!
+//! Retries: a read or delete is retried on 429 (after `Retry-After` when
+//! Twilio sends one), 5xx and network failures, with [`crate::retry`]'s
+//! backoff. A create (`POST /v1/Keys`, the secondary Auth Token) is not
+//! idempotent: it is retried only when the request provably never reached
+//! Twilio (the connection could not be made). After any other failure the
+//! rotation step fails and stays resumable; a key that Twilio made anyway
+//! carries our friendly-name prefix and the orphan sweep deletes it.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -29,6 +39,21 @@ use crate::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Attempts per call when Twilio answers 429 or 5xx, or cannot be reached.
 const ATTEMPTS: u32 = 4;
+/// First wait between attempts; it doubles, with jitter, up to [`MAX_WAIT`].
+const FIRST_WAIT: Duration = Duration::from_millis(250);
+/// Longest wait between attempts, `Retry-After` included: a longer
+/// `Retry-After` is cut to this, so one call never waits for minutes.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a request may be sent again after a failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A read, a delete, a promote: repeating it does no harm.
+    Idempotent,
+    /// A create: only when the connection was never made, so Twilio cannot
+    /// have acted on it.
+    OnlyUnsent,
+}
 
 /// Why a Twilio call failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +65,10 @@ pub enum TwilioError {
         action: String,
         /// 401 or 403.
         status: u16,
+        /// Twilio's error code: 20003 "Authenticate" (a wrong credential,
+        /// a key not yet working, or a Standard key on `/Accounts` or Keys),
+        /// 70051 (a Restricted key outside its policy).
+        code: Option<u64>,
         /// Twilio's code and message.
         detail: String,
     },
@@ -81,7 +110,22 @@ impl TwilioError {
     pub fn is_transient(&self) -> bool {
         matches!(self, TwilioError::Unavailable { .. })
     }
+
+    /// Twilio's 20003 "Authenticate": what a key or secondary Auth Token
+    /// just created answers until it has propagated at Twilio.
+    pub fn is_authenticate(&self) -> bool {
+        matches!(
+            self,
+            TwilioError::Unauthorized {
+                code: Some(AUTHENTICATE),
+                ..
+            }
+        )
+    }
 }
+
+/// Twilio's error code for a credential it does not accept.
+pub const AUTHENTICATE: u64 = 20003;
 
 /// A key as listed: never its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,19 +184,21 @@ impl TwilioClient {
     }
 
     /// Sends a request built by `build` with Basic auth from `auth`,
-    /// retrying 429/5xx and connection failures with backoff.
+    /// retrying as `retry` allows (see the module doc).
     async fn send(
         &self,
         action: &str,
         auth: &TwilioCredential,
+        retry: Retry,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<SecretJson, TwilioError> {
         let (user, password) = basic(auth);
         let mut last = String::new();
+        let mut wait = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                let wait = Duration::from_millis(250 * (1 << attempt));
-                tokio::time::sleep(wait).await;
+                let backoff = crate::retry::backoff(attempt, FIRST_WAIT, MAX_WAIT);
+                tokio::time::sleep(wait.take().unwrap_or(backoff)).await;
             }
             let response = match build(self.http()?)
                 .basic_auth(user, Some(password.expose_secret()))
@@ -166,10 +212,14 @@ impl TwilioClient {
                     } else {
                         "cannot reach Twilio".into()
                     };
+                    if retry == Retry::OnlyUnsent && !e.is_connect() {
+                        return Err(not_retried(action, &last));
+                    }
                     continue;
                 }
             };
             let status = response.status();
+            let retry_after = retry_after(&response);
             let bytes = SecretBytes::new(
                 response
                     .bytes()
@@ -181,13 +231,18 @@ impl TwilioClient {
             if status.is_success() {
                 return Ok(SecretJson(body));
             }
-            let detail = match (body["code"].as_u64(), body["message"].as_str()) {
+            let code = body["code"].as_u64();
+            let detail = match (code, body["message"].as_str()) {
                 (Some(code), Some(message)) => format!(", code {code}: {message}"),
                 (None, Some(message)) => format!(": {message}"),
                 _ => String::new(),
             };
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 last = format!("HTTP {}{detail}", status.as_u16());
+                if retry == Retry::OnlyUnsent {
+                    return Err(not_retried(action, &last));
+                }
+                wait = retry_after;
                 continue;
             }
             let (action, status) = (action.to_owned(), status.as_u16());
@@ -195,6 +250,7 @@ impl TwilioClient {
                 TwilioError::Unauthorized {
                     action,
                     status,
+                    code,
                     detail,
                 }
             } else {
@@ -215,18 +271,21 @@ impl TwilioClient {
         format!("{}{path}", base.trim_end_matches('/'))
     }
 
-    /// An authenticated read of the account: does `credential` work now?
-    pub async fn test_credential(&self, credential: &TwilioCredential) -> Result<(), TwilioError> {
-        let url = Self::url(
-            &self.bases.api_base,
-            &format!(
-                "/2010-04-01/Accounts/{}.json",
-                credential.account_sid.as_str()
-            ),
-        );
-        self.send("account read", credential, |http| http.get(&url))
-            .await
-            .map(drop)
+    /// The test read `validation_url` (a path on `api_base`, its
+    /// `{account_sid}` replaced) with `credential`: does it work now?
+    pub async fn validate(
+        &self,
+        credential: &TwilioCredential,
+        validation_url: &str,
+    ) -> Result<(), TwilioError> {
+        let path = validation_url.replace("{account_sid}", credential.account_sid.as_str());
+        let url = Self::url(&self.bases.api_base, &path);
+        let action = format!("test read GET {}", path.split('?').next().unwrap_or(&path));
+        self.send(&action, credential, Retry::Idempotent, |http| {
+            http.get(&url)
+        })
+        .await
+        .map(drop)
     }
 
     /// Creates an API key on `admin`'s account (IAM v1). `policy`, when set,
@@ -248,7 +307,7 @@ impl TwilioClient {
             form.push(("Policy", policy));
         }
         let mut answer = self
-            .send("key create", admin, |http| {
+            .send("key create", admin, Retry::OnlyUnsent, |http| {
                 http.request(Method::POST, &url).form(&form)
             })
             .await?;
@@ -280,7 +339,9 @@ impl TwilioClient {
         );
         let mut keys = Vec::new();
         loop {
-            let answer = self.send("key list", admin, |http| http.get(&url)).await?;
+            let answer = self
+                .send("key list", admin, Retry::Idempotent, |http| http.get(&url))
+                .await?;
             for key in answer.0["keys"].as_array().into_iter().flatten() {
                 if let (Some(sid), Some(name)) =
                     (key["sid"].as_str(), key["friendly_name"].as_str())
@@ -310,7 +371,9 @@ impl TwilioClient {
     pub async fn delete_key(&self, admin: &TwilioCredential, sid: &str) -> Result<(), TwilioError> {
         let url = Self::url(&self.bases.iam_base, &format!("/v1/Keys/{sid}"));
         match self
-            .send("key delete", admin, |http| http.delete(&url))
+            .send("key delete", admin, Retry::Idempotent, |http| {
+                http.delete(&url)
+            })
             .await
         {
             Err(e) if e.is_not_found() => Ok(()),
@@ -325,9 +388,12 @@ impl TwilioClient {
     ) -> Result<SecretString, TwilioError> {
         let url = Self::url(&self.bases.accounts_base, "/v1/AuthTokens/Secondary");
         let mut answer = self
-            .send("secondary Auth Token create", current, |http| {
-                http.post(&url)
-            })
+            .send(
+                "secondary Auth Token create",
+                current,
+                Retry::OnlyUnsent,
+                |http| http.post(&url),
+            )
             .await?;
         match answer.0["secondary_auth_token"].take() {
             Value::String(token) => Ok(SecretString::new(token)),
@@ -345,9 +411,12 @@ impl TwilioClient {
     ) -> Result<(), TwilioError> {
         let url = Self::url(&self.bases.accounts_base, "/v1/AuthTokens/Secondary");
         match self
-            .send("secondary Auth Token delete", current, |http| {
-                http.delete(&url)
-            })
+            .send(
+                "secondary Auth Token delete",
+                current,
+                Retry::Idempotent,
+                |http| http.delete(&url),
+            )
             .await
         {
             Err(e) if e.is_not_found() => Ok(()),
@@ -361,10 +430,36 @@ impl TwilioClient {
         auth: &TwilioCredential,
     ) -> Result<(), TwilioError> {
         let url = Self::url(&self.bases.accounts_base, "/v1/AuthTokens/Promote");
-        self.send("Auth Token promote", auth, |http| http.post(&url))
-            .await
-            .map(drop)
+        self.send("Auth Token promote", auth, Retry::Idempotent, |http| {
+            http.post(&url)
+        })
+        .await
+        .map(drop)
     }
+}
+
+/// A create that failed after it may have reached Twilio: not sent again.
+fn not_retried(action: &str, what: &str) -> TwilioError {
+    TwilioError::Unavailable {
+        action: action.to_owned(),
+        detail: format!(
+            "{what}; not retried, since Twilio may have acted on it (a key made anyway is swept as an orphan)"
+        ),
+    }
+}
+
+/// `Retry-After` in seconds (what Twilio sends with a 429), at most
+/// [`MAX_WAIT`]; an HTTP date or garbage is ignored (the backoff applies).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_WAIT))
 }
 
 /// Basic-auth user and password of a credential.

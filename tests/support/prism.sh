@@ -93,11 +93,61 @@ prism_ok() {
     [[ -x "$PRISM_BIN" ]] && [[ "$("$PRISM_BIN" --version 2>/dev/null)" == "$PRISM_VERSION" ]]
 }
 
+# The one change made to Twilio's documents: the 2010 API's list envelopes
+# declare uri/first_page_uri/next_page_uri/previous_page_uri `format: uri`
+# (absolute), but Twilio sends them relative ("/2010-04-01/Accounts/...",
+# as its paging docs show). Those four fields of list envelopes become
+# `uri-reference`, which still refuses anything that is not a URI path;
+# nothing else is touched. Bump PATCH_ID when this changes.
+PATCH_ID="paging-uri-reference-1"
+
+patch_specs() {
+    python3 - "$SPEC_DIR/twilio_api_v2010.json" <<'PY' || die "cannot patch twilio_api_v2010.json"
+import json, sys
+path = sys.argv[1]
+with open(path, encoding="utf-8") as f:
+    spec = json.load(f)
+changed = 0
+for schema in spec.get("components", {}).get("schemas", {}).values():
+    props = schema.get("properties", {})
+    if "next_page_uri" not in props:
+        continue
+    for name in ("uri", "first_page_uri", "next_page_uri", "previous_page_uri"):
+        if props.get(name, {}).get("format") == "uri":
+            props[name]["format"] = "uri-reference"
+            changed += 1
+def walk(v):
+    global changed
+    if isinstance(v, dict):
+        props = v.get("properties")
+        if isinstance(props, dict) and "next_page_uri" in props:
+            for name in ("uri", "first_page_uri", "next_page_uri", "previous_page_uri"):
+                if isinstance(props.get(name), dict) and props[name].get("format") == "uri":
+                    props[name]["format"] = "uri-reference"
+                    changed += 1
+        for x in v.values():
+            walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            walk(x)
+walk(spec.get("paths", {}))
+if changed < 4:
+    sys.exit(f"expected list envelopes to patch, changed {changed} fields")
+with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(spec, f)
+import os
+os.replace(path + ".tmp", path)
+print(f"prism.sh: {changed} paging fields of twilio_api_v2010.json set to uri-reference", file=sys.stderr)
+PY
+    echo "$PATCH_ID" > "$SPEC_DIR/PATCHED"
+}
+
 specs_ok() {
     local s
     for s in "${SPECS[@]}"; do
         [[ -s "$SPEC_DIR/$s" ]] || return 1
     done
+    [[ "$(cat "$SPEC_DIR/PATCHED" 2>/dev/null)" == "$PATCH_ID" ]]
 }
 
 install_prism() {
@@ -126,12 +176,14 @@ install_specs() {
     [[ -n "$tgz" && -f "$tmp/$tgz" ]] || die "npm pack $TWILIO_OAI_PACKAGE produced no tarball"
     tar -xzf "$tmp/$tgz" -C "$tmp" || die "cannot unpack $tgz"
     mkdir -p "$SPEC_DIR"
+    rm -f "$SPEC_DIR/PATCHED"
     for s in "${SPECS[@]}"; do
         [[ -s "$tmp/package/twilio-oai/spec/json/$s" ]] \
             || die "$TWILIO_OAI_PACKAGE has no twilio-oai/spec/json/$s"
         cp "$tmp/package/twilio-oai/spec/json/$s" "$SPEC_DIR/$s.tmp"
         mv "$SPEC_DIR/$s.tmp" "$SPEC_DIR/$s"
     done
+    patch_specs
 }
 
 spec_path() {

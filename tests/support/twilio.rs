@@ -113,6 +113,59 @@ impl Twilio {
         )
     }
 
+    /// Seeds a key of `key_type` ("main", "standard", "restricted" with
+    /// `policy`); returns (sid, secret).
+    pub fn seed_typed_key(&self, key_type: &str, policy: Option<&str>) -> (String, String) {
+        let mut body = serde_json::json!({"account_sid": AC, "type": key_type});
+        if let Some(p) = policy {
+            body["policy"] = serde_json::Value::String(p.to_owned());
+        }
+        let v = self.post("keys", &body.to_string());
+        (
+            v["sid"].as_str().unwrap().to_owned(),
+            v["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Keys and secondary tokens created from now on start working
+    /// `seconds` after their creation (-1: never).
+    pub fn set_propagation(&self, seconds: f64) {
+        self.post(
+            "propagation",
+            &serde_json::json!({ "seconds": seconds }).to_string(),
+        );
+    }
+
+    /// Every key and secondary token still waiting to work works now.
+    pub fn release_propagation(&self) {
+        self.post("propagation", r#"{"seconds": 0, "release": true}"#);
+    }
+
+    /// The fake's log of API requests (method, path, status, username, time).
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http(
+            "GET",
+            &format!("{}/__fake/requests", self.fake.url()),
+            None,
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["requests"].as_array().unwrap().clone()
+    }
+
+    /// `GET base + path` with Basic `user:password`, through a Prism proxy:
+    /// (status, body).
+    pub fn get_as(&self, base: &str, path: &str, user: &str, password: &str) -> (u16, String) {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        http(
+            "GET",
+            &format!("{base}{path}"),
+            None,
+            &[("Authorization", &format!("Basic {basic}"))],
+        )
+    }
+
     pub fn valid(&self, user: &str, password: &str) -> bool {
         self.post(
             "check",

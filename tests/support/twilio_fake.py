@@ -7,7 +7,9 @@ twilio_accounts_v1.json, twilio_verify_v2.json) field for field, and the
 tests run it behind `prism proxy --errors` (tests/support/prism.sh) so any
 drift from the spec fails the request. One fake serves every Twilio host:
 
-  api.twilio.com       GET  /2010-04-01/Accounts/{AccountSid}.json
+  api.twilio.com       GET  /2010-04-01/Accounts/{AccountSid}.json              (Auth Token, Main key)
+                       GET  /2010-04-01/Accounts/{AccountSid}/Messages.json     (paged; none sent here)
+                       GET  /2010-04-01/Accounts/{AccountSid}/Calls.json        (paged; none made here)
                        GET  /2010-04-01/Accounts/{AccountSid}/Keys.json     (paged)
                        POST /2010-04-01/Accounts/{AccountSid}/Keys.json     FriendlyName
                        GET|POST|DELETE /2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json
@@ -24,16 +26,18 @@ Twilio's conventions kept here:
   (password its secret). Anything else is 401 {"code": 20003, "message":
   "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003",
   "status": 401}.
-* Key types: "main" (seeded only, as Twilio creates them only in the
-  Console) may do everything an Auth Token may; "standard" keys may not
-  manage keys, auth tokens or accounts (401 20003, as Twilio answers a
-  Standard key on /Accounts or /Keys); "restricted" keys may do only what
-  their Policy allows ({"allow": ["/twilio/verify/services/verifications/create"]}),
-  anything else 401 20003 ("unauthorized", as Twilio documents).
-  Reading the Account resource with a Standard key: Twilio's key docs say
-  Standard keys have no access to /Accounts. By default the fake still lets
-  a Standard key fetch its own account (credbroker tests a new key that
-  way); --strict-standard-keys follows the docs and refuses it (401 20003).
+* Key types, always enforced (Twilio's "API keys" docs; there is no
+  lenient mode): "main" (seeded only, as Twilio creates them only in the
+  Console) may do everything an Auth Token may; "standard" keys, what
+  POST /v1/Keys and the 2010 Keys create, may do everything except the
+  Account resource (/Accounts/{sid}.json), the Keys endpoints (both APIs)
+  and Auth Tokens: those answer 401 20003, as Twilio answers a Standard key
+  on /Accounts or Keys; "restricted" keys may do only what their Policy
+  allows ({"allow": ["/twilio/messaging/messages/read"]}), anything else
+  401 70051 (Twilio's restricted-key refusal).
+* Propagation: a key or secondary Auth Token created while a delay is set
+  (POST /__fake/propagation) answers 401 20003 until that delay has passed
+  since its creation, as a credential just made at Twilio may.
 * Request bodies are application/x-www-form-urlencoded; a body of another
   type is ignored, as Twilio does (so required parameters are missing).
 * Errors are {"code", "message", "more_info", "status"}; 404 is 20404
@@ -46,7 +50,7 @@ Twilio's conventions kept here:
 
 Usage:
   twilio_fake.py [--port 0] [--host 127.0.0.1] [--state FILE] [--seed FILE]
-                 [--strict-standard-keys] [--relative-uris]
+                 [--absolute-uris]
 
   --port 0 picks a free port; the first stdout line is PORT=<n> (flushed).
   --state FILE: loaded at start, rewritten (mode 0600, atomically) after every
@@ -56,12 +60,13 @@ Usage:
     "keys": [{"account_sid", "sid", "secret", "friendly_name"?, "type"?,
     "policy"?}], "services": [{"sid", "account_sid", "friendly_name"?}]};
     entries already in the state are kept as they are.
-  --relative-uris: the 2010 list envelope's uri/first_page_uri/
-    previous_page_uri/next_page_uri are relative ("/2010-04-01/..."), as
-    Twilio sends them. The spec declares them `format: uri`, which Prism
-    checks as absolute URIs, so the default is "https://api.twilio.com/...".
-    Clients should take only path and query from these and join them to
-    their configured base URL.
+  The 2010 list envelope's uri/first_page_uri/previous_page_uri/
+    next_page_uri are relative ("/2010-04-01/..."), as Twilio sends them
+    (its paging docs show them so; the OpenAPI document says `format: uri`,
+    which tests/support/prism.sh relaxes to uri-reference for those four
+    fields only). --absolute-uris sends "https://api.twilio.com/..." instead.
+    Clients take only path and query from these and join them to their
+    configured base URL.
 
 Nothing secret is ever printed: the request log on stderr has method, path,
 status and the username (a SID) only.
@@ -80,14 +85,23 @@ Test hooks (no auth), under /__fake/:
        verifications, counters; never a secret
   GET  /__fake/requests  the last 1000 API requests: method, path, route,
        status, username (SID) — never a password
+  POST /__fake/propagation {"seconds": N}
+       keys and secondary Auth Tokens created from now on answer 401 20003
+       for N seconds after their creation (0: at once, the default);
+       -1: never (a credential that never starts working);
+       "release": true also makes every credential still waiting work now
+  POST /__fake/keys {"count": N, "account_sid", "friendly_name"?, "type"?}
+       with "count": seed N keys at once (for paging tests)
   POST /__fake/check {"username", "password"} -> {"valid": bool,
        "type": "auth_token_primary"|"auth_token_secondary"|"main"|
        "standard"|"restricted"|null}
   POST /__fake/fail {"path_prefix", "status", "count", "method"?, "code"?,
-       "message"?, "retry_after"?}
+       "message"?, "retry_after"?, "after"?}
        the next `count` API requests whose path starts with path_prefix
        (and whose method is `method`, if given) answer `status` with Twilio's
        error JSON (429 20429, 500 20500, 503 20503, 401 20003, ...);
+       with "after": true the request is carried out first and only its
+       answer is lost (a key created whose answer never arrives);
        count 0 removes the rules for that prefix
   POST /__fake/corrupt {"path_prefix", "count", "method"?, "status"?,
        "set"?: {field: value}, "drop"?: [field]}
@@ -137,6 +151,8 @@ MAX_PAGE_SIZE = 1000
 # Key, Auth Token and Account routes have none: only Auth Tokens and Main
 # keys may use them.
 PERM_VERIFICATION_CREATE = "/twilio/verify/services/verifications/create"
+PERM_MESSAGES_READ = "/twilio/messaging/messages/read"
+PERM_CALLS_READ = "/twilio/voice/calls/read"
 
 ERROR_TEXT = {
     400: (20001, "Bad Request"),
@@ -211,6 +227,10 @@ def unauthorized() -> TwilioError:
     return TwilioError(401, 20003, "Authenticate")
 
 
+def outside_policy() -> TwilioError:
+    return TwilioError(401, 70051, "Authorization Error: the API key's policy does not allow this request")
+
+
 def missing_param(name: str) -> TwilioError:
     return TwilioError(400, 20001, f"Missing required parameter {name} in the post body")
 
@@ -249,6 +269,9 @@ class State:
         self.verifications: dict[str, dict] = {}
         self.failures: list[dict] = []
         self.corruptions: list[dict] = []
+        # seconds a credential created from now on takes to start working;
+        # None: never
+        self.propagation: float | None = 0.0
         self.reset_counters()
 
     def reset_counters(self):
@@ -352,8 +375,17 @@ class State:
             "policy": policy,
             "created": now,
             "updated": now,
+            "valid_from": self.valid_from(now) if k.get("propagates") else now,
         }
         return {"sid": sid, "secret": secret}
+
+    def valid_from(self, now: float) -> float:
+        """When a credential created now starts working (inf: never)."""
+        return float("inf") if self.propagation is None else now + self.propagation
+
+    @staticmethod
+    def working(valid_from) -> bool:
+        return valid_from is None or time.time() >= valid_from
 
     def add_service(self, s: dict) -> dict:
         acc = s.get("account_sid")
@@ -378,12 +410,14 @@ class State:
                 return None
             if same(password, acc["auth_token"]):
                 return {"account_sid": username, "sid": username, "type": "auth_token_primary"}
-            if same(password, acc["secondary_auth_token"]):
+            if same(password, acc["secondary_auth_token"]) and self.working(
+                    acc.get("secondary_valid_from")):
                 return {"account_sid": username, "sid": username, "type": "auth_token_secondary"}
             return None
         if username.startswith("SK"):
             key = self.keys.get(username)
-            if not key or not same(password, key["secret"]):
+            if not key or not same(password, key["secret"]) or not self.working(
+                    key.get("valid_from")):
                 return None
             acc = self.accounts.get(key["account_sid"])
             if not acc or acc["status"] != "active":
@@ -461,7 +495,12 @@ class Api:
         self.args = args
         R = Route
         self.routes = [
-            R("GET", "/2010-04-01/Accounts/{Sid}.json", self.fetch_account, admin=False),
+            # The Account resource: Auth Tokens and Main keys only.
+            R("GET", "/2010-04-01/Accounts/{Sid}.json", self.fetch_account, admin=True),
+            R("GET", "/2010-04-01/Accounts/{AccountSid}/Messages.json", self.list_messages,
+              admin=False, perm=PERM_MESSAGES_READ),
+            R("GET", "/2010-04-01/Accounts/{AccountSid}/Calls.json", self.list_calls,
+              admin=False, perm=PERM_CALLS_READ),
             R("GET", "/2010-04-01/Accounts/{AccountSid}/Keys.json", self.list_keys_2010, admin=True),
             R("POST", "/2010-04-01/Accounts/{AccountSid}/Keys.json", self.create_key_2010, admin=True),
             R("GET", "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", self.fetch_key_2010, admin=True),
@@ -493,7 +532,7 @@ class Api:
         raise not_found(path)
 
     @staticmethod
-    def authorize(route: Route, principal: dict, strict_standard: bool):
+    def authorize(route: Route, principal: dict):
         t = principal["type"]
         if t in ("auth_token_primary", "auth_token_secondary", "main"):
             return
@@ -502,11 +541,9 @@ class Api:
             deny = (principal.get("policy") or {}).get("deny", []) or []
             if route.perm and route.perm in allow and route.perm not in deny:
                 return
-            raise unauthorized()
-        # standard key
+            raise outside_policy()
+        # standard key: everything but the Account resource, Keys and Auth Tokens
         if route.admin:
-            raise unauthorized()
-        if route.handler.__name__ == "fetch_account" and strict_standard:
             raise unauthorized()
 
     # -- shared pieces
@@ -592,6 +629,35 @@ class Api:
         }
         return 200, body
 
+    def empty_list_2010(self, key, path, query):
+        """A 2010 list envelope with no items (this fake sends no messages
+        and makes no calls): what a test read gets."""
+        page, size, start, chunk, _ = self.page_args(query, [])
+        base = API_BASE if self.args.absolute_uris else ""
+
+        def uri(**kw):
+            return f"{base}{path}?" + urlencode({"PageSize": size, **kw})
+
+        return 200, {
+            key: [],
+            "end": 0,
+            "first_page_uri": uri(Page=0),
+            "next_page_uri": None,
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": None,
+            "start": start,
+            "uri": uri(Page=page),
+        }
+
+    def list_messages(self, state, principal, p, form, path, query):
+        self.own_account(state, principal, p["AccountSid"])
+        return self.empty_list_2010("messages", path, query)
+
+    def list_calls(self, state, principal, p, form, path, query):
+        self.own_account(state, principal, p["AccountSid"])
+        return self.empty_list_2010("calls", path, query)
+
     # -- keys, 2010 API
     @staticmethod
     def key_2010(k: dict, secret: bool = False) -> dict:
@@ -618,7 +684,7 @@ class Api:
         acc = self.own_account(state, principal, p["AccountSid"])
         items = self.account_keys(state, acc["sid"])
         page, size, start, chunk, next_token = self.page_args(query, items)
-        base = API_BASE if not self.args.relative_uris else ""
+        base = API_BASE if self.args.absolute_uris else ""
 
         def uri(**kw):
             return f"{base}{path}?" + urlencode({"PageSize": size, **kw})
@@ -642,7 +708,7 @@ class Api:
         acc = self.own_account(state, principal, p["AccountSid"])
         name = self.friendly_name(form, "")
         k = state.keys[state.add_key({"account_sid": acc["sid"], "type": "standard",
-                                      "friendly_name": name})["sid"]]
+                                      "friendly_name": name, "propagates": True})["sid"]]
         return 201, self.key_2010(k, secret=True)
 
     def fetch_key_2010(self, state, principal, p, form, path, query):
@@ -741,7 +807,8 @@ class Api:
             raise TwilioError(400, 20001, "Policy is only allowed with KeyType=restricted")
         sid = state.add_key({"account_sid": acc["sid"],
                              "type": "restricted" if policy is not None else "standard",
-                             "friendly_name": name, "policy": policy})["sid"]
+                             "friendly_name": name, "policy": policy,
+                             "propagates": True})["sid"]
         return 201, self.key_v1(state.keys[sid], secret=True)
 
     def fetch_key_v1(self, state, principal, p, form, path, query):
@@ -771,6 +838,7 @@ class Api:
         now = time.time()
         acc["secondary_auth_token"] = new_auth_token()
         acc["secondary_created"] = now
+        acc["secondary_valid_from"] = state.valid_from(now)
         return 201, {
             "account_sid": acc["sid"],
             "date_created": iso8601(now),
@@ -785,6 +853,7 @@ class Api:
             raise not_found(path)
         acc["secondary_auth_token"] = None
         acc["secondary_created"] = None
+        acc["secondary_valid_from"] = None
         return 204, None
 
     def promote(self, state, principal, p, form, path, query):
@@ -796,6 +865,7 @@ class Api:
         acc["auth_token"] = acc["secondary_auth_token"]
         acc["secondary_auth_token"] = None
         acc["secondary_created"] = None
+        acc["secondary_valid_from"] = None
         acc["updated"] = now
         return 200, {
             "account_sid": acc["sid"],
@@ -974,26 +1044,26 @@ class Handler(BaseHTTPRequestHandler):
                 except TwilioError:
                     route, params = None, None
                 fail = self.take_failure(path)
-                if fail is not None:
-                    return fail + (user, route)
+                if fail is not None and not fail[3]:
+                    return fail[:3] + (user, route)
                 principal = st.authenticate(*creds) if creds else None
                 if principal is None:
                     raise unauthorized()
                 if route is None:
                     self.api.match(self.command, path)  # raises 404/405
-                Api.authorize(route, principal, self.args_strict())
+                Api.authorize(route, principal)
                 form = self.parse_form(raw)
                 status, body = route.handler(st, principal, params, form, path, query)
                 if self.command != "GET" and 200 <= status < 300:
                     st.save()
+                if fail is not None:
+                    # Carried out; only the answer is lost.
+                    return fail[:3] + (user, route)
                 if body is not None and 200 <= status < 300:
                     status, body = self.apply_corruption(path, status, body)
                 return status, body, None, user, route
             except TwilioError as e:
                 return e.status, e.body(), None, user, route
-
-    def args_strict(self) -> bool:
-        return bool(self.server.args.strict_standard_keys)  # type: ignore[attr-defined]
 
     def parse_form(self, raw: bytes) -> dict:
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -1015,7 +1085,7 @@ class Handler(BaseHTTPRequestHandler):
                 headers = {}
                 if f.get("retry_after") is not None:
                     headers["Retry-After"] = str(f["retry_after"])
-                return err.status, err.body(), headers
+                return err.status, err.body(), headers, bool(f.get("after"))
         return None
 
     def apply_corruption(self, path: str, status: int, body):
@@ -1050,9 +1120,28 @@ class Handler(BaseHTTPRequestHandler):
                 st.save()
                 return 200, out
             if path == "/__fake/keys":
-                out = st.add_key(doc)
+                if "count" in doc:
+                    n = int(doc.pop("count"))
+                    if not 1 <= n <= 5000:
+                        raise FakeError(400, "count must be 1..5000")
+                    out = {"sids": [st.add_key(dict(doc))["sid"] for _ in range(n)]}
+                else:
+                    out = st.add_key(doc)
                 st.save()
                 return 200, out
+            if path == "/__fake/propagation":
+                seconds = float(doc.get("seconds", 0))
+                st.propagation = None if seconds < 0 else seconds
+                if doc.get("release"):
+                    now = time.time()
+                    for k in st.keys.values():
+                        if k.get("valid_from", 0) > now:
+                            k["valid_from"] = now
+                    for a in st.accounts.values():
+                        if (a.get("secondary_valid_from") or 0) > now:
+                            a["secondary_valid_from"] = now
+                    st.save()
+                return 200, {"propagation": seconds}
             if path == "/__fake/services":
                 out = st.add_service(doc)
                 st.save()
@@ -1075,6 +1164,7 @@ class Handler(BaseHTTPRequestHandler):
                         "path_prefix": prefix, "status": status, "count": count,
                         "method": doc.get("method"), "code": doc.get("code"),
                         "message": doc.get("message"), "retry_after": doc.get("retry_after"),
+                        "after": bool(doc.get("after")),
                     })
                 return 200, {"failures": st.failures}
             if path == "/__fake/corrupt":
@@ -1106,10 +1196,8 @@ def parse_args(argv):
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--state", help="JSON file the state is kept in (loaded at start)")
     ap.add_argument("--seed", help="JSON file of accounts, keys and services to add at start")
-    ap.add_argument("--strict-standard-keys", action="store_true",
-                    help="refuse Standard keys on the Account resource too (Twilio's key docs)")
-    ap.add_argument("--relative-uris", action="store_true",
-                    help="relative uri fields in 2010 list envelopes, as Twilio sends them")
+    ap.add_argument("--absolute-uris", action="store_true",
+                    help="absolute uri fields in 2010 list envelopes (Twilio sends relative ones)")
     return ap.parse_args(argv)
 
 
