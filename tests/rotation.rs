@@ -895,8 +895,7 @@ fn two_rotators_at_once(root: &Path, t: &Twilio) {
     let b = rotate_cli(&config, &["--credential", "race"], None);
     assert!(b.status.success(), "{}", stderr(&b));
     assert!(
-        stdout(&b).contains(&format!("being rotated by"))
-            && stdout(&b).contains(&format!(":{}", a.id())),
+        stdout(&b).contains("being rotated by") && stdout(&b).contains(&format!(":{}", a.id())),
         "the loser does not name the holder: {}",
         stdout(&b)
     );
