@@ -89,7 +89,11 @@ fn parse_args() -> Args {
         watchers: 0,
         changes: 5,
         rotate: false,
-        twilio_fake: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/twilio_fake.py"),
+        // At run time first: a shared target dir may hold a binary built in another clone.
+        twilio_fake: std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+            .join("tests/support/twilio_fake.py"),
         serve_floor: None,
     };
     let mut it = std::env::args().skip(1);

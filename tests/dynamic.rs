@@ -145,7 +145,7 @@ async fn created_reused_capped_deleted_and_used(root: &Path, t: &Twilio) {
         // `cargo test --all-targets` builds it; a narrower `cargo test` may not.
         let built = std::process::Command::new(env!("CARGO"))
             .args(["build", "--example", "verify_client"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(support::services::repo())
             .status()
             .unwrap();
         assert!(

@@ -17,8 +17,16 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The repository root (for the fakes in tests/support/).
+///
+/// Read at run time (`cargo test` sets it for the test process): the
+/// compile-time value names the clone the binary was first built in, and
+/// cargo does not rebuild a test when only the clone's path changes, so a
+/// target dir shared between clones (~/.cache/credbroker/target) would
+/// otherwise run another clone's fakes.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// A loopback port nobody listens on right now.
