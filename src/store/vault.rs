@@ -7,6 +7,15 @@
 //! the token in a secret type, sent as a sensitive header. The tests run it
 //! against OpenBao 2.7.2 (Vault API).
 //!
+//! Why not vaultrs 0.8: its `VaultClient` holds the token as a plain
+//! `String`, twice (`settings.token` and the middleware's copy), and only
+//! takes it through `set_token(&str)`; it sends `X-Vault-Token` as a header
+//! not marked sensitive and builds that header with `unwrap()` (a token
+//! file with a stray control byte would panic the daemon); its AppRole and
+//! Kubernetes login requests keep `secret_id` and `jwt` in `String` fields
+//! of types that derive `Debug`. Each breaks DESIGN.md's secret hygiene
+//! (secrets only in the secret types), which a wrapper cannot repair.
+//!
 //! Login is by token (a file, re-read at every login so a Vault Agent sink
 //! works, else `VAULT_TOKEN`), AppRole or Kubernetes service-account JWT.
 //! The token is renewed when a third of its TTL is left, before the
