@@ -163,6 +163,7 @@ fn rotation_suite() {
     two_rotators_at_once(dir.path(), &twilio);
     two_rotators_race_for_the_claim(dir.path(), &twilio);
     bad_admin_and_outage_leave_a_resumable_document(dir.path(), &twilio);
+    rotation_into_openbao_kv2(dir.path(), &twilio);
     // Seeds over a thousand keys: after the others, whose sweeps it would slow.
     sweep_reads_every_page(dir.path(), &twilio);
     twilio.assert_no_violations(dir.path());
@@ -938,6 +939,131 @@ fn two_rotators_race_for_the_claim(root: &Path, t: &Twilio) {
         [doc["api_key_sid"].as_str().unwrap().to_owned()]
     );
     assert_eq!(doc["previous"]["api_key_sid"], sid.as_str());
+}
+
+/// Rotation through the `vault` store into OpenBao's KV v2, on a mount
+/// with `cas_required` (OpenBao refuses any write without check-and-set):
+/// a rotation, then two rotators racing for the claim, where OpenBao's CAS
+/// decides the loser.
+fn rotation_into_openbao_kv2(root: &Path, t: &Twilio) {
+    let dir = root.join("kv2");
+    fs::create_dir_all(&dir).unwrap();
+    let bao = OpenBao::start(&dir, "1h", "24h");
+    bao.api("POST", "secret/config", r#"{"cas_required": true}"#);
+    let (sid, secret) = t.seed_key("initial kv2 key");
+    bao.put_v2_cas("twilio/kv2", &key_doc(&sid, &secret), 0);
+    let (race_sid, race_secret) = t.seed_key("initial kv2race key");
+    bao.put_v2_cas("twilio/kv2race", &key_doc(&race_sid, &race_secret), 0);
+    write_secrets(&dir, &[]);
+    let config = dir.join("config.toml");
+    let cfg = t.config_head("")
+        + &format!(
+            r#"
+[stores.vault]
+type = "vault"
+address = "{}"
+mount = "secret"
+kv_version = 2
+auth = {{ method = "approle", role_id_file = "{d}/role_id", secret_id_file = "{d}/secret_id" }}
+
+[credentials.kv2]
+store = "vault"
+path = "twilio/kv2"
+[credentials.kv2.rotation]
+schedule = "0 0 0 1 1 * 2099"
+grace = "1h"
+admin_credential = "twilio-admin"
+
+[credentials.kv2race]
+store = "vault"
+path = "twilio/kv2race"
+[credentials.kv2race.rotation]
+schedule = "0 0 0 1 1 * 2099"
+grace = "1h"
+admin_credential = "twilio-admin"
+"#,
+            bao.url(),
+            d = bao.dir.display()
+        );
+    fs::write(
+        &config,
+        cfg.replace("{dir}", &dir.display().to_string())
+            .replace("{socket}", "/nonexistent.sock"),
+    )
+    .unwrap();
+    let kv2 = || -> (serde_json::Value, u64) {
+        let v: serde_json::Value =
+            serde_json::from_str(&bao.api("GET", "secret/data/twilio/kv2", "")).unwrap();
+        let version = v["data"]["metadata"]["version"].as_u64().unwrap();
+        (v["data"]["data"].clone(), version)
+    };
+
+    let out = rotate_cli(&config, &["--credential", "kv2"], None);
+    assert!(
+        out.status.success() && stdout(&out).contains("kv2: rotated"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let (doc, version) = kv2();
+    let new_sid = doc["api_key_sid"].as_str().unwrap().to_owned();
+    assert_ne!(new_sid, sid);
+    assert!(t.valid(&new_sid, doc["api_key_secret"].as_str().unwrap()));
+    assert_eq!(doc["previous"]["api_key_sid"], sid.as_str());
+    assert!(
+        doc["previous"]["retire_at"].is_string(),
+        "{}",
+        doc["previous"]
+    );
+    assert!(doc.get("pending").is_none(), "pending left behind");
+    assert!(
+        version >= 3,
+        "the claim, the new key and the promotion are versions of their own: {version}"
+    );
+    // Every version the rotation wrote, for the log scan at the end.
+    for v in 1..=version {
+        let old: serde_json::Value = serde_json::from_str(&bao.api(
+            "GET",
+            &format!("secret/data/twilio/kv2?version={v}"),
+            "",
+        ))
+        .unwrap();
+        fs::write(
+            dir.join(format!("kv2-v{v}.json")),
+            old["data"]["data"].to_string(),
+        )
+        .unwrap();
+    }
+
+    assert_eq!(our_keys(t, "kv2"), [new_sid]);
+
+    // Two rotators read the same version; one is held before its claim
+    // while the other rotates; OpenBao refuses the held one's write.
+    let hold = dir.join("hold");
+    let mut a = paused_rotate(&config, "kv2race", "before-claim", &hold);
+    wait_paused(&hold, &mut a);
+    let b = rotate_cli(&config, &["--credential", "kv2race"], None);
+    assert!(
+        stdout(&b).contains("kv2race: rotated"),
+        "{}{}",
+        stdout(&b),
+        stderr(&b)
+    );
+    fs::remove_file(&hold).unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(!stdout(&a).contains("rotated"), "both won: {}", stdout(&a));
+    assert!(stdout(&a).contains("grace window"), "{}", stdout(&a));
+    let v: serde_json::Value =
+        serde_json::from_str(&bao.api("GET", "secret/data/twilio/kv2race", "")).unwrap();
+    let doc = &v["data"]["data"];
+    fs::write(dir.join("kv2race.json"), doc.to_string()).unwrap();
+    assert_eq!(doc["previous"]["api_key_sid"], race_sid.as_str());
+    assert_eq!(
+        our_keys(t, "kv2race"),
+        [doc["api_key_sid"].as_str().unwrap().to_owned()],
+        "the loser created a key"
+    );
 }
 
 fn bad_admin_and_outage_leave_a_resumable_document(root: &Path, t: &Twilio) {

@@ -55,11 +55,16 @@ pub struct Service {
 impl Service {
     /// A Python fake from tests/support/: `python3 SCRIPT --port P --state DIR/NAME.state.json ARGS`.
     pub fn python_fake(script: &str, dir: &Path, args: &[String]) -> Service {
+        Service::python_fake_with(PathBuf::from("python3"), script, dir, args)
+    }
+
+    /// A Python fake run by `python` (e.g. the venv's, for its packages).
+    pub fn python_fake_with(python: PathBuf, script: &str, dir: &Path, args: &[String]) -> Service {
         let path = repo().join("tests/support").join(script);
         let state = dir.join(format!("{script}.state.json"));
         let args = args.to_vec();
         let spawn: Spawner = Box::new(move |port| {
-            let mut cmd = Command::new("python3");
+            let mut cmd = Command::new(&python);
             cmd.arg(&path)
                 .args(["--port", &port.to_string(), "--state"])
                 .arg(&state)
@@ -382,6 +387,30 @@ impl OpenBao {
         text
     }
 
+    /// A root-token API call in namespace `ns` that must succeed.
+    pub fn api_ns(&self, ns: &str, method: &str, path: &str, body: &str) -> String {
+        let (status, text) = http(
+            method,
+            &format!("{}/v1/{path}", self.url()),
+            (!body.is_empty()).then_some(body),
+            &[("X-Vault-Token", BAO_ROOT), ("X-Vault-Namespace", ns)],
+        );
+        assert!(
+            (200..300).contains(&status),
+            "OpenBao {method} {path} in namespace {ns}: {status} {text}"
+        );
+        text
+    }
+
+    /// Writes `doc` at KV v2 `secret/PATH` with check-and-set version `cas`.
+    pub fn put_v2_cas(&self, path: &str, doc: &str, cas: u64) {
+        self.api(
+            "POST",
+            &format!("secret/data/{path}"),
+            &format!(r#"{{"data": {doc}, "options": {{"cas": {cas}}}}}"#),
+        );
+    }
+
     /// Writes `doc` (a JSON object) as a new KV v2 version at `secret/PATH`.
     pub fn put_v2(&self, path: &str, doc: &str) {
         self.api(
@@ -409,5 +438,132 @@ impl OpenBao {
         self.service.restart();
         self.wait_unsealed();
         self.setup(token_ttl, token_max_ttl);
+    }
+}
+
+/// The Kubernetes TokenReview API, faked (tests/support/k8s_tokenreview_fake.py):
+/// the one call OpenBao's real `kubernetes` auth method makes, served over
+/// TLS with a CA the fake makes at start (`ca`), plus a plain-HTTP control
+/// port that issues and revokes service-account tokens.
+pub struct TokenReviewApi {
+    pub service: Service,
+    /// `https://127.0.0.1:PORT`, the `kubernetes_host`.
+    pub host: String,
+    /// The CA certificate (PEM file) that signed the API's certificate.
+    pub ca: PathBuf,
+}
+
+impl TokenReviewApi {
+    pub fn start(dir: &Path) -> TokenReviewApi {
+        let tls_port = free_port();
+        let ca = dir.join("k8s-ca.pem");
+        let args = [
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--ca-out".to_owned(),
+            ca.display().to_string(),
+        ];
+        let python = Service::venv_python();
+        assert!(
+            python.exists(),
+            "{} not found: run scripts/test-all, which makes the venv (cryptography, PyJWT)",
+            python.display()
+        );
+        let service = Service::python_fake_with(python, "k8s_tokenreview_fake.py", dir, &args);
+        TokenReviewApi {
+            service,
+            host: format!("https://127.0.0.1:{tls_port}"),
+            ca,
+        }
+    }
+
+    fn control(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
+        let (status, text) = http(
+            "POST",
+            &format!("{}/__fake/{what}", self.service.url()),
+            Some(&body.to_string()),
+            &[],
+        );
+        assert_eq!(status, 200, "TokenReview fake {what}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// A service-account token (a projected JWT, as a kubelet mounts it).
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.control(
+            "serviceaccount-token",
+            serde_json::json!({ "namespace": namespace, "name": name }),
+        )["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Lets `token` call TokenReview (as the reviewer OpenBao is given).
+    pub fn allow_reviewer(&self, token: &str) {
+        self.control("reviewer", serde_json::json!({ "token": token }));
+    }
+
+    /// `token` no longer authenticates (its service account was deleted).
+    pub fn revoke(&self, token: &str) {
+        self.control("revoke", serde_json::json!({ "token": token }));
+    }
+
+    /// `{"reviews", "authenticated", "refused", "unauthorized"}`.
+    pub fn stats(&self) -> serde_json::Value {
+        let (_, body) = http(
+            "GET",
+            &format!("{}/__fake/stats", self.service.url()),
+            None,
+            &[],
+        );
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl OpenBao {
+    /// OpenBao's real `kubernetes` auth method against `k8s`, with role
+    /// `credbroker` bound to service account `credbroker` in namespace
+    /// `apps`, and a reviewer token the fake accepts (`reviewer_ok: false`:
+    /// one it refuses with 401). Writes that account's token to `DIR/jwt`
+    /// and returns it.
+    pub fn enable_kubernetes(
+        &self,
+        k8s: &TokenReviewApi,
+        token_ttl: &str,
+        token_max_ttl: &str,
+        reviewer_ok: bool,
+    ) -> String {
+        let reviewer = k8s.service_account_token("kube-system", "openbao-token-reviewer");
+        if reviewer_ok {
+            k8s.allow_reviewer(&reviewer);
+        }
+        self.api("POST", "sys/auth/kubernetes", r#"{"type": "kubernetes"}"#);
+        self.api(
+            "POST",
+            "auth/kubernetes/config",
+            &serde_json::json!({
+                "kubernetes_host": k8s.host,
+                "kubernetes_ca_cert": std::fs::read_to_string(&k8s.ca).unwrap(),
+                "token_reviewer_jwt": reviewer,
+                "disable_local_ca_jwt": true,
+            })
+            .to_string(),
+        );
+        self.api(
+            "POST",
+            "auth/kubernetes/role/credbroker",
+            &serde_json::json!({
+                "bound_service_account_names": ["credbroker"],
+                "bound_service_account_namespaces": ["apps"],
+                "token_policies": ["credbroker"],
+                "token_ttl": token_ttl,
+                "token_max_ttl": token_max_ttl,
+            })
+            .to_string(),
+        );
+        let jwt = k8s.service_account_token("apps", "credbroker");
+        std::fs::write(self.dir.join("jwt"), &jwt).unwrap();
+        jwt
     }
 }
