@@ -110,28 +110,81 @@ async fn churn(daemon: &Daemon, old: &str, new: &str, replace: impl FnOnce()) {
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), new);
 }
 
+/// The file-store churn, on daemon build `bin`: the daemon, still running.
+async fn file_store_churn(
+    dir: &std::path::Path,
+    bin: &std::path::Path,
+    s1: &str,
+    s2: &str,
+) -> Daemon {
+    let file = dir.join("secrets.json");
+    fs::write(
+        &file,
+        format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(s1)),
+    )
+    .unwrap();
+    let store = "[stores.s]\ntype = \"file\"\npath = \"{dir}/secrets.json\"";
+    let daemon = Daemon::spawn_bin(bin, dir, &config(store, ""), &[]).secrets(&[s1, s2]);
+    daemon.wait_ready();
+    churn(&daemon, s1, s2, || {
+        replace_file(
+            &file,
+            &format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(s2)),
+        )
+    })
+    .await;
+    daemon
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_secret_leaves_no_trace_in_memory_file_store() {
     let dir = world_dir();
     let (s1, s2) = (token(0x5e01), token(0x5e02));
-    let file = dir.path().join("secrets.json");
-    fs::write(
-        &file,
-        format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(&s1)),
-    )
-    .unwrap();
-    let store = "[stores.s]\ntype = \"file\"\npath = \"{dir}/secrets.json\"";
-    let daemon = Daemon::start(dir.path(), &config(store, "")).secrets(&[&s1, &s2]);
-    churn(&daemon, &s1, &s2, || {
-        replace_file(
-            &file,
-            &format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(&s2)),
-        )
-    })
-    .await;
+    let daemon = file_store_churn(dir.path(), std::path::Path::new(bin()), &s1, &s2).await;
     assert_only_new_in_memory(&daemon, &s1, &s2);
     let log = daemon.log_text();
     assert!(log.contains("memory_locked=true"), "root may mlock: {log}");
+    assert!(
+        !log.contains("built without the zeroizing allocator"),
+        "the suite's daemon must be the shipped build: {log}"
+    );
+}
+
+/// The control of the memory scan: the same churn on a build without the
+/// zeroizing allocator (`--no-default-features --features vault`, which
+/// scripts/test-all builds as `credbroker-noalloc` next to the test build)
+/// leaves the old secret in freed heap memory, and the scan must find it.
+/// Without that build the test fails: it never skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_zeroizing_allocator_the_scan_finds_the_old_secret() {
+    let control = std::env::var_os("CREDBROKER_NOALLOC_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(bin()).with_file_name("credbroker-noalloc"));
+    assert!(
+        control.exists(),
+        "{} is missing: scripts/test-all builds it (cargo build --bin credbroker \
+         --no-default-features --features vault, copied to credbroker-noalloc); \
+         or set CREDBROKER_NOALLOC_BIN",
+        control.display()
+    );
+    let dir = world_dir();
+    let (s1, s2) = (token(0x5e11), token(0x5e12));
+    let daemon = file_store_churn(dir.path(), &control, &s1, &s2).await;
+    assert!(
+        daemon
+            .log_text()
+            .contains("built without the zeroizing allocator"),
+        "{} is not a build without the allocator",
+        control.display()
+    );
+    let pid = daemon.pid();
+    assert!(count_in_memory(pid, s2.as_bytes()) > 0);
+    let old = count_in_memory(pid, s1.as_bytes());
+    assert!(
+        old > 0,
+        "without the zeroizing allocator the old secret should linger in freed memory; \
+         the scan found no copy, so it could not tell the allocator's work from luck"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,11 @@ impl Daemon {
 
     /// Like `start_env`, without waiting.
     pub fn spawn_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_bin(Path::new(bin()), dir, config, env)
+    }
+
+    /// As `spawn_env`, with another build of the daemon (a control build).
+    pub fn spawn_bin(bin: &Path, dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let socket = dir.join("broker.sock");
         let text = config
             .replace("{socket}", &socket.display().to_string())
@@ -95,7 +100,7 @@ impl Daemon {
         let config = dir.join("config.toml");
         fs::write(&config, text).unwrap();
         let log = dir.join("daemon.log");
-        let child = Command::new(bin())
+        let child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&config)
             .env("CREDBROKER_LOG", "trace")
