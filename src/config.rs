@@ -1291,7 +1291,11 @@ project = "p"
             other => panic!("{other:?}"),
         }
         let bad = text.replace("method = \"kubernetes\"", "method = \"ldap\"");
-        assert!(parse_str(&bad).is_err());
+        let e = parse_str(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("stores.vault") && e.contains("unknown variant `ldap`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -520,7 +520,12 @@ mod tests {
         let both = format!(
             r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}"}}"#
         );
-        assert!(parse_document("k", both.as_bytes(), None).is_err());
+        let e = parse_document("k", both.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "auth_token");
+        assert!(
+            e.to_string().contains("credential `k`") && e.to_string().contains("set `kind`"),
+            "{e}"
+        );
         let d = parse_document("k", both.as_bytes(), Some(Kind::AuthToken)).unwrap();
         assert_eq!(d.kind(), Kind::AuthToken);
     }

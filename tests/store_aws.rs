@@ -218,7 +218,9 @@ async fn serves_from_moto_follows_staging_labels_and_survives_an_outage() {
         .unwrap();
     let gone = get_err(&client, "managed", Duration::from_secs(5), "managed gone").await;
     assert_unavailable_naming(&gone, &["store `aws`", "twilio/managed"]);
-    assert!(client.get("verify").await.is_ok());
+    // (Still its last good value, stale since its document went bad.)
+    let other = client.get("verify").await.unwrap();
+    assert_eq!((secret_of(&other), other.stale), (t2.as_str(), true));
 
     // moto goes down: stale, then UNAVAILABLE after max_stale.
     moto.kill();
@@ -272,9 +274,17 @@ async fn compare_and_set_writes_move_the_staging_labels() {
         store.write("cas", doc(&token(4)), Some(&v2)),
         store.write("cas", doc(&token(5)), Some(&v2)),
     );
-    let winners: Vec<String> = [a, b].into_iter().filter_map(Result::ok).collect();
-    assert_eq!(winners.len(), 1, "exactly one concurrent writer wins");
-    assert_eq!(store.read("cas").await.unwrap().version, winners[0]);
+    let (won, lost) = match (a, b) {
+        (Ok(v), Err(e)) | (Err(e), Ok(v)) => (v, e),
+        (a, b) => panic!("exactly one concurrent writer wins: {a:?} / {b:?}"),
+    };
+    match lost {
+        StoreError::Conflict { path, expected, .. } => {
+            assert_eq!((path.as_str(), expected.as_str()), ("cas", v2.as_str()))
+        }
+        other => panic!("the loser gets Conflict, not {other:?}"),
+    }
+    assert_eq!(store.read("cas").await.unwrap().version, won);
 
     // Errors name the store and the path.
     let e = store.read("missing").await.unwrap_err();

@@ -483,7 +483,7 @@ mod tests {
         // A change of the file itself, after them: the first change seen.
         fs::write(&file, format!(r#"{{"b": {DOC}}}"#)).unwrap();
         changes.changed().await.unwrap();
-        assert!(store.read("b").await.is_ok());
+        store.read("b").await.unwrap();
         let seen = *changes.borrow_and_update();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         fs::write(dir.path().join("daemon.log"), "another\n").unwrap();
@@ -534,7 +534,10 @@ mod tests {
         assert_eq!(whole["other"], 1);
         // Creating requires that nothing is there.
         store.write("b", new.clone(), None).await.unwrap();
-        assert!(store.write("b", new.clone(), None).await.is_err());
+        match store.write("b", new.clone(), None).await {
+            Err(StoreError::Conflict { path, .. }) => assert_eq!(path, "b"),
+            other => panic!("a create over an existing document: {other:?}"),
+        }
 
         // A new document in a directory store is readable by its owner only.
         use std::os::unix::fs::PermissionsExt;
