@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{fs, time::Duration};
 
 use aws_sdk_secretsmanager::{
     Client as Aws,
@@ -164,7 +164,33 @@ async fn serves_from_moto_follows_staging_labels_and_survives_an_outage() {
         .unwrap()
         .version_id
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await; // two refresh intervals
+    // Two re-reads of `verify` after that write (the daemon logs each at
+    // TRACE), then the check that it served nothing new.
+    let rereads = || {
+        daemon
+            .log_text()
+            .matches("credential=verify version=")
+            .count()
+    };
+    let before = rereads();
+    tokio::task::spawn_blocking({
+        let log = daemon.log.clone();
+        move || {
+            wait_until(
+                Duration::from_secs(10),
+                "two re-reads after the write",
+                || {
+                    fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .matches("credential=verify version=")
+                        .count()
+                        >= before + 2
+                },
+            )
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(
         client.get("verify").await.unwrap().version,
         v1,

@@ -294,6 +294,23 @@ async fn webhooks_and_access_tokens_agree_with_twilio_python() {
         assert_eq!(err.code(), code, "{err:?}");
         assert!(err.message().contains(why), "{err:?}");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A last call whose audit line must reach the log: once it is there,
+    // every line of the calls before it is too (one writer, in order).
+    broker
+        .list_credentials(proto::ListCredentialsRequest::default())
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking({
+        let log = daemon.log.clone();
+        move || {
+            wait_until(Duration::from_secs(5), "the last call's audit line", || {
+                fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("method=\"ListCredentials\"")
+            })
+        }
+    })
+    .await
+    .unwrap();
     daemon.assert_log_clean();
 }

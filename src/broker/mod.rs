@@ -438,6 +438,8 @@ async fn refresh_loop(
                     } else {
                         tracing::info!(credential = %entry.name(), %version, "credential changed");
                     }
+                } else {
+                    tracing::trace!(credential = %entry.name(), %version, "credential re-read, unchanged");
                 }
                 failures = 0;
             }

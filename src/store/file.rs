@@ -92,6 +92,10 @@ pub struct FileStore {
     watching: AtomicBool,
     cache: Arc<ParseCache>,
     write_lock: tokio::sync::Mutex<()>,
+    /// The paths of the last inotify event seen, relevant or not (tests
+    /// wait on it to know the watcher has caught up).
+    #[cfg(test)]
+    last_event: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl FileStore {
@@ -105,6 +109,8 @@ impl FileStore {
             watching: AtomicBool::new(false),
             cache: Arc::default(),
             write_lock: tokio::sync::Mutex::new(()),
+            #[cfg(test)]
+            last_event: Arc::default(),
         }
     }
 
@@ -346,8 +352,14 @@ impl FileStore {
                 }
             })
         };
+        #[cfg(test)]
+        let last_event = Arc::clone(&self.last_event);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                #[cfg(test)]
+                if let Ok(e) = &event {
+                    *last_event.lock().unwrap() = e.paths.clone();
+                }
                 match event {
                     // Our own reads open and close files: not a change.
                     Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
@@ -485,9 +497,19 @@ mod tests {
         changes.changed().await.unwrap();
         store.read("b").await.unwrap();
         let seen = *changes.borrow_and_update();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         fs::write(dir.path().join("daemon.log"), "another\n").unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // A marker written after the log line: once the watcher has seen
+        // its event, it has seen the log line's (inotify keeps order).
+        let marker = dir.path().join("marker.txt");
+        fs::write(&marker, "x").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !store.last_event.lock().unwrap().contains(&marker) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no event for the marker"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert_eq!(
             *changes.borrow(),
             seen,
