@@ -146,7 +146,7 @@ async fn rust_client_get_and_watch_see_a_rewrite_within_a_second() {
     assert_eq!(names, ["messaging", "verify"]);
 
     let mut stream = client.watch("verify").await.unwrap();
-    let first = stream.message().await.unwrap().unwrap();
+    let first = next_message(&mut stream, "the first message").await;
     assert_eq!(token_of(&first), t1);
 
     // refresh_interval is an hour: only the file watch can deliver this in time.
@@ -280,7 +280,7 @@ async fn bad_document_later_is_served_stale_then_recovers() {
     let daemon = Daemon::start(dir.path(), &config("")).secrets(&[&t1, &k1, &t2]);
     let client = Client::connect(&daemon.socket).await.unwrap();
     let mut stream = client.watch("verify").await.unwrap();
-    let first = stream.message().await.unwrap().unwrap();
+    let first = next_message(&mut stream, "the first message").await;
     assert!(!first.stale);
 
     // A bad SID: the last good value stays, marked stale.
@@ -411,7 +411,7 @@ async fn sigterm_drains_removes_socket_and_exits_zero() {
     let mut daemon = Daemon::start(dir.path(), &config("")).secrets(&[&t1, &k1]);
     let client = Client::connect(&daemon.socket).await.unwrap();
     let mut stream = client.watch("verify").await.unwrap();
-    stream.message().await.unwrap().unwrap();
+    next_message(&mut stream, "the first message").await;
 
     // Calls in flight from several tasks while SIGTERM arrives.
     let mut load = Vec::new();
@@ -622,7 +622,9 @@ async fn reflection_lists_services_and_rotation_admin_answers() {
         .unwrap()
         .into_inner();
     let Some(MessageResponse::ListServicesResponse(list)) =
-        responses.message().await.unwrap().unwrap().message_response
+        next_message(&mut responses, "the service list")
+            .await
+            .message_response
     else {
         panic!("expected a service list");
     };

@@ -275,7 +275,7 @@ async fn api_key_rotation_under_load(root: &Path, t: &Twilio) {
         }));
     }
     let mut watch = client.watch("verify").await.unwrap();
-    watch.message().await.unwrap().unwrap();
+    next_message(&mut watch, "the first message").await;
 
     let mut admin = proto::rotation_admin_client::RotationAdminClient::new(client.channel());
     let status = admin

@@ -153,7 +153,7 @@ async fn serves_from_moto_follows_staging_labels_and_survives_an_outage() {
 
     // A version staged AWSPENDING is not served…
     let mut watch = client.watch("verify").await.unwrap();
-    watch.message().await.unwrap().unwrap();
+    next_message(&mut watch, "the first message").await;
     let v2 = sm
         .put_secret_value()
         .secret_id("twilio/verify")

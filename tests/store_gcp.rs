@@ -121,7 +121,7 @@ async fn serves_from_secret_manager_end_to_end() {
 
     // A new version reaches a watcher within refresh_interval.
     let mut watch = client.watch("verify").await.unwrap();
-    watch.message().await.unwrap().unwrap();
+    next_message(&mut watch, "the first message").await;
     gcp.add("twilio-verify", &auth_token_doc(&t2));
     let next = next_matching(&mut watch, Duration::from_secs(3), "version 2", |c| {
         c.version == "2"

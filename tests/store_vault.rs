@@ -76,7 +76,7 @@ async fn openbao_kv2_approle_end_to_end_outage_and_restart() {
 
     // A new version reaches a watcher.
     let mut watch = client.watch("verify").await.unwrap();
-    watch.message().await.unwrap().unwrap();
+    next_message(&mut watch, "the first message").await;
     bao.put_v2("twilio/verify", &auth_token_doc(&t2));
     let next = next_matching(&mut watch, Duration::from_secs(5), "version 2", |c| {
         c.version == "2"
@@ -135,7 +135,7 @@ async fn openbao_kv1_served_and_a_denied_path_is_unavailable() {
     let client = Client::connect(&daemon.socket).await.unwrap();
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), t1);
     let mut watch = client.watch("verify").await.unwrap();
-    watch.message().await.unwrap().unwrap();
+    next_message(&mut watch, "the first message").await;
     bao.put_v1("twilio/verify", &auth_token_doc(&t2));
     let next = next_matching(&mut watch, Duration::from_secs(5), "the new value", |c| {
         secret_of(c) == t2

@@ -447,3 +447,17 @@ pub fn assert_unavailable_naming(err: &credbroker::client::ClientError, parts: &
         "{msg}: should name {parts:?}"
     );
 }
+
+/// How long a test waits for the next message of a stream.
+pub const STREAM_WAIT: Duration = Duration::from_secs(10);
+
+/// The next message of `stream`, or a panic naming `what` when none comes
+/// within `STREAM_WAIT`, the stream fails or it ends: a missing event fails
+/// the test instead of hanging it.
+pub async fn next_message<T>(stream: &mut tonic::Streaming<T>, what: &str) -> T {
+    tokio::time::timeout(STREAM_WAIT, stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("no message within {STREAM_WAIT:?} while waiting for {what}"))
+        .unwrap_or_else(|e| panic!("the stream failed while waiting for {what}: {e}"))
+        .unwrap_or_else(|| panic!("the stream ended while waiting for {what}"))
+}
