@@ -1,0 +1,403 @@
+//! Store faults, per store, through a fault-injecting proxy
+//! (tests/support/faults.rs) in front of the real server or fake: OpenBao
+//! for Vault, moto for AWS, tests/support/gcp_fake.py for GCP.
+//!
+//! For each store, with the daemon running on it:
+//! - a run of 5xx answers, throttling (each store's own shape of it) and a
+//!   hung server (the store's 10 s request timeout must fire) each turn the
+//!   credential stale (the last good value, `stale_since` set), and it is
+//!   fresh again once the proxy heals, without a restart;
+//! - 5xx that lasts past `max_stale`: UNAVAILABLE naming the store, then
+//!   recovery;
+//! - a refusal (403 / AccessDeniedException / PERMISSION_DENIED) is not
+//!   taken for an outage: UNAVAILABLE at once, saying why.
+//!
+//! And the GCP store's own writes (library API): a write creates a version
+//! a read returns, two writers on the same version (exactly one wins, the
+//! other gets `StoreError::Conflict`), a 503 the SDK retries, and a 503 on
+//! `addVersion` that fails the write as transient and leaves no claim.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use credbroker::client::Client;
+use support::{faults::*, services::*, *};
+
+const MAX_STALE_SECS: u64 = 20;
+
+/// Each store's answers for an outage, throttling and a refusal.
+struct Shapes {
+    unavailable: Fault,
+    throttled: Fault,
+    denied: Fault,
+    /// What the UNAVAILABLE for a refusal says.
+    denied_says: &'static str,
+}
+
+fn defaults() -> String {
+    format!(
+        r#"
+[server]
+socket = "{{socket}}"
+allow_root = true
+
+[defaults]
+refresh_interval = "1s"
+max_stale = "{MAX_STALE_SECS}s"
+lease_ttl = "1m"
+"#
+    )
+}
+
+/// The credential `verify` holds `secret`; drives every fault through `proxy`.
+async fn faults_then_recovery(
+    daemon: &Daemon,
+    proxy: &FaultProxy,
+    shapes: Shapes,
+    store: &str,
+    secret: &str,
+) {
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    let fresh = client.get("verify").await.unwrap();
+    assert_eq!((secret_of(&fresh), fresh.stale), (secret, false));
+
+    for (what, fault, within) in [
+        ("5xx", shapes.unavailable.clone(), 10),
+        ("throttling", shapes.throttled, 10),
+        // The store's request timeout (10 s) has to fire first.
+        ("a hung server", Fault::Hang, 25),
+    ] {
+        let before = proxy.faulted();
+        proxy.fail(fault, None);
+        let stale = get_until(
+            &client,
+            "verify",
+            Duration::from_secs(within),
+            &format!("stale during {what}"),
+            |r| r.as_ref().is_ok_and(|c| c.stale),
+        )
+        .await
+        .unwrap();
+        assert_eq!(secret_of(&stale), secret, "{what}: the last good value");
+        assert!(stale.stale_since.is_some(), "{what}: stale_since");
+        assert!(
+            proxy.faulted() > before,
+            "{what}: the proxy was not in the way"
+        );
+        proxy.heal();
+        let back = get_fresh(
+            &client,
+            "verify",
+            Duration::from_secs(10),
+            &format!("fresh after {what}"),
+        )
+        .await;
+        assert_eq!(secret_of(&back), secret);
+    }
+
+    // An outage longer than max_stale: stale, then UNAVAILABLE naming the
+    // store, then served again once it ends.
+    proxy.fail(shapes.unavailable, None);
+    let started = Instant::now();
+    let err = get_err(
+        &client,
+        "verify",
+        Duration::from_secs(MAX_STALE_SECS + 15),
+        "UNAVAILABLE past max_stale",
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(MAX_STALE_SECS - 3),
+        "UNAVAILABLE after {:?}, before max_stale ran out: {err}",
+        started.elapsed()
+    );
+    assert_unavailable_naming(&err, &[store, "twilio"]);
+    proxy.heal();
+    let back = get_fresh(&client, "verify", Duration::from_secs(15), "recovery").await;
+    assert_eq!(secret_of(&back), secret);
+
+    // A refusal is not an outage: UNAVAILABLE at once, saying why.
+    proxy.fail(shapes.denied, None);
+    let started = Instant::now();
+    let err = get_err(&client, "verify", Duration::from_secs(15), "refused").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(MAX_STALE_SECS / 2),
+        "a refusal was retried as if transient for {:?}",
+        started.elapsed()
+    );
+    assert_unavailable_naming(&err, &[store, shapes.denied_says]);
+    proxy.heal();
+    let back = get_fresh(
+        &client,
+        "verify",
+        Duration::from_secs(15),
+        "served after the refusal ends",
+    )
+    .await;
+    assert_eq!(secret_of(&back), secret);
+    daemon.assert_log_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_faults_stale_then_fresh() {
+    let dir = world_dir();
+    let bao = OpenBao::start(dir.path(), "1h", "24h");
+    let t1 = token(0xfa01);
+    bao.put_v2("twilio/verify", &auth_token_doc(&t1));
+    let proxy = FaultProxy::start(&bao.url());
+    let cfg = defaults()
+        + &format!(
+            r#"
+[stores.vault]
+type = "vault"
+address = "{}"
+mount = "secret"
+kv_version = 2
+auth = {{ method = "approle", role_id_file = "{d}/role_id", secret_id_file = "{d}/secret_id" }}
+
+[credentials.verify]
+store = "vault"
+path = "twilio/verify"
+"#,
+            proxy.url(),
+            d = bao.dir.display()
+        );
+    let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1]);
+    let shapes = Shapes {
+        unavailable: Fault::answer(503, r#"{"errors":["Vault is sealed"]}"#),
+        throttled: Fault::answer(
+            429,
+            r#"{"errors":["request path \"secret/data/twilio/verify\": rate limit quota exceeded"]}"#,
+        ),
+        denied: Fault::answer(403, r#"{"errors":["permission denied"]}"#),
+        denied_says: "permission denied",
+    };
+    faults_then_recovery(&daemon, &proxy, shapes, "store `vault`", &t1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_faults_stale_then_fresh() {
+    let dir = world_dir();
+    let moto = Service::moto(dir.path());
+    let t1 = token(0xfa11);
+    let sm = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .endpoint_url(moto.url())
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build(),
+    );
+    sm.create_secret()
+        .name("twilio/verify")
+        .secret_string(auth_token_doc(&t1))
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&moto.url());
+    let cfg = defaults()
+        + &format!(
+            r#"
+[stores.aws]
+type = "aws_secrets_manager"
+region = "us-east-1"
+endpoint_url = "{}"
+
+[credentials.verify]
+store = "aws"
+path = "twilio/verify"
+"#,
+            proxy.url()
+        );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ];
+    let daemon = Daemon::start_env(dir.path(), &cfg, &env).secrets(&[&t1]);
+    // AWS's JSON protocol: the error type in the body and in a header.
+    let aws_error = |status, kind: &'static str, body: &'static str| Fault::Answer {
+        status,
+        headers: vec![("x-amzn-errortype", kind)],
+        body,
+    };
+    let shapes = Shapes {
+        unavailable: aws_error(
+            503,
+            "ServiceUnavailable",
+            r#"{"__type":"ServiceUnavailable","message":"Service is unavailable"}"#,
+        ),
+        throttled: aws_error(
+            400,
+            "ThrottlingException",
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+        ),
+        denied: aws_error(
+            400,
+            "AccessDeniedException",
+            r#"{"__type":"AccessDeniedException","Message":"User is not authorized to perform: secretsmanager:GetSecretValue"}"#,
+        ),
+        denied_says: "AccessDeniedException",
+    };
+    faults_then_recovery(&daemon, &proxy, shapes, "store `aws`", &t1).await;
+}
+
+const PROJECT: &str = "credbroker-test";
+
+fn gcp_secret(gcp: &Service, id: &str, doc: Option<&str>) {
+    let url = format!("{}/v1/projects/{PROJECT}/secrets", gcp.url());
+    let (status, body) = http(
+        "POST",
+        &format!("{url}?secretId={id}"),
+        Some(r#"{"replication": {"automatic": {}}}"#),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    if let Some(doc) = doc {
+        let (status, body) = http(
+            "POST",
+            &format!("{url}/{id}:addVersion"),
+            Some(&format!(
+                r#"{{"payload": {{"data": "{}"}}}}"#,
+                base64_encode(doc.as_bytes())
+            )),
+            &[],
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_faults_stale_then_fresh() {
+    let dir = world_dir();
+    let gcp = Service::python_fake("gcp_fake.py", dir.path(), &[]);
+    let t1 = token(0xfa21);
+    gcp_secret(&gcp, "twilio-verify", Some(&auth_token_doc(&t1)));
+    let proxy = FaultProxy::start(&gcp.url());
+    let cfg = defaults()
+        + &format!(
+            r#"
+[stores.gcp]
+type = "gcp_secret_manager"
+project = "{PROJECT}"
+endpoint = "{}"
+
+[credentials.verify]
+store = "gcp"
+path = "twilio-verify"
+"#,
+            proxy.url()
+        );
+    let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1]);
+    let shapes = Shapes {
+        unavailable: Fault::answer(
+            503,
+            r#"{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}"#,
+        ),
+        throttled: Fault::answer(
+            429,
+            r#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Access requests'.","status":"RESOURCE_EXHAUSTED"}}"#,
+        ),
+        denied: Fault::answer(
+            403,
+            r#"{"error":{"code":403,"message":"Permission 'secretmanager.versions.access' denied for resource.","status":"PERMISSION_DENIED"}}"#,
+        ),
+        denied_says: "permission denied",
+    };
+    faults_then_recovery(&daemon, &proxy, shapes, "store `gcp`", &t1).await;
+}
+
+/// The GCP store's writes, through the library API against the fake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_writes_check_and_set_and_a_503() {
+    use credbroker::{
+        secret::SecretBytes,
+        store::{SecretStore, StoreError, gcp::GcpStore},
+    };
+    let dir = world_dir();
+    let gcp = Service::python_fake("gcp_fake.py", dir.path(), &[]);
+    let proxy = FaultProxy::start(&gcp.url());
+    let store = GcpStore::new("gcp", PROJECT.into(), Some(proxy.url()))
+        .await
+        .unwrap();
+    let doc = |seed: u32| SecretBytes::new(auth_token_doc(&token(seed)).into_bytes());
+    let held = |d: &credbroker::store::Document| {
+        serde_json::from_slice::<serde_json::Value>(d.bytes.expose_secret()).unwrap()["auth_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // A write creates the secret and its first version; a read returns it.
+    assert_eq!(store.write("cas", doc(0xfb01), None).await.unwrap(), "1");
+    let read = store.read("cas").await.unwrap();
+    assert_eq!((read.version.as_str(), held(&read)), ("1", token(0xfb01)));
+
+    // Two writers from version 1, at once: exactly one wins.
+    let (a, b) = tokio::join!(
+        store.write("cas", doc(0xfb02), Some("1")),
+        store.write("cas", doc(0xfb03), Some("1")),
+    );
+    let (won, lost, winner) = match (a, b) {
+        (Ok(v), Err(e)) => (v, e, token(0xfb02)),
+        (Err(e), Ok(v)) => (v, e, token(0xfb03)),
+        (a, b) => panic!("exactly one writer must win: {a:?} / {b:?}"),
+    };
+    assert_eq!(won, "2");
+    match lost {
+        StoreError::Conflict {
+            store, expected, ..
+        } => assert_eq!((store.as_str(), expected.as_str()), ("gcp", "1")),
+        other => panic!("the loser gets Conflict, not {other:?}"),
+    }
+    let read = store.read("cas").await.unwrap();
+    assert_eq!((read.version.as_str(), held(&read)), ("2", winner));
+    // A writer still on version 1 loses too.
+    assert!(matches!(
+        store.write("cas", doc(0xfb04), Some("1")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    // One 503 on a read the SDK may repeat: retried, the write goes through.
+    let before = proxy.faulted();
+    proxy.fail(
+        Fault::answer(
+            503,
+            r#"{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}"#,
+        ),
+        Some(1),
+    );
+    assert_eq!(
+        store.write("cas", doc(0xfb05), Some("2")).await.unwrap(),
+        "3"
+    );
+    assert_eq!(proxy.faulted(), before + 1, "the 503 was answered");
+
+    // A 503 on addVersion (not repeated: it is not idempotent): the write
+    // fails as transient, nothing is added, and its claim is released, so
+    // the same write goes through once the service is back.
+    proxy.fail_path(
+        Fault::answer(
+            503,
+            r#"{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}"#,
+        ),
+        None,
+        ":addVersion",
+    );
+    match store.write("cas", doc(0xfb06), Some("3")).await {
+        Err(e @ StoreError::Unavailable { .. }) => assert!(e.is_transient(), "{e}"),
+        other => panic!("a 503 on addVersion: {other:?}"),
+    }
+    proxy.heal();
+    let read = store.read("cas").await.unwrap();
+    assert_eq!((read.version.as_str(), held(&read)), ("3", token(0xfb05)));
+    assert_eq!(
+        store.write("cas", doc(0xfb06), Some("3")).await.unwrap(),
+        "4"
+    );
+}
