@@ -42,6 +42,9 @@ pub struct Snapshot {
     pub confirmed_at: Option<SystemTime>,
     /// Why nothing may be served (never loaded, or stale past `max_stale`).
     pub unavailable: Option<Arc<str>>,
+    /// Why the last refresh failed, while stale: named in the UNAVAILABLE
+    /// once `max_stale` has passed.
+    pub last_error: Option<Arc<str>>,
 }
 
 /// A credential handed out: valid until `expires_at`.
@@ -160,9 +163,9 @@ impl Entry {
         let mut expires_at = now + self.config.lease_ttl;
         if let Some(deadline) = self.stale_deadline(snapshot) {
             if now >= deadline {
-                return Err(unavailable(&format!(
-                    "its store has failed for longer than max_stale ({})",
-                    humantime::format_duration(self.config.max_stale)
+                return Err(unavailable(&past_max_stale(
+                    self.config.max_stale,
+                    snapshot.last_error.as_deref(),
                 )));
             }
             expires_at = expires_at.min(deadline);
@@ -236,6 +239,7 @@ impl Entry {
                 loaded: Some(Arc::new(loaded)),
                 stale_since: None,
                 unavailable: None,
+                last_error: None,
             };
             true
         });
@@ -260,6 +264,9 @@ impl Entry {
                 }
                 return changed;
             }
+            if s.last_error.as_deref() != Some(reason) {
+                s.last_error = Some(reason.into());
+            }
             match s.stale_since {
                 None => {
                     s.stale_since = Some(now);
@@ -270,13 +277,8 @@ impl Entry {
                         >= s.confirmed_at.unwrap_or(since).min(since) + self.config.max_stale
                         && s.unavailable.is_none() =>
                 {
-                    s.unavailable = Some(
-                        format!(
-                            "its store has failed for longer than max_stale ({})",
-                            humantime::format_duration(self.config.max_stale)
-                        )
-                        .into(),
-                    );
+                    s.unavailable =
+                        Some(past_max_stale(self.config.max_stale, s.last_error.as_deref()).into());
                     true
                 }
                 Some(_) => false,
@@ -287,5 +289,19 @@ impl Entry {
     /// How long until the current value should be re-read at the latest.
     pub(super) fn refresh_interval(&self) -> Duration {
         self.config.refresh_interval
+    }
+}
+
+/// The UNAVAILABLE reason once a stale value may no longer be served: the
+/// limit, and the store's last error (which names the store, the path and
+/// what went wrong).
+fn past_max_stale(max_stale: Duration, last_error: Option<&str>) -> String {
+    let limit = format!(
+        "its store has failed for longer than max_stale ({})",
+        humantime::format_duration(max_stale)
+    );
+    match last_error {
+        Some(why) => format!("{limit}; last error: {why}"),
+        None => limit,
     }
 }
