@@ -45,11 +45,13 @@ impl Fault {
     }
 }
 
+/// A fault, how many more requests get it (`None`: all), and the text
+/// their path must contain (`None`: any request).
+type Mode = Option<(Fault, Option<u64>, Option<&'static str>)>;
+
 struct Shared {
     upstream: String,
-    /// The fault, how many more requests get it (`None`: all), and the
-    /// text their path must contain (`None`: any request).
-    mode: Mutex<Option<(Fault, Option<u64>, Option<&'static str>)>>,
+    mode: Mutex<Mode>,
     forwarded: AtomicU64,
     faulted: AtomicU64,
 }
