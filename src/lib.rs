@@ -16,6 +16,8 @@
 //! - [`hygiene`]: the zeroizing allocator, mlock, no core dumps.
 //! - [`metrics`]: Prometheus metrics, /healthz and /readyz.
 //! - [`retry`]: the one backoff with jitter every retry loop uses.
+//! - [`clock`]: wall-clock time that follows tokio's clock (a leaf: the
+//!   broker and rotation both read it, neither through the other).
 //! - [`client`]: the Rust client the CLI uses and workloads can depend on.
 //! - [`proto`]: the generated `credbroker.v1` types.
 
@@ -25,6 +27,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod clock;
 pub mod config;
 #[allow(unsafe_code)]
 pub mod hygiene;

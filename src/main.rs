@@ -333,7 +333,7 @@ async fn rotate(
     let rotator = match Rotator::new(
         &config,
         stores,
-        credbroker::broker::Clock::new(),
+        credbroker::clock::Clock::new(),
         Box::new(|_| {}),
     ) {
         Ok(r) => r,

@@ -20,7 +20,8 @@ use std::{
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerError, Clock, Entry};
+use super::{BrokerError, Entry};
+use crate::clock::Clock;
 use crate::{
     config::{CredentialConfig, DynamicKeyConfig},
     secret::{AccountSid, ApiKeySid, SecretString, TwilioCredential},

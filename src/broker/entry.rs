@@ -11,7 +11,8 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{BrokerError, Clock};
+use super::BrokerError;
+use crate::clock::Clock;
 use crate::{
     config::{CredentialConfig, Source},
     secret::{CredentialDocument, Kind, parse_document},

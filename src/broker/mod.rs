@@ -8,7 +8,6 @@
 //! failure keeps the last good value, marked stale, until `max_stale` has
 //! passed; then the credential is unavailable until a read succeeds again.
 
-mod clock;
 pub mod dynamic;
 mod entry;
 
@@ -17,10 +16,10 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-pub use clock::Clock;
 pub use entry::{Entry, Lease, Loaded, Snapshot};
 
 use crate::{
+    clock::Clock,
     config::{Config, Source},
     retry,
     secret::DocumentError,

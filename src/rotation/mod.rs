@@ -37,7 +37,7 @@ use std::{
 pub use document::{Claim, RawDocument};
 
 use crate::{
-    broker::Clock,
+    clock::Clock,
     config::{Config, CredentialConfig, RotationConfig, Source},
     secret::{CredentialDocument, DocumentError, Kind, Secret, TwilioCredential, parse_document},
     store::{SecretStore, StoreError},

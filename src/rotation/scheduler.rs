@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Clock;
+use crate::clock::Clock;
 
 /// Most random delay added to a scheduled run.
 pub const MAX_JITTER: Duration = Duration::from_secs(30);
