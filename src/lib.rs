@@ -14,7 +14,8 @@
 //! - [`rotation`]: the rotation state machine and its schedule.
 //! - [`twilio`]: the Twilio REST client rotation uses.
 //! - [`hygiene`]: the zeroizing allocator, mlock, no core dumps.
-//! - [`metrics`]: Prometheus metrics, /healthz and /readyz.
+//! - [`metrics`]: the Prometheus registry every layer counts into (a leaf);
+//!   `server::metrics_http` serves it with /healthz and /readyz.
 //! - [`retry`]: the one backoff with jitter every retry loop uses.
 //! - [`clock`]: wall-clock time that follows tokio's clock (a leaf: the
 //!   broker and rotation both read it, neither through the other).
@@ -183,7 +184,7 @@ pub async fn run(
     );
     rotation::spawn_schedules(&rotator, &stopping);
     if let Some(addr) = config.server.metrics_addr {
-        metrics::serve(addr, std::sync::Arc::clone(&broker), stopping.clone())
+        server::metrics_http::serve(addr, std::sync::Arc::clone(&broker), stopping.clone())
             .await
             .map_err(|e| RunError::Metrics(addr, e))?;
     }

@@ -1,29 +1,19 @@
-//! Prometheus metrics, `/healthz` and `/readyz` on the optional
-//! `[server] metrics_addr` (plain HTTP: bind it to loopback or a pod IP).
+//! Prometheus metrics: the process-wide registry every layer counts into.
 //!
-//! Counters are process-wide (one registry); the per-credential gauges
-//! (cache age, stale flag) are read off the broker at scrape time. No label
-//! ever carries a secret: credential names, methods, codes, store names,
-//! peer uids.
+//! A leaf: it imports nothing of ours, so the broker, the server and
+//! rotation can all count without an import cycle. The per-credential
+//! gauges (cache age, stale flag) are handed to [`Metrics::render`] at
+//! scrape time by the listener, `server::metrics_http`. No label ever
+//! carries a secret: credential names, methods, codes, store names, peer
+//! uids.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::OnceLock, time::Duration};
 
-use http_body_util::Full;
-use hyper::{Request, Response, body::Bytes, service::service_fn};
-use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use tokio_util::sync::CancellationToken;
-
-use crate::broker::Broker;
 
 /// `credential`, `method`, `code` of one call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,92 +154,30 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
+/// One credential's state at scrape time, for its gauges.
+pub struct CredentialGauge {
+    /// Credential name (from the config).
+    pub name: String,
+    /// How old the value served is; `None` before the first load.
+    pub age: Option<Duration>,
+    /// Stale or unavailable.
+    pub stale: bool,
+}
+
 impl Metrics {
-    /// The text exposition, with per-credential gauges refreshed from `broker`.
-    pub fn render(&self, broker: &Broker) -> String {
-        let now = broker.clock().now();
-        for entry in broker.entries() {
-            let labels = CredentialLabels {
-                credential: entry.name().to_owned(),
-            };
-            let snapshot = entry.snapshot();
-            if let Some(loaded) = &snapshot.loaded {
-                let age = now
-                    .duration_since(loaded.loaded_at)
-                    .unwrap_or(Duration::ZERO);
+    /// The text exposition, with the per-credential gauges set from
+    /// `credentials` first.
+    pub fn render(&self, credentials: impl IntoIterator<Item = CredentialGauge>) -> String {
+        for c in credentials {
+            let labels = CredentialLabels { credential: c.name };
+            if let Some(age) = c.age {
                 self.cache_age.get_or_create(&labels).set(age.as_secs_f64());
             }
-            let stale = snapshot.stale_since.is_some() || snapshot.unavailable.is_some();
-            self.stale.get_or_create(&labels).set(i64::from(stale));
+            self.stale.get_or_create(&labels).set(i64::from(c.stale));
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
         out
     }
-}
-
-/// Whether every credential has been loaded at least once.
-fn ready(broker: &Broker) -> bool {
-    broker.entries().all(|e| e.snapshot().loaded.is_some())
-}
-
-/// Serves `/metrics`, `/healthz`, `/readyz` on `addr` until `stop`.
-pub async fn serve(
-    addr: SocketAddr,
-    broker: Arc<Broker>,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics on http://{addr}/metrics");
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                _ = stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics: accept failed");
-                        continue;
-                    }
-                },
-            };
-            let broker = Arc::clone(&broker);
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let broker = Arc::clone(&broker);
-                    async move {
-                        let (status, body, kind) = match req.uri().path() {
-                            "/metrics" => (
-                                200,
-                                metrics().render(&broker),
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                            "/healthz" => (200, "ok\n".to_owned(), "text/plain"),
-                            "/readyz" if ready(&broker) => {
-                                (200, "ready\n".to_owned(), "text/plain")
-                            }
-                            "/readyz" => (
-                                503,
-                                "not every credential is loaded yet\n".to_owned(),
-                                "text/plain",
-                            ),
-                            _ => (404, "not found\n".to_owned(), "text/plain"),
-                        };
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("content-type", kind)
-                                .body(Full::new(Bytes::from(body)))
-                                .expect("a valid response"),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(())
 }

@@ -5,6 +5,7 @@
 //! health turns NOT_SERVING, watch streams end with UNAVAILABLE, in-flight
 //! calls finish within [`DRAIN_DEADLINE`], and the socket file is removed.
 
+pub mod metrics_http;
 mod peer;
 mod service;
 mod socket;
