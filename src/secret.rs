@@ -158,7 +158,11 @@ fn is_sid(s: &str, prefix: &str) -> bool {
 }
 
 /// The secret half of a credential.
-#[derive(Clone, Debug)]
+///
+/// `Debug` here and on every type that holds one is written by hand: it
+/// names the fields it shows (secrets through their redacting `Debug`), so
+/// a field added later is left out rather than leaked.
+#[derive(Clone)]
 pub enum Secret {
     /// An Auth Token: 32 hex digits.
     AuthToken(SecretString),
@@ -169,6 +173,19 @@ pub enum Secret {
         /// The key's secret.
         secret: SecretString,
     },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::AuthToken(token) => f.debug_tuple("AuthToken").field(token).finish(),
+            Secret::ApiKey { sid, secret } => f
+                .debug_struct("ApiKey")
+                .field("sid", sid)
+                .field("secret", secret)
+                .finish(),
+        }
+    }
 }
 
 impl Secret {
@@ -182,7 +199,7 @@ impl Secret {
 }
 
 /// An Account SID with its Auth Token or API key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TwilioCredential {
     /// The account the credential belongs to.
     pub account_sid: AccountSid,
@@ -190,8 +207,17 @@ pub struct TwilioCredential {
     pub secret: Secret,
 }
 
+impl std::fmt::Debug for TwilioCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioCredential")
+            .field("account_sid", &self.account_sid)
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The value a rotation replaced, kept until `retire_at`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PreviousCredential {
     /// The replaced value.
     pub credential: TwilioCredential,
@@ -201,8 +227,18 @@ pub struct PreviousCredential {
     pub retire_at: SystemTime,
 }
 
+impl std::fmt::Debug for PreviousCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousCredential")
+            .field("credential", &self.credential)
+            .field("version", &self.version)
+            .field("retire_at", &self.retire_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A parsed stored document: the current credential plus rotation bookkeeping.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CredentialDocument {
     /// What the broker serves.
     pub current: TwilioCredential,
@@ -210,6 +246,16 @@ pub struct CredentialDocument {
     pub pending: Option<TwilioCredential>,
     /// The value a rotation replaced, during its grace window.
     pub previous: Option<PreviousCredential>,
+}
+
+impl std::fmt::Debug for CredentialDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialDocument")
+            .field("current", &self.current)
+            .field("pending", &self.pending)
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CredentialDocument {

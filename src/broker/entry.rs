@@ -20,7 +20,9 @@ use crate::{
 };
 
 /// A document that parsed and validated.
-#[derive(Debug)]
+///
+/// `Debug` on this, `Snapshot` and `Lease` is written by hand, as on the
+/// secret types they hold (see `secret::Secret`).
 pub struct Loaded {
     /// The parsed document.
     pub document: CredentialDocument,
@@ -30,8 +32,18 @@ pub struct Loaded {
     pub loaded_at: SystemTime,
 }
 
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("document", &self.document)
+            .field("version", &self.version)
+            .field("loaded_at", &self.loaded_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the broker knows of a credential right now.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Snapshot {
     /// The last good value, if there ever was one.
     pub loaded: Option<Arc<Loaded>>,
@@ -48,8 +60,20 @@ pub struct Snapshot {
     pub last_error: Option<Arc<str>>,
 }
 
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("loaded", &self.loaded)
+            .field("stale_since", &self.stale_since)
+            .field("confirmed_at", &self.confirmed_at)
+            .field("unavailable", &self.unavailable)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A credential handed out: valid until `expires_at`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Lease {
     /// Credential name.
     pub name: String,
@@ -61,6 +85,18 @@ pub struct Lease {
     pub expires_at: SystemTime,
     /// Set when the store could not be read at the last refresh.
     pub stale_since: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("name", &self.name)
+            .field("loaded", &self.loaded)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("stale_since", &self.stale_since)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A configured credential and its state.
@@ -304,5 +340,52 @@ fn past_max_stale(max_stale: Duration, last_error: Option<&str>) -> String {
     match last_error {
         Some(why) => format!("{limit}; last error: {why}"),
         None => limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+    const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    const OLD: &str = "fedcba9876543210fedcba9876543210";
+    const PENDING: &str = "PendingSecretPendingSecret012345";
+
+    /// Every broker type that holds a secret shows none in `Debug`.
+    #[test]
+    fn debug_of_loaded_snapshot_and_lease_hides_secrets() {
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}",
+                "pending":{{"api_key_sid":"SK0123456789abcdef0123456789abcdef","api_key_secret":"{PENDING}"}},
+                "previous":{{"auth_token":"{OLD}","retire_at":"2026-01-01T00:00:00Z"}}}}"#
+        );
+        let document = parse_document("verify", doc.as_bytes(), None).unwrap();
+        let loaded = Arc::new(Loaded {
+            document,
+            version: "7".into(),
+            loaded_at: SystemTime::UNIX_EPOCH,
+        });
+        let snapshot = Snapshot {
+            loaded: Some(Arc::clone(&loaded)),
+            ..Snapshot::default()
+        };
+        let lease = Lease {
+            name: "verify".into(),
+            loaded,
+            issued_at: SystemTime::UNIX_EPOCH,
+            expires_at: SystemTime::UNIX_EPOCH,
+            stale_since: None,
+        };
+        for shown in [
+            format!("{:?}", lease.loaded),
+            format!("{snapshot:?}"),
+            format!("{lease:?}"),
+        ] {
+            for secret in [TOKEN, OLD, PENDING] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            assert!(shown.contains(AC), "SIDs are not secret: {shown}");
+        }
     }
 }
