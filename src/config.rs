@@ -626,8 +626,46 @@ fn allow_list(raw: Option<RawAllow>) -> AllowList {
 
 fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut p = Problems::default();
+    let server = server(&mut p, raw.server);
+    let defaults = defaults(&mut p, &raw.defaults);
+    let stores: BTreeMap<String, StoreConfig> = raw
+        .stores
+        .into_iter()
+        .map(|(name, raw)| {
+            let cfg = store(&mut p, &format!("stores.{name}"), raw);
+            (name, cfg)
+        })
+        .collect();
+    let twilio = twilio(&mut p, raw.twilio);
+    let admins = Admins::of(&raw.credentials);
+    let credentials = raw
+        .credentials
+        .into_iter()
+        .map(|(name, c)| {
+            let cfg = credential(&mut p, name.clone(), c, &defaults, &stores, &admins);
+            (name, cfg)
+        })
+        .collect();
 
-    let socket_mode = match raw.server.socket_mode {
+    if p.0.is_empty() {
+        Ok(Config {
+            source: file.to_owned(),
+            server,
+            stores,
+            twilio,
+            credentials,
+        })
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_owned(),
+            problems: p.0,
+        })
+    }
+}
+
+/// `[server]`.
+fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
+    let socket_mode = match raw.socket_mode {
         None => 0o660,
         Some(RawMode::Text(s)) => match u32::from_str_radix(&s, 8) {
             Ok(m) if m <= 0o777 && !s.is_empty() => m,
@@ -656,7 +694,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             "a mode that lets the owner read and write (0600 at least)",
         );
     }
-    let socket = match raw.server.socket.as_deref() {
+    let socket = match raw.socket.as_deref() {
         None => PathBuf::from(DEFAULT_SOCKET),
         Some("") => {
             p.push("server.socket", "a socket path");
@@ -664,7 +702,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         Some(s) => PathBuf::from(s),
     };
-    let metrics_addr = raw.server.metrics_addr.as_deref().and_then(|a| {
+    let metrics_addr = raw.metrics_addr.as_deref().and_then(|a| {
         SocketAddr::from_str(a)
             .map_err(|_| {
                 p.push(
@@ -674,422 +712,492 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             })
             .ok()
     });
-    let server = ServerConfig {
+    ServerConfig {
         socket,
         socket_mode,
         metrics_addr,
-        admin: allow_list(raw.server.admin),
-        lock_memory: raw.server.lock_memory.unwrap_or(true),
-        allow_root: raw.server.allow_root.unwrap_or(false),
-    };
+        admin: allow_list(raw.admin),
+        lock_memory: raw.lock_memory.unwrap_or(true),
+        allow_root: raw.allow_root.unwrap_or(false),
+    }
+}
 
-    let d = &raw.defaults;
-    let lease_default = p.duration(
+/// `[defaults]`: what each credential's own keys fall back to.
+struct Defaults {
+    lease_ttl: Duration,
+    refresh_interval: Duration,
+    max_stale: Duration,
+}
+
+/// `[defaults]`.
+fn defaults(p: &mut Problems, d: &RawDefaults) -> Defaults {
+    let lease_ttl = p.duration(
         "defaults.lease_ttl",
         d.lease_ttl.as_deref(),
         DEFAULT_LEASE_TTL,
     );
-    let refresh_default = p.duration(
+    let refresh_interval = p.duration(
         "defaults.refresh_interval",
         d.refresh_interval.as_deref(),
         DEFAULT_REFRESH_INTERVAL,
     );
-    let stale_default = p.duration(
+    let max_stale = p.duration(
         "defaults.max_stale",
         d.max_stale.as_deref(),
         DEFAULT_MAX_STALE,
     );
-    if lease_default > MAX_ACCESS_TOKEN_TTL {
+    if lease_ttl > MAX_ACCESS_TOKEN_TTL {
         p.push("defaults.lease_ttl", "a lease of at most 24h");
     }
-
-    let mut stores = BTreeMap::new();
-    for (name, store) in raw.stores {
-        let key = format!("stores.{name}");
-        let cfg = match store {
-            RawStore::File { path } => {
-                if path.is_empty() {
-                    p.push(format!("{key}.path"), "a file or directory path");
-                }
-                StoreConfig::File { path: path.into() }
-            }
-            RawStore::Vault {
-                address,
-                mount,
-                kv_version,
-                auth,
-                namespace,
-                ca_cert,
-            } => {
-                let address = p.url(&format!("{key}.address"), Some(address), "");
-                let kv_version = match kv_version {
-                    None => 2,
-                    Some(v @ (1 | 2)) => v as u8,
-                    Some(_) => {
-                        p.push(format!("{key}.kv_version"), "1 or 2");
-                        2
-                    }
-                };
-                let auth = match auth {
-                    RawVaultAuth::Token { token_file } => VaultAuth::Token {
-                        token_file: token_file.map(PathBuf::from),
-                    },
-                    RawVaultAuth::Approle {
-                        role_id_file,
-                        secret_id_file,
-                        mount,
-                    } => VaultAuth::AppRole {
-                        role_id_file: role_id_file.into(),
-                        secret_id_file: secret_id_file.into(),
-                        mount: mount.unwrap_or_else(|| "approle".into()),
-                    },
-                    RawVaultAuth::Kubernetes {
-                        role,
-                        jwt_file,
-                        mount,
-                    } => VaultAuth::Kubernetes {
-                        role,
-                        jwt_file: jwt_file
-                            .unwrap_or_else(|| {
-                                "/var/run/secrets/kubernetes.io/serviceaccount/token".into()
-                            })
-                            .into(),
-                        mount: mount.unwrap_or_else(|| "kubernetes".into()),
-                    },
-                };
-                StoreConfig::Vault {
-                    address,
-                    mount: mount.unwrap_or_else(|| "secret".into()),
-                    kv_version,
-                    auth,
-                    namespace,
-                    ca_cert: ca_cert.map(PathBuf::from),
-                }
-            }
-            RawStore::AwsSecretsManager {
-                region,
-                endpoint_url,
-            } => StoreConfig::AwsSecretsManager {
-                region,
-                endpoint_url: endpoint_url
-                    .map(|u| p.url(&format!("{key}.endpoint_url"), Some(u), "")),
-            },
-            RawStore::GcpSecretManager { project, endpoint } => {
-                if project.is_empty() {
-                    p.push(format!("{key}.project"), "a GCP project id");
-                }
-                StoreConfig::GcpSecretManager {
-                    project,
-                    endpoint: endpoint.map(|u| p.url(&format!("{key}.endpoint"), Some(u), "")),
-                }
-            }
-        };
-        stores.insert(name, cfg);
+    Defaults {
+        lease_ttl,
+        refresh_interval,
+        max_stale,
     }
+}
 
-    let twilio = TwilioConfig {
-        api_base: p.url("twilio.api_base", raw.twilio.api_base, DEFAULT_API_BASE),
-        iam_base: p.url("twilio.iam_base", raw.twilio.iam_base, DEFAULT_IAM_BASE),
+/// One `[stores.NAME]`; `key` is `stores.NAME`.
+fn store(p: &mut Problems, key: &str, raw: RawStore) -> StoreConfig {
+    match raw {
+        RawStore::File { path } => {
+            if path.is_empty() {
+                p.push(format!("{key}.path"), "a file or directory path");
+            }
+            StoreConfig::File { path: path.into() }
+        }
+        RawStore::Vault {
+            address,
+            mount,
+            kv_version,
+            auth,
+            namespace,
+            ca_cert,
+        } => {
+            let address = p.url(&format!("{key}.address"), Some(address), "");
+            let kv_version = match kv_version {
+                None => 2,
+                Some(v @ (1 | 2)) => v as u8,
+                Some(_) => {
+                    p.push(format!("{key}.kv_version"), "1 or 2");
+                    2
+                }
+            };
+            StoreConfig::Vault {
+                address,
+                mount: mount.unwrap_or_else(|| "secret".into()),
+                kv_version,
+                auth: vault_auth(auth),
+                namespace,
+                ca_cert: ca_cert.map(PathBuf::from),
+            }
+        }
+        RawStore::AwsSecretsManager {
+            region,
+            endpoint_url,
+        } => StoreConfig::AwsSecretsManager {
+            region,
+            endpoint_url: endpoint_url.map(|u| p.url(&format!("{key}.endpoint_url"), Some(u), "")),
+        },
+        RawStore::GcpSecretManager { project, endpoint } => {
+            if project.is_empty() {
+                p.push(format!("{key}.project"), "a GCP project id");
+            }
+            StoreConfig::GcpSecretManager {
+                project,
+                endpoint: endpoint.map(|u| p.url(&format!("{key}.endpoint"), Some(u), "")),
+            }
+        }
+    }
+}
+
+/// A Vault store's `auth = {...}`, with its defaults.
+fn vault_auth(auth: RawVaultAuth) -> VaultAuth {
+    match auth {
+        RawVaultAuth::Token { token_file } => VaultAuth::Token {
+            token_file: token_file.map(PathBuf::from),
+        },
+        RawVaultAuth::Approle {
+            role_id_file,
+            secret_id_file,
+            mount,
+        } => VaultAuth::AppRole {
+            role_id_file: role_id_file.into(),
+            secret_id_file: secret_id_file.into(),
+            mount: mount.unwrap_or_else(|| "approle".into()),
+        },
+        RawVaultAuth::Kubernetes {
+            role,
+            jwt_file,
+            mount,
+        } => VaultAuth::Kubernetes {
+            role,
+            jwt_file: jwt_file
+                .unwrap_or_else(|| "/var/run/secrets/kubernetes.io/serviceaccount/token".into())
+                .into(),
+            mount: mount.unwrap_or_else(|| "kubernetes".into()),
+        },
+    }
+}
+
+/// `[twilio]`.
+fn twilio(p: &mut Problems, raw: RawTwilio) -> TwilioConfig {
+    TwilioConfig {
+        api_base: p.url("twilio.api_base", raw.api_base, DEFAULT_API_BASE),
+        iam_base: p.url("twilio.iam_base", raw.iam_base, DEFAULT_IAM_BASE),
         accounts_base: p.url(
             "twilio.accounts_base",
-            raw.twilio.accounts_base,
+            raw.accounts_base,
             DEFAULT_ACCOUNTS_BASE,
         ),
-    };
+    }
+}
 
-    let names: Vec<String> = raw.credentials.keys().cloned().collect();
-    let dynamic: Vec<String> = raw
-        .credentials
-        .iter()
-        .filter(|(_, c)| c.kind.as_deref() == Some("dynamic_api_key"))
-        .map(|(n, _)| n.clone())
-        .collect();
-    let check_admin = |p: &mut Problems, key: String, admin: &str, me: &str| {
+/// The credentials an `admin_credential` may name.
+struct Admins {
+    names: Vec<String>,
+    dynamic: Vec<String>,
+}
+
+impl Admins {
+    fn of(credentials: &BTreeMap<String, RawCredential>) -> Admins {
+        Admins {
+            names: credentials.keys().cloned().collect(),
+            dynamic: credentials
+                .iter()
+                .filter(|(_, c)| c.kind.as_deref() == Some("dynamic_api_key"))
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+    }
+
+    /// `admin`, named at `key` by credential `me`, is another, static credential.
+    fn check(&self, p: &mut Problems, key: String, admin: &str, me: &str) {
         if admin == me {
             p.push(key, "another credential's name (not this one's)");
-        } else if !names.iter().any(|n| n == admin) {
+        } else if !self.names.iter().any(|n| n == admin) {
             p.push(
                 key,
                 format!("the name of a configured credential; there is no `{admin}`"),
             );
-        } else if dynamic.iter().any(|n| n == admin) {
+        } else if self.dynamic.iter().any(|n| n == admin) {
             p.push(
                 key,
                 format!("a static credential; `{admin}` is a dynamic_api_key"),
             );
         }
+    }
+}
+
+/// One `[credentials.NAME]`.
+fn credential(
+    p: &mut Problems,
+    name: String,
+    c: RawCredential,
+    defaults: &Defaults,
+    stores: &BTreeMap<String, StoreConfig>,
+    admins: &Admins,
+) -> CredentialConfig {
+    let key = format!("credentials.{name}");
+    // `:` separates the name in the friendly names of the keys rotation
+    // and dynamic credentials create, which are matched by prefix.
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|ch| ch.is_control() || ch == '/' || ch == ':')
+    {
+        p.push(&key, "a name without control characters, `/` or `:`");
+    }
+    let kind = match c.kind.as_deref() {
+        None => None,
+        Some(k) => match Kind::parse(k) {
+            Some(k) => Some(k),
+            None => {
+                p.push(
+                    format!("{key}.kind"),
+                    format!("one of \"auth_token\", \"api_key\", \"dynamic_api_key\", not {k:?}"),
+                );
+                None
+            }
+        },
     };
-
-    let mut credentials = BTreeMap::new();
-    for (name, c) in raw.credentials {
-        let key = format!("credentials.{name}");
-        // `:` separates the name in the friendly names of the keys rotation
-        // and dynamic credentials create, which are matched by prefix.
-        if name.is_empty()
-            || name
-                .chars()
-                .any(|ch| ch.is_control() || ch == '/' || ch == ':')
-        {
-            p.push(&key, "a name without control characters, `/` or `:`");
-        }
-        let kind = match c.kind.as_deref() {
-            None => None,
-            Some(k) => match Kind::parse(k) {
-                Some(k) => Some(k),
-                None => {
-                    p.push(
-                        format!("{key}.kind"),
-                        format!(
-                            "one of \"auth_token\", \"api_key\", \"dynamic_api_key\", not {k:?}"
-                        ),
-                    );
-                    None
-                }
-            },
+    let lease_ttl = p.duration(
+        &format!("{key}.lease_ttl"),
+        c.lease_ttl.as_deref(),
+        defaults.lease_ttl,
+    );
+    let refresh_interval = p.duration(
+        &format!("{key}.refresh_interval"),
+        c.refresh_interval.as_deref(),
+        defaults.refresh_interval,
+    );
+    let max_stale = p.duration(
+        &format!("{key}.max_stale"),
+        c.max_stale.as_deref(),
+        defaults.max_stale,
+    );
+    if c.lease_ttl.is_some() && lease_ttl > MAX_ACCESS_TOKEN_TTL {
+        p.push(format!("{key}.lease_ttl"), "a lease of at most 24h");
+    }
+    let source = if kind == Some(Kind::DynamicApiKey) {
+        dynamic_source(p, &key, &name, &c, admins)
+    } else {
+        store_source(p, &key, &c, stores)
+    };
+    let rotation = c.rotation.map(|r| {
+        let policy = RotationLimits {
+            kind,
+            lease_ttl,
+            refresh_interval,
         };
-        let lease_ttl = p.duration(
-            &format!("{key}.lease_ttl"),
-            c.lease_ttl.as_deref(),
-            lease_default,
-        );
-        let refresh_interval = p.duration(
-            &format!("{key}.refresh_interval"),
-            c.refresh_interval.as_deref(),
-            refresh_default,
-        );
-        let max_stale = p.duration(
-            &format!("{key}.max_stale"),
-            c.max_stale.as_deref(),
-            stale_default,
-        );
-        if c.lease_ttl.is_some() && lease_ttl > MAX_ACCESS_TOKEN_TTL {
-            p.push(format!("{key}.lease_ttl"), "a lease of at most 24h");
+        rotation(p, &key, &name, r, &policy, admins)
+    });
+    let access_tokens = c.access_tokens.map(|a| access_tokens(p, &key, a, kind));
+    CredentialConfig {
+        name,
+        kind,
+        source,
+        allow: allow_list(c.allow),
+        lease_ttl,
+        refresh_interval,
+        max_stale,
+        rotation,
+        access_tokens,
+    }
+}
+
+/// A `dynamic_api_key`'s source: minted at Twilio, not read from a store.
+fn dynamic_source(
+    p: &mut Problems,
+    key: &str,
+    name: &str,
+    c: &RawCredential,
+    admins: &Admins,
+) -> Source {
+    for (field, set) in [("store", c.store.is_some()), ("path", c.path.is_some())] {
+        if set {
+            p.push(
+                format!("{key}.{field}"),
+                "nothing: a dynamic_api_key is minted at Twilio, not read from a store",
+            );
         }
-
-        let source = if kind == Some(Kind::DynamicApiKey) {
-            for (field, set) in [("store", c.store.is_some()), ("path", c.path.is_some())] {
-                if set {
-                    p.push(
-                        format!("{key}.{field}"),
-                        "nothing: a dynamic_api_key is minted at Twilio, not read from a store",
-                    );
-                }
-            }
-            if c.rotation.is_some() {
-                p.push(
-                    format!("{key}.rotation"),
-                    "nothing: dynamic keys expire on their own and are not rotated",
-                );
-            }
-            let admin = c.admin_credential.clone().unwrap_or_default();
-            if admin.is_empty() {
-                p.push(
-                    format!("{key}.admin_credential"),
-                    "the credential that creates the keys",
-                );
-            } else {
-                check_admin(&mut p, format!("{key}.admin_credential"), &admin, &name);
-            }
-            let ttl = match c.ttl.as_deref() {
-                None => {
-                    p.push(format!("{key}.ttl"), "each key's lifetime, such as \"15m\"");
-                    Duration::from_secs(900)
-                }
-                Some(t) => p.duration(&format!("{key}.ttl"), Some(t), Duration::from_secs(900)),
-            };
-            let max_live_keys = match c.max_live_keys {
-                None => 100,
-                Some(n) if (1..=100_000).contains(&n) => n as u32,
-                Some(_) => {
-                    p.push(format!("{key}.max_live_keys"), "a number from 1 to 100000");
-                    100
-                }
-            };
-            let policy = c.policy.clone().unwrap_or_default();
-            match serde_json::from_str::<serde_json::Value>(&policy) {
-                Ok(serde_json::Value::Object(_)) => {}
-                _ => p.push(
-                    format!("{key}.policy"),
-                    "a Twilio restricted-key Policy as a JSON object",
-                ),
-            }
-            Source::Dynamic(DynamicKeyConfig {
-                admin_credential: admin,
-                ttl,
-                max_live_keys,
-                policy,
-            })
-        } else {
-            for (field, set) in [
-                ("admin_credential", c.admin_credential.is_some()),
-                ("ttl", c.ttl.is_some()),
-                ("max_live_keys", c.max_live_keys.is_some()),
-                ("policy", c.policy.is_some()),
-            ] {
-                if set {
-                    p.push(
-                        format!("{key}.{field}"),
-                        "nothing: this key is only for kind = \"dynamic_api_key\"",
-                    );
-                }
-            }
-            let store = c.store.clone().unwrap_or_default();
-            match stores.get(&store) {
-                _ if store.is_empty() => {
-                    p.push(format!("{key}.store"), "the name of a [stores.NAME] table")
-                }
-                None => p.push(
-                    format!("{key}.store"),
-                    format!("the name of a [stores.NAME] table; there is no `{store}`"),
-                ),
-                Some(StoreConfig::File { .. }) => {
-                    let path = c.path.as_deref().unwrap_or_default();
-                    if !path.is_empty()
-                        && !Path::new(path)
-                            .components()
-                            .all(|c| matches!(c, Component::Normal(_)))
-                    {
-                        p.push(
-                            format!("{key}.path"),
-                            "a key inside the file store (no leading `/`, no `..`)",
-                        );
-                    }
-                }
-                Some(_) => {}
-            }
-            let path = c.path.clone().unwrap_or_default();
-            if path.is_empty() {
-                p.push(format!("{key}.path"), "the document's path in its store");
-            }
-            Source::Store { store, path }
-        };
-
-        let rotation = c.rotation.map(|r| {
-            let schedule = cron::Schedule::from_str(&r.schedule).unwrap_or_else(|e| {
-                p.push(
-                    format!("{key}.rotation.schedule"),
-                    format!(
-                        "a cron expression with the seconds field first, such as \"0 0 3 * * Sun\" ({e})"
-                    ),
-                );
-                cron::Schedule::from_str("0 0 0 1 1 *").expect("a valid fallback")
-            });
-            let grace = p.duration(&format!("{key}.rotation.grace"), Some(&r.grace), lease_ttl);
-            // A broker may serve the old value until its next refresh, and a
-            // lease issued then runs lease_ttl more: the old value must stay
-            // valid that long after the switch.
-            if grace < lease_ttl + refresh_interval {
-                p.push(
-                    format!("{key}.rotation.grace"),
-                    format!(
-                        "at least lease_ttl + refresh_interval ({}), so no lease handed out on the old value outlives it",
-                        humantime::format_duration(lease_ttl + refresh_interval)
-                    ),
-                );
-            }
-            if let Some(admin) = &r.admin_credential {
-                check_admin(&mut p, format!("{key}.rotation.admin_credential"), admin, &name);
-            } else if kind == Some(Kind::ApiKey) {
-                p.push(
-                    format!("{key}.rotation.admin_credential"),
-                    "the credential allowed to create and delete API keys",
-                );
-            }
-            let validation_url = r
-                .validation_url
-                .unwrap_or_else(|| DEFAULT_VALIDATION_URL.to_owned());
-            if let Err(why) = check_validation_url(&validation_url) {
-                p.push(format!("{key}.rotation.validation_url"), why);
-            }
-            // Unset, it is 60 s, or the grace window when that is shorter.
-            let propagation = p.duration(
-                &format!("{key}.rotation.propagation"),
-                r.propagation.as_deref(),
-                DEFAULT_PROPAGATION.min(grace),
-            );
-            // The old value must outlive the wait for the new one: a grace
-            // shorter than propagation can retire a value still being served
-            // when the new one was slow to start working.
-            if propagation > grace {
-                p.push(
-                    format!("{key}.rotation.propagation"),
-                    format!(
-                        "at most rotation.grace ({})",
-                        humantime::format_duration(grace)
-                    ),
-                );
-            }
-            RotationConfig {
-                schedule,
-                grace,
-                admin_credential: r.admin_credential,
-                validation_url,
-                propagation,
-            }
-        });
-
-        let access_tokens = c.access_tokens.map(|a| {
-            if kind == Some(Kind::AuthToken) {
-                p.push(
-                    format!("{key}.access_tokens"),
-                    "an API key credential: Access Tokens are signed with an API Key Secret",
-                );
-            }
-            let max_ttl = p.duration(
-                &format!("{key}.access_tokens.max_ttl"),
-                a.max_ttl.as_deref(),
-                Duration::from_secs(3600),
-            );
-            if max_ttl > MAX_ACCESS_TOKEN_TTL {
-                p.push(
-                    format!("{key}.access_tokens.max_ttl"),
-                    "at most 24h, Twilio's limit",
-                );
-            }
-            for g in &a.grants {
-                if !GRANTS.contains(&g.as_str()) {
-                    p.push(
-                        format!("{key}.access_tokens.grants"),
-                        format!("grants among \"voice\", \"video\", \"chat\", \"sync\", not {g:?}"),
-                    );
-                }
-            }
-            AccessTokenPolicy {
-                max_ttl,
-                grants: a.grants,
-                identity_prefix: a.identity_prefix.unwrap_or_default(),
-            }
-        });
-
-        credentials.insert(
-            name.clone(),
-            CredentialConfig {
-                name,
-                kind,
-                source,
-                allow: allow_list(c.allow),
-                lease_ttl,
-                refresh_interval,
-                max_stale,
-                rotation,
-                access_tokens,
-            },
+    }
+    if c.rotation.is_some() {
+        p.push(
+            format!("{key}.rotation"),
+            "nothing: dynamic keys expire on their own and are not rotated",
         );
     }
-
-    if p.0.is_empty() {
-        Ok(Config {
-            source: file.to_owned(),
-            server,
-            stores,
-            twilio,
-            credentials,
-        })
+    let admin = c.admin_credential.clone().unwrap_or_default();
+    if admin.is_empty() {
+        p.push(
+            format!("{key}.admin_credential"),
+            "the credential that creates the keys",
+        );
     } else {
-        Err(ConfigError::Invalid {
-            file: file.to_owned(),
-            problems: p.0,
-        })
+        admins.check(p, format!("{key}.admin_credential"), &admin, name);
+    }
+    let ttl = match c.ttl.as_deref() {
+        None => {
+            p.push(format!("{key}.ttl"), "each key's lifetime, such as \"15m\"");
+            Duration::from_secs(900)
+        }
+        Some(t) => p.duration(&format!("{key}.ttl"), Some(t), Duration::from_secs(900)),
+    };
+    let max_live_keys = match c.max_live_keys {
+        None => 100,
+        Some(n) if (1..=100_000).contains(&n) => n as u32,
+        Some(_) => {
+            p.push(format!("{key}.max_live_keys"), "a number from 1 to 100000");
+            100
+        }
+    };
+    let policy = c.policy.clone().unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(&policy) {
+        Ok(serde_json::Value::Object(_)) => {}
+        _ => p.push(
+            format!("{key}.policy"),
+            "a Twilio restricted-key Policy as a JSON object",
+        ),
+    }
+    Source::Dynamic(DynamicKeyConfig {
+        admin_credential: admin,
+        ttl,
+        max_live_keys,
+        policy,
+    })
+}
+
+/// A stored credential's source: a path in one of the `[stores]`.
+fn store_source(
+    p: &mut Problems,
+    key: &str,
+    c: &RawCredential,
+    stores: &BTreeMap<String, StoreConfig>,
+) -> Source {
+    for (field, set) in [
+        ("admin_credential", c.admin_credential.is_some()),
+        ("ttl", c.ttl.is_some()),
+        ("max_live_keys", c.max_live_keys.is_some()),
+        ("policy", c.policy.is_some()),
+    ] {
+        if set {
+            p.push(
+                format!("{key}.{field}"),
+                "nothing: this key is only for kind = \"dynamic_api_key\"",
+            );
+        }
+    }
+    let store = c.store.clone().unwrap_or_default();
+    match stores.get(&store) {
+        _ if store.is_empty() => {
+            p.push(format!("{key}.store"), "the name of a [stores.NAME] table")
+        }
+        None => p.push(
+            format!("{key}.store"),
+            format!("the name of a [stores.NAME] table; there is no `{store}`"),
+        ),
+        Some(StoreConfig::File { .. }) => {
+            let path = c.path.as_deref().unwrap_or_default();
+            if !path.is_empty()
+                && !Path::new(path)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)))
+            {
+                p.push(
+                    format!("{key}.path"),
+                    "a key inside the file store (no leading `/`, no `..`)",
+                );
+            }
+        }
+        Some(_) => {}
+    }
+    let path = c.path.clone().unwrap_or_default();
+    if path.is_empty() {
+        p.push(format!("{key}.path"), "the document's path in its store");
+    }
+    Source::Store { store, path }
+}
+
+/// What a credential's `[rotation]` is checked against.
+struct RotationLimits {
+    kind: Option<Kind>,
+    lease_ttl: Duration,
+    refresh_interval: Duration,
+}
+
+/// A credential's `[credentials.NAME.rotation]`.
+fn rotation(
+    p: &mut Problems,
+    key: &str,
+    name: &str,
+    r: RawRotation,
+    limits: &RotationLimits,
+    admins: &Admins,
+) -> RotationConfig {
+    let schedule = cron::Schedule::from_str(&r.schedule).unwrap_or_else(|e| {
+        p.push(
+            format!("{key}.rotation.schedule"),
+            format!(
+                "a cron expression with the seconds field first, such as \"0 0 3 * * Sun\" ({e})"
+            ),
+        );
+        cron::Schedule::from_str("0 0 0 1 1 *").expect("a valid fallback")
+    });
+    let grace = p.duration(
+        &format!("{key}.rotation.grace"),
+        Some(&r.grace),
+        limits.lease_ttl,
+    );
+    // A broker may serve the old value until its next refresh, and a
+    // lease issued then runs lease_ttl more: the old value must stay
+    // valid that long after the switch.
+    let overlap = limits.lease_ttl + limits.refresh_interval;
+    if grace < overlap {
+        p.push(
+            format!("{key}.rotation.grace"),
+            format!(
+                "at least lease_ttl + refresh_interval ({}), so no lease handed out on the old value outlives it",
+                humantime::format_duration(overlap)
+            ),
+        );
+    }
+    if let Some(admin) = &r.admin_credential {
+        admins.check(p, format!("{key}.rotation.admin_credential"), admin, name);
+    } else if limits.kind == Some(Kind::ApiKey) {
+        p.push(
+            format!("{key}.rotation.admin_credential"),
+            "the credential allowed to create and delete API keys",
+        );
+    }
+    let validation_url = r
+        .validation_url
+        .unwrap_or_else(|| DEFAULT_VALIDATION_URL.to_owned());
+    if let Err(why) = check_validation_url(&validation_url) {
+        p.push(format!("{key}.rotation.validation_url"), why);
+    }
+    // Unset, it is 60 s, or the grace window when that is shorter.
+    let propagation = p.duration(
+        &format!("{key}.rotation.propagation"),
+        r.propagation.as_deref(),
+        DEFAULT_PROPAGATION.min(grace),
+    );
+    // The old value must outlive the wait for the new one: a grace
+    // shorter than propagation can retire a value still being served
+    // when the new one was slow to start working.
+    if propagation > grace {
+        p.push(
+            format!("{key}.rotation.propagation"),
+            format!(
+                "at most rotation.grace ({})",
+                humantime::format_duration(grace)
+            ),
+        );
+    }
+    RotationConfig {
+        schedule,
+        grace,
+        admin_credential: r.admin_credential,
+        validation_url,
+        propagation,
+    }
+}
+
+/// A credential's `[credentials.NAME.access_tokens]`.
+fn access_tokens(
+    p: &mut Problems,
+    key: &str,
+    a: RawAccessTokens,
+    kind: Option<Kind>,
+) -> AccessTokenPolicy {
+    if kind == Some(Kind::AuthToken) {
+        p.push(
+            format!("{key}.access_tokens"),
+            "an API key credential: Access Tokens are signed with an API Key Secret",
+        );
+    }
+    let max_ttl = p.duration(
+        &format!("{key}.access_tokens.max_ttl"),
+        a.max_ttl.as_deref(),
+        Duration::from_secs(3600),
+    );
+    if max_ttl > MAX_ACCESS_TOKEN_TTL {
+        p.push(
+            format!("{key}.access_tokens.max_ttl"),
+            "at most 24h, Twilio's limit",
+        );
+    }
+    for g in &a.grants {
+        if !GRANTS.contains(&g.as_str()) {
+            p.push(
+                format!("{key}.access_tokens.grants"),
+                format!("grants among \"voice\", \"video\", \"chat\", \"sync\", not {g:?}"),
+            );
+        }
+    }
+    AccessTokenPolicy {
+        max_ttl,
+        grants: a.grants,
+        identity_prefix: a.identity_prefix.unwrap_or_default(),
     }
 }
 
