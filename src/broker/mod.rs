@@ -152,51 +152,50 @@ impl Broker {
         stores: &BTreeMap<String, Arc<dyn store::SecretStore>>,
         stopping: CancellationToken,
     ) -> Result<Arc<Broker>, StartError> {
-        let mut entries = BTreeMap::new();
-        for (name, cfg) in &config.credentials {
-            let store = match &cfg.source {
-                Source::Store { store, .. } => Arc::clone(&stores[store]),
-                Source::Dynamic(_) => continue,
-            };
-            entries.insert(name.clone(), Arc::new(Entry::new(cfg.clone(), store)));
-        }
-        let clock = Clock::new();
-        let mut dynamic_keys = BTreeMap::new();
-        for (name, cfg) in &config.credentials {
-            if let Source::Dynamic(d) = &cfg.source {
-                let twilio = crate::twilio::TwilioClient::new(&config.twilio).map_err(|e| {
-                    StartError::Unsupported {
-                        name: name.clone(),
-                        what: format!("the Twilio client ({e})"),
-                    }
-                })?;
-                let admin = Arc::clone(&entries[&d.admin_credential]);
-                dynamic_keys.insert(
+        let entries: BTreeMap<String, Arc<Entry>> = config
+            .credentials
+            .iter()
+            .filter_map(|(name, cfg)| match &cfg.source {
+                Source::Store { store, .. } => Some((
                     name.clone(),
-                    dynamic::DynamicKeys::start(
-                        cfg.clone(),
-                        d.clone(),
-                        admin,
-                        twilio,
-                        clock,
-                        stopping.clone(),
-                    ),
-                );
-            }
-        }
+                    Arc::new(Entry::new(cfg.clone(), Arc::clone(&stores[store]))),
+                )),
+                Source::Dynamic(_) => None,
+            })
+            .collect();
+        let clock = Clock::new();
+        let dynamic = start_dynamic(config, &entries, clock, &stopping)?;
         let broker = Arc::new(Broker {
-            dynamic: dynamic_keys,
+            dynamic,
             entries,
             clock,
             reload: watch::Sender::new(0),
             stopping,
         });
-
         // Subscribe to store changes before the first load, so a change made
         // while it runs is not missed.
+        let changes = broker.subscribe_changes(stores);
+        broker.first_load().await?;
+        for (entry, changes) in broker.entries.values().zip(changes) {
+            tokio::spawn(refresh_loop(
+                Arc::clone(entry),
+                broker.clock,
+                changes,
+                broker.reload.subscribe(),
+                broker.stopping.clone(),
+            ));
+        }
+        Ok(broker)
+    }
+
+    /// One change receiver per entry (shared by the entries of one store),
+    /// in the order of `entries`.
+    fn subscribe_changes(
+        &self,
+        stores: &BTreeMap<String, Arc<dyn store::SecretStore>>,
+    ) -> Vec<Option<watch::Receiver<u64>>> {
         let mut by_store: BTreeMap<&str, Option<watch::Receiver<u64>>> = BTreeMap::new();
-        let changes: Vec<Option<watch::Receiver<u64>>> = broker
-            .entries
+        self.entries
             .values()
             .map(|entry| match &entry.config.source {
                 Source::Store { store, .. } => by_store
@@ -205,42 +204,19 @@ impl Broker {
                     .clone(),
                 Source::Dynamic(_) => None,
             })
-            .collect();
+            .collect()
+    }
 
-        // The first load: a passing store failure is retried (the socket is
-        // not created until every credential is in); anything else stops the
-        // start, naming every credential that failed.
+    /// The first load of every entry: a passing store failure is retried
+    /// (the socket is not created until every credential is in); anything
+    /// else stops the start, naming every credential that failed.
+    async fn first_load(&self) -> Result<(), StartError> {
         let mut loads = JoinSet::new();
-        for entry in broker.entries.values() {
-            let entry = Arc::clone(entry);
-            let clock = broker.clock;
-            let stopping = broker.stopping.clone();
+        for entry in self.entries.values() {
+            let (entry, clock, stopping) = (Arc::clone(entry), self.clock, self.stopping.clone());
             loads.spawn(async move {
-                let mut attempts = 0u32;
-                loop {
-                    match entry.load(&clock).await {
-                        Err(e) if e.is_transient() && !stopping.is_cancelled() => {
-                            attempts += 1;
-                            let wait = retry::backoff(
-                                attempts,
-                                Duration::from_secs(1),
-                                entry.refresh_interval().max(Duration::from_secs(1)),
-                            );
-                            tracing::warn!(
-                                credential = %entry.name(),
-                                error = %e,
-                                attempts,
-                                retry_in = ?wait,
-                                "cannot load credential yet; retrying"
-                            );
-                            tokio::select! {
-                                _ = tokio::time::sleep(wait) => {}
-                                _ = stopping.cancelled() => {}
-                            }
-                        }
-                        result => return (result, entry),
-                    }
-                }
+                let result = load_retrying(&entry, clock, &stopping).await;
+                (result, entry)
             });
         }
         let mut failures = Vec::new();
@@ -259,21 +235,11 @@ impl Broker {
                 Err(e) => failures.push(e),
             }
         }
-        if !failures.is_empty() {
-            failures.sort_by_key(|e| e.to_string());
-            return Err(StartError::Load(failures));
+        if failures.is_empty() {
+            return Ok(());
         }
-
-        for (entry, changes) in broker.entries.values().zip(changes) {
-            tokio::spawn(refresh_loop(
-                Arc::clone(entry),
-                broker.clock,
-                changes,
-                broker.reload.subscribe(),
-                broker.stopping.clone(),
-            ));
-        }
-        Ok(broker)
+        failures.sort_by_key(|e| e.to_string());
+        Err(StartError::Load(failures))
     }
 
     /// The credential `name`.
@@ -390,6 +356,74 @@ async fn next_change(rx: &mut Option<watch::Receiver<u64>>) {
 
 /// How long a burst of file events is given to settle before the re-read.
 const SETTLE: Duration = Duration::from_millis(50);
+
+/// The dynamic-key credentials, each started on its admin credential.
+fn start_dynamic(
+    config: &Config,
+    entries: &BTreeMap<String, Arc<Entry>>,
+    clock: Clock,
+    stopping: &CancellationToken,
+) -> Result<BTreeMap<String, Arc<dynamic::DynamicKeys>>, StartError> {
+    let mut started = BTreeMap::new();
+    for (name, cfg) in &config.credentials {
+        let Source::Dynamic(d) = &cfg.source else {
+            continue;
+        };
+        let twilio = crate::twilio::TwilioClient::new(&config.twilio).map_err(|e| {
+            StartError::Unsupported {
+                name: name.clone(),
+                what: format!("the Twilio client ({e})"),
+            }
+        })?;
+        let admin = Arc::clone(&entries[&d.admin_credential]);
+        started.insert(
+            name.clone(),
+            dynamic::DynamicKeys::start(
+                cfg.clone(),
+                d.clone(),
+                admin,
+                twilio,
+                clock,
+                stopping.clone(),
+            ),
+        );
+    }
+    Ok(started)
+}
+
+/// Loads `entry`, retrying a passing failure with backoff until it loads,
+/// fails for good, or the daemon stops.
+async fn load_retrying(
+    entry: &Entry,
+    clock: Clock,
+    stopping: &CancellationToken,
+) -> Result<Loaded, BrokerError> {
+    let mut attempts = 0u32;
+    loop {
+        match entry.load(&clock).await {
+            Err(e) if e.is_transient() && !stopping.is_cancelled() => {
+                attempts += 1;
+                let wait = retry::backoff(
+                    attempts,
+                    Duration::from_secs(1),
+                    entry.refresh_interval().max(Duration::from_secs(1)),
+                );
+                tracing::warn!(
+                    credential = %entry.name(),
+                    error = %e,
+                    attempts,
+                    retry_in = ?wait,
+                    "cannot load credential yet; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopping.cancelled() => {}
+                }
+            }
+            result => return result,
+        }
+    }
+}
 
 async fn refresh_loop(
     entry: Arc<Entry>,
