@@ -793,9 +793,7 @@ pub fn spawn_schedules(rotator: &Arc<Rotator>, stop: &tokio_util::sync::Cancella
             scheduler::MAX_JITTER,
             stop.clone(),
         );
-        tokio::spawn(async move {
-            let _span = tracing::info_span!("rotation");
-            task.await
-        });
+        let span = tracing::info_span!("rotation schedule", credential = %name);
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 }
