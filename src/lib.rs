@@ -178,7 +178,7 @@ pub async fn run(
             &config,
             stores,
             *broker.clock(),
-            Box::new(move |_| refresh.refresh_all()),
+            Box::new(move |name| refresh.refresh(name)),
         )
         .map_err(RunError::Twilio)?,
     );

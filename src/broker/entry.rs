@@ -105,6 +105,8 @@ pub struct Entry {
     pub config: CredentialConfig,
     pub(super) store: Arc<dyn SecretStore>,
     pub(super) state: watch::Sender<Snapshot>,
+    /// Asks this entry's refresh task for a re-read now (after a write).
+    pub(super) reread: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Entry {
@@ -139,6 +141,7 @@ impl Entry {
                 unavailable: Some("not loaded yet".into()),
                 ..Snapshot::default()
             }),
+            reread: tokio::sync::Notify::new(),
         }
     }
 

@@ -269,6 +269,21 @@ impl Broker {
         self.reload.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Re-reads now the document of credential `name` (after a rotation
+    /// wrote it): every entry on the same store and path, and no other.
+    pub fn refresh(&self, name: &str) {
+        let Some(Source::Store { store, path }) = self.entries.get(name).map(|e| &e.config.source)
+        else {
+            return;
+        };
+        for entry in self.entries.values() {
+            if matches!(&entry.config.source, Source::Store { store: s, path: p } if s == store && p == path)
+            {
+                entry.reread.notify_one();
+            }
+        }
+    }
+
     /// Leases on `entry`: one at once, then one on every change, and a
     /// renewal halfway through each lease so a watcher never holds an
     /// expired one. Ends with an error when the credential becomes
@@ -460,6 +475,7 @@ async fn refresh_loop(
                 }
             }
             _ = reload.changed() => {}
+            _ = entry.reread.notified() => {}
         }
         match entry.load(&clock).await {
             Ok(loaded) => {
@@ -528,6 +544,90 @@ mod tests {
             ),
         )
         .unwrap()
+    }
+
+    /// A store in memory that counts the reads of each path.
+    #[derive(Default)]
+    struct CountingStore {
+        docs: std::sync::Mutex<BTreeMap<String, String>>,
+        reads: std::sync::Mutex<BTreeMap<String, u32>>,
+    }
+
+    impl CountingStore {
+        fn reads(&self, path: &str) -> u32 {
+            self.reads.lock().unwrap().get(path).copied().unwrap_or(0)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl store::SecretStore for CountingStore {
+        fn name(&self) -> &str {
+            "f"
+        }
+
+        async fn read(&self, path: &str) -> Result<store::Document, store::StoreError> {
+            *self.reads.lock().unwrap().entry(path.into()).or_default() += 1;
+            let doc = self.docs.lock().unwrap()[path].clone();
+            Ok(store::Document {
+                version: store::digest_version(doc.as_bytes()),
+                bytes: crate::secret::SecretBytes::new(doc.into_bytes()),
+            })
+        }
+
+        async fn write(
+            &self,
+            path: &str,
+            _: crate::secret::SecretBytes,
+            _: Option<&str>,
+        ) -> Result<String, store::StoreError> {
+            Err(store::StoreError::Rejected {
+                store: "f".into(),
+                path: path.into(),
+                detail: "read-only".into(),
+            })
+        }
+    }
+
+    /// After a rotation writes credential `a`, only `a`'s document is read
+    /// again; `b`, on the same store, waits for its own refresh.
+    #[tokio::test(start_paused = true)]
+    async fn refresh_rereads_only_that_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(
+            dir.path(),
+            "refresh_interval = \"1h\"\n[credentials.b]\nstore = \"f\"\npath = \"b\"\nrefresh_interval = \"1h\"\n",
+        );
+        let counting = Arc::new(CountingStore::default());
+        for path in ["a", "b"] {
+            counting.docs.lock().unwrap().insert(path.into(), doc('1'));
+        }
+        let stores: BTreeMap<String, Arc<dyn store::SecretStore>> =
+            BTreeMap::from([("f".to_owned(), Arc::clone(&counting) as _)]);
+        let broker = Broker::start_with(&cfg, &stores, CancellationToken::new())
+            .await
+            .unwrap();
+        let b_reads = counting.reads("b");
+        for path in ["a", "b"] {
+            counting.docs.lock().unwrap().insert(path.into(), doc('2'));
+        }
+        let mut a = broker.entry("a").unwrap().subscribe();
+        a.borrow_and_update();
+        broker.refresh("a");
+        a.changed().await.unwrap();
+        // Every task that was woken has run by now (one thread, paused clock).
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(counting.reads("b"), b_reads, "b was read again");
+        assert_eq!(
+            broker.lease("b").unwrap().loaded.version,
+            store::digest_version(doc('1').as_bytes())
+        );
+        broker.refresh_all();
+        let mut b = broker.entry("b").unwrap().subscribe();
+        b.borrow_and_update();
+        b.changed().await.unwrap();
+        assert_eq!(counting.reads("b"), b_reads + 1);
     }
 
     #[tokio::test(start_paused = true)]
