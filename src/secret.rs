@@ -12,8 +12,20 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 /// A secret string: an Auth Token, an API Key Secret, a store token.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Equality is constant-time in the content (`subtle`): a comparison does
+/// not stop at the first differing byte. Lengths may differ at once.
+#[derive(Clone)]
 pub struct SecretString(Zeroizing<String>);
+
+impl PartialEq for SecretString {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for SecretString {}
 
 impl SecretString {
     /// Takes ownership of `value` without copying it.
@@ -44,8 +56,19 @@ impl fmt::Debug for SecretString {
 }
 
 /// Secret bytes: a whole stored document, which holds secrets.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Equality is constant-time in the content, as for [`SecretString`].
+#[derive(Clone)]
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_slice().ct_eq(other.0.as_slice()).into()
+    }
+}
+
+impl Eq for SecretBytes {}
 
 impl SecretBytes {
     /// Takes ownership of `value` without copying it.
@@ -500,6 +523,17 @@ mod tests {
         assert!(!shown.contains(TOKEN));
         assert!(!shown.contains(&TOKEN.replace('f', "a")));
         assert!(shown.contains(AC), "SIDs are not secret: {shown}");
+    }
+
+    #[test]
+    fn secret_equality_compares_content() {
+        let s = |v: &str| SecretString::new(v.to_owned());
+        assert_eq!(s("abcd"), s("abcd"));
+        assert_ne!(s("abcd"), s("abce"));
+        assert_ne!(s("abcd"), s("abc"));
+        let b = |v: &[u8]| SecretBytes::new(v.to_vec());
+        assert_eq!(b(b"xy"), b(b"xy"));
+        assert_ne!(b(b"xy"), b(b"xz"));
     }
 
     #[test]
