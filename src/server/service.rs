@@ -38,10 +38,9 @@ impl BrokerService {
         let outcome = match self.broker.allow_list(name) {
             Some(allow) if peer::permits(allow, peer, self.own_uid) => return Ok(()),
             Some(_) => Err((Decision::Denied, status::denied(name))),
-            None if self.broker.knows_peer(peer.uid, peer.gid, self.own_uid) => Err((
-                Decision::NotFound,
-                Status::not_found(format!("no credential named `{name}`")),
-            )),
+            None if self.broker.knows_peer(peer.uid, peer.gid, self.own_uid) => {
+                Err((Decision::NotFound, status::unknown(name)))
+            }
             None => Err((Decision::Denied, status::denied(name))),
         };
         outcome.map_err(|(decision, status)| {
@@ -120,14 +119,6 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
         Err(status::invalid(field, "a credential name"))
     } else {
         Ok(value)
-    }
-}
-
-fn rotation_status(e: RotationError) -> Status {
-    match e {
-        RotationError::NotFound(_) => Status::not_found(e.to_string()),
-        RotationError::NotConfigured(_) => Status::failed_precondition(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
     }
 }
 
@@ -283,9 +274,11 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
         let doc = &lease.loaded.document;
         let Secret::AuthToken(current) = &doc.current.secret else {
-            return Err(Status::failed_precondition(format!(
-                "credential `{name}` is an API key: webhook signatures are made with the Auth Token"
-            )));
+            return Err(status::wrong_kind(
+                name,
+                "an API key",
+                "webhook signatures are made with the Auth Token",
+            ));
         };
         let params: Vec<(String, String)> = r
             .params
@@ -338,7 +331,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         let entry = self.entry(name)?;
         let denied = |why: String| {
             peer::audit(&peer, "MintAccessToken", name, None, Decision::Denied);
-            Status::permission_denied(why)
+            status::policy_refuses(why)
         };
         let Some(policy) = &entry.config.access_tokens else {
             return Err(denied(format!(
@@ -381,9 +374,11 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
         let doc = &lease.loaded.document;
         let Secret::ApiKey { sid, secret } = &doc.current.secret else {
-            return Err(Status::failed_precondition(format!(
-                "credential `{name}` is an Auth Token: Access Tokens are signed with an API Key Secret"
-            )));
+            return Err(status::wrong_kind(
+                name,
+                "an Auth Token",
+                "Access Tokens are signed with an API Key Secret",
+            ));
         };
         let grants = access_token::Grants {
             voice: r.voice.as_ref().map(|v| access_token::VoiceGrant {
@@ -446,7 +441,7 @@ impl AdminService {
             .rotator
             .as_ref()
             .ok_or_else(|| status::not_yet("rotation"))?;
-        let s = rotator.status(name).await.map_err(rotation_status)?;
+        let s = rotator.status(name).await.map_err(Status::from)?;
         Ok(proto::RotationStatus {
             name: name.to_owned(),
             step: s.step,
@@ -462,9 +457,7 @@ impl AdminService {
             Ok(())
         } else {
             peer::audit(peer, method, name, None, Decision::Denied);
-            Err(Status::permission_denied(
-                "not allowed to administer rotations",
-            ))
+            Err(status::not_admin())
         }
     }
 }
@@ -486,7 +479,7 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         match rotator.rotate(name, true).await {
             Ok(_) => {}
             Err(e @ (RotationError::NotFound(_) | RotationError::NotConfigured(_))) => {
-                return Err(rotation_status(e));
+                return Err(Status::from(e));
             }
             Err(_) => {}
         }

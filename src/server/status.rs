@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::broker::BrokerError;
+use crate::{broker::BrokerError, rotation::RotationError};
 
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Status {
@@ -41,4 +41,34 @@ pub fn not_yet(rpc: &str) -> Status {
 /// A missing or malformed request field.
 pub fn invalid(field: &str, expected: &str) -> Status {
     Status::invalid_argument(format!("`{field}`: expected {expected}"))
+}
+
+impl From<RotationError> for Status {
+    fn from(e: RotationError) -> Status {
+        match e {
+            RotationError::NotFound(_) => Status::not_found(e.to_string()),
+            RotationError::NotConfigured(_) => Status::failed_precondition(e.to_string()),
+            _ => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// A name a trusted peer asked for that the config does not define.
+pub fn unknown(name: &str) -> Status {
+    Status::not_found(format!("no credential named `{name}`"))
+}
+
+/// A peer on no `[server] admin` list calling RotationAdmin.
+pub fn not_admin() -> Status {
+    Status::permission_denied("not allowed to administer rotations")
+}
+
+/// A MintAccessToken the credential's policy refuses; `why` says which rule.
+pub fn policy_refuses(why: String) -> Status {
+    Status::permission_denied(why)
+}
+
+/// An RPC that needs the other kind of credential than `name` holds.
+pub fn wrong_kind(name: &str, holds: &str, because: &str) -> Status {
+    Status::failed_precondition(format!("credential `{name}` is {holds}: {because}"))
 }
