@@ -135,9 +135,6 @@ pub enum RunError {
     /// The metrics listener could not be bound.
     #[error("metrics_addr {0}: {1}")]
     Metrics(std::net::SocketAddr, std::io::Error),
-    /// The Twilio client could not be set up.
-    #[error(transparent)]
-    Twilio(twilio::TwilioError),
 }
 
 impl RunError {
@@ -145,7 +142,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Root(_) | RunError::Start(_) => 64,
-            RunError::Server(_) | RunError::Twilio(_) | RunError::Metrics(..) => 1,
+            RunError::Server(_) | RunError::Metrics(..) => 1,
         }
     }
 }
@@ -173,15 +170,12 @@ pub async fn run(
         .map_err(broker::StartError::from)?;
     let broker = broker::Broker::start_with(&config, &stores, stopping.clone()).await?;
     let refresh = std::sync::Arc::clone(&broker);
-    let rotator = std::sync::Arc::new(
-        rotation::Rotator::new(
-            &config,
-            stores,
-            *broker.clock(),
-            Box::new(move |name| refresh.refresh(name)),
-        )
-        .map_err(RunError::Twilio)?,
-    );
+    let rotator = std::sync::Arc::new(rotation::Rotator::new(
+        &config,
+        stores,
+        *broker.clock(),
+        Box::new(move |name| refresh.refresh(name)),
+    ));
     rotation::spawn_schedules(&rotator, &stopping);
     if let Some(addr) = config.server.metrics_addr {
         server::metrics_http::serve(addr, std::sync::Arc::clone(&broker), stopping.clone())

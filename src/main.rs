@@ -330,18 +330,12 @@ async fn rotate(
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-    let rotator = match Rotator::new(
+    let rotator = Rotator::new(
         &config,
         stores,
         credbroker::clock::Clock::new(),
         Box::new(|_| {}),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("credbroker: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    );
     let mut code = ExitCode::SUCCESS;
     for name in names {
         let when = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();

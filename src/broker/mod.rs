@@ -111,14 +111,6 @@ pub enum StartError {
     /// A store could not be built.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A configured feature this build does not have yet.
-    #[error("credential `{name}`: {what} is not available in this build of credbroker")]
-    Unsupported {
-        /// Credential name.
-        name: String,
-        /// The feature.
-        what: String,
-    },
     /// Credentials whose first load failed.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Load(Vec<BrokerError>),
@@ -384,12 +376,7 @@ fn start_dynamic(
         let Source::Dynamic(d) = &cfg.source else {
             continue;
         };
-        let twilio = crate::twilio::TwilioClient::new(&config.twilio).map_err(|e| {
-            StartError::Unsupported {
-                name: name.clone(),
-                what: format!("the Twilio client ({e})"),
-            }
-        })?;
+        let twilio = crate::twilio::TwilioClient::new(&config.twilio);
         let admin = Arc::clone(&entries[&d.admin_credential]);
         started.insert(
             name.clone(),

@@ -265,17 +265,17 @@ impl Rotator {
         stores: BTreeMap<String, Arc<dyn SecretStore>>,
         clock: Clock,
         on_change: Box<dyn Fn(&str) + Send + Sync>,
-    ) -> Result<Self, TwilioError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             credentials: config.credentials.clone(),
             stores,
-            twilio: TwilioClient::new(&config.twilio)?,
+            twilio: TwilioClient::new(&config.twilio),
             clock,
             owner: owner_id(),
             memory: Mutex::new(HashMap::new()),
             on_change,
             changed: tokio::sync::watch::Sender::new(0),
-        })
+        }
     }
 
     /// The credentials that have a rotation schedule.
