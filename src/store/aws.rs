@@ -237,13 +237,14 @@ impl SecretStore for AwsStore {
                 .secret_string(text)
                 .send()
                 .await
-                .map_err(|e| match self.error(path, "CreateSecret", e) {
-                    StoreError::Rejected { detail, .. }
-                        if detail.contains("ResourceExistsException") =>
+                .map_err(|e| {
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_exists_exception())
                     {
                         conflict(None)
+                    } else {
+                        self.error(path, "CreateSecret", e)
                     }
-                    other => other,
                 })?;
             return Ok(out.version_id.unwrap_or(token));
         };
@@ -266,14 +267,15 @@ impl SecretStore for AwsStore {
             .remove_from_version_id(expected)
             .send()
             .await
-            .map_err(|e| match self.error(path, "UpdateSecretVersionStage", e) {
+            .map_err(|e| {
                 // AWSCURRENT is no longer on the version we read: we lost.
-                StoreError::Rejected { detail, .. }
-                    if detail.contains("InvalidParameterException") =>
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_invalid_parameter_exception())
                 {
                     conflict(Some(expected))
+                } else {
+                    self.error(path, "UpdateSecretVersionStage", e)
                 }
-                other => other,
             })?;
         // Belt and braces for emulators that do not check RemoveFromVersionId.
         if self.current_version(path).await?.as_deref() != Some(new_version.as_str()) {

@@ -86,6 +86,10 @@ pub struct VaultStore {
 enum Failure {
     /// HTTP status with Vault's error strings (never secrets).
     Status(u16, String),
+    /// KV v2 refused a write whose `cas` is not the current version. Vault
+    /// has no error code for it: HTTP 400 and its message are the signal,
+    /// read here, where the answer is, and nowhere else.
+    CasMismatch,
     /// Could not reach Vault, or no answer in time.
     Network(String),
     /// Anything else (an answer we could not read, a missing field).
@@ -187,6 +191,9 @@ impl VaultStore {
                 (_, Value::String(e)) => e.clone(),
                 _ => String::new(),
             };
+            if status == 400 && why.contains("check-and-set parameter did not match") {
+                return Err(Failure::CasMismatch);
+            }
             Err(Failure::Status(status, why))
         }
     }
@@ -216,6 +223,11 @@ impl VaultStore {
                 store,
                 path,
                 detail: format!("{action}: HTTP {code}{}", reason(&why)),
+            },
+            Failure::CasMismatch => StoreError::Conflict {
+                store,
+                path,
+                expected: "(the version read)".into(),
             },
             Failure::Network(why) => StoreError::Unavailable {
                 store,
@@ -535,9 +547,7 @@ impl SecretStore for VaultStore {
                 )
                 .await
                 .map_err(|e| match e {
-                    StoreError::Rejected { ref detail, .. } if detail.contains("check-and-set") => {
-                        conflict()
-                    }
+                    StoreError::Conflict { .. } => conflict(),
                     e => e,
                 })?;
             answer.0["data"]["version"]
