@@ -183,9 +183,7 @@ impl Entry {
 
     /// The instant past which a stale value may no longer be served.
     pub fn stale_deadline(&self, snapshot: &Snapshot) -> Option<SystemTime> {
-        snapshot
-            .stale_since
-            .map(|since| snapshot.confirmed_at.unwrap_or(since).min(since) + self.config.max_stale)
+        stale_deadline(snapshot, self.config.max_stale)
     }
 
     /// A lease on `snapshot` at `now`, or why there is none.
@@ -312,9 +310,8 @@ impl Entry {
                     s.stale_since = Some(now);
                     true
                 }
-                Some(since)
-                    if now
-                        >= s.confirmed_at.unwrap_or(since).min(since) + self.config.max_stale
+                Some(_)
+                    if stale_deadline(s, self.config.max_stale).is_some_and(|d| now >= d)
                         && s.unavailable.is_none() =>
                 {
                     s.unavailable =
@@ -330,6 +327,15 @@ impl Entry {
     pub(super) fn refresh_interval(&self) -> Duration {
         self.config.refresh_interval
     }
+}
+
+/// The instant past which `snapshot`'s stale value may no longer be served:
+/// `max_stale` after the store last confirmed it (no later than the first
+/// failure).
+fn stale_deadline(snapshot: &Snapshot, max_stale: Duration) -> Option<SystemTime> {
+    snapshot
+        .stale_since
+        .map(|since| snapshot.confirmed_at.unwrap_or(since).min(since) + max_stale)
 }
 
 /// The UNAVAILABLE reason once a stale value may no longer be served: the
