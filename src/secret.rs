@@ -55,6 +55,11 @@ impl fmt::Debug for SecretString {
     }
 }
 
+/// JSON that may hold secrets (an API answer, a request body): no `Debug`,
+/// no `Display`, so it cannot be logged or formatted by mistake. The value
+/// is freed, and wiped by the zeroizing allocator, when it is dropped.
+pub struct SecretJson(pub Value);
+
 /// Secret bytes: a whole stored document, which holds secrets.
 ///
 /// Equality is constant-time in the content, as for [`SecretString`].

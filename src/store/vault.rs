@@ -40,7 +40,7 @@ use tokio::{sync::RwLock, time::Instant};
 use super::{Document, SecretStore, StoreError, digest_version};
 use crate::{
     config::VaultAuth,
-    secret::{SecretBytes, SecretString},
+    secret::{SecretBytes, SecretJson, SecretString},
 };
 
 /// How long one HTTP request to Vault may take.
@@ -433,9 +433,6 @@ impl Session {
         }
     }
 }
-
-/// JSON that may hold secrets: no Debug, no Display.
-struct SecretJson(Value);
 
 fn reason(why: &str) -> String {
     let why = why.trim();

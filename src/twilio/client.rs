@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::{
     config::TwilioConfig,
-    secret::{ApiKeySid, Secret, SecretBytes, SecretString, TwilioCredential},
+    secret::{ApiKeySid, Secret, SecretBytes, SecretJson, SecretString, TwilioCredential},
 };
 
 /// How long one request may take.
@@ -469,6 +469,3 @@ fn basic(credential: &TwilioCredential) -> (&str, &SecretString) {
         Secret::ApiKey { sid, secret } => (sid.as_str(), secret),
     }
 }
-
-/// A JSON answer that may hold secrets: no Debug, no Display.
-struct SecretJson(Value);
