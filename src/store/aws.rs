@@ -21,7 +21,7 @@ use aws_sdk_secretsmanager::{
     error::{ProvideErrorMetadata, SdkError},
 };
 
-use super::{Document, SecretStore, StoreError};
+use super::{Document, SecretStore, StoreError, errors::Class};
 use crate::secret::SecretBytes;
 
 /// How long one call may take, retries included.
@@ -73,18 +73,11 @@ impl AwsStore {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let store = self.name.clone();
-        let path = path.to_owned();
-        match &err {
-            SdkError::TimeoutError(_) => StoreError::Unavailable {
-                store,
-                path,
-                detail: format!("{action}: timed out"),
-            },
-            SdkError::DispatchFailure(f) => StoreError::Unavailable {
-                store,
-                path,
-                detail: format!(
+        let (class, detail) = match &err {
+            SdkError::TimeoutError(_) => (Class::Transient, format!("{action}: timed out")),
+            SdkError::DispatchFailure(f) => (
+                Class::Transient,
+                format!(
                     "{action}: {}",
                     if f.is_io() {
                         "cannot reach the endpoint"
@@ -94,12 +87,10 @@ impl AwsStore {
                         "request failed"
                     }
                 ),
-            },
-            SdkError::ResponseError(_) => StoreError::Unavailable {
-                store,
-                path,
-                detail: format!("{action}: unreadable response"),
-            },
+            ),
+            SdkError::ResponseError(_) => {
+                (Class::Transient, format!("{action}: unreadable response"))
+            }
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("unknown");
                 let status = service.raw().status().as_u16();
@@ -111,50 +102,31 @@ impl AwsStore {
                         .map(|m| format!(": {m}"))
                         .unwrap_or_default()
                 );
-                match code {
-                    "ResourceNotFoundException" => StoreError::NotFound {
-                        store,
-                        path,
-                        detail: format!(" ({detail})"),
-                    },
+                let class = match code {
+                    "ResourceNotFoundException" => Class::NotFound,
                     "AccessDeniedException"
                     | "UnrecognizedClientException"
                     | "InvalidSignatureException"
-                    | "ExpiredTokenException" => StoreError::PermissionDenied {
-                        store,
-                        path,
-                        detail: format!(" ({detail})"),
-                    },
+                    | "ExpiredTokenException" => Class::Denied,
                     "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => {
-                        StoreError::Unavailable {
-                            store,
-                            path,
-                            detail,
-                        }
+                        Class::Transient
                     }
-                    _ if status == 401 || status == 403 => StoreError::PermissionDenied {
-                        store,
-                        path,
-                        detail: format!(" ({detail})"),
+                    // Any other code: what its HTTP status says, except
+                    // that a 404 without ResourceNotFoundException is not
+                    // taken for a missing secret.
+                    _ => match Class::of_http(status) {
+                        Class::NotFound => Class::Rejected,
+                        class => class,
                     },
-                    _ if status >= 500 || status == 429 => StoreError::Unavailable {
-                        store,
-                        path,
-                        detail,
-                    },
-                    _ => StoreError::Rejected {
-                        store,
-                        path,
-                        detail,
-                    },
-                }
+                };
+                (class, detail)
             }
-            _ => StoreError::Rejected {
-                store,
-                path,
-                detail: format!("{action}: cannot build the request"),
-            },
-        }
+            _ => (
+                Class::Rejected,
+                format!("{action}: cannot build the request"),
+            ),
+        };
+        class.error(&self.name, path, detail)
     }
 
     /// The version id holding `AWSCURRENT`, if the secret exists.

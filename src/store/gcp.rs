@@ -51,7 +51,7 @@ use google_cloud_secretmanager_v1::{
     model::{Replication, Secret, SecretPayload, replication::Automatic, secret_version::State},
 };
 
-use super::{Document, SecretStore, StoreError};
+use super::{Document, SecretStore, StoreError, errors::Class};
 use crate::secret::SecretBytes;
 
 /// Upper bound on one store operation's every SDK call, retries included.
@@ -439,124 +439,68 @@ fn valid_secret_id(id: &str) -> bool {
 /// service sent (which never quotes payloads) or name the error's kind; the
 /// SDK's parse errors are not quoted, since they can quote the response.
 fn map_error(store: &str, path: &str, step: Step, e: &GaxError) -> StoreError {
-    let store = store.to_owned();
-    let path = path.to_owned();
     let http = e.http_status_code();
     if let Some(status) = e.status() {
         let detail = match http {
             Some(h) => format!("{} ({h}): {}", status.code.name(), status.message),
             None => format!("{}: {}", status.code.name(), status.message),
         };
-        return match status.code {
-            Code::NotFound => StoreError::NotFound {
-                store,
-                path,
-                detail: format!(" ({detail})"),
-            },
-            Code::PermissionDenied | Code::Unauthenticated => StoreError::PermissionDenied {
-                store,
-                path,
-                detail: format!(" ({detail})"),
-            },
+        let class = match status.code {
             // An etag refusal (Google: FAILED_PRECONDITION; ABORTED in
             // places) or a create that lost the race, where we asked.
             Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists
                 if step == Step::Claim =>
             {
-                StoreError::Conflict {
-                    store,
-                    path,
+                return StoreError::Conflict {
+                    store: store.to_owned(),
+                    path: path.to_owned(),
                     expected: String::new(),
-                }
+                };
             }
+            Code::NotFound => Class::NotFound,
+            Code::PermissionDenied | Code::Unauthenticated => Class::Denied,
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::ResourceExhausted
             | Code::Aborted
             | Code::Internal
             | Code::Unknown
-            | Code::Cancelled => StoreError::Unavailable {
-                store,
-                path,
-                detail,
-            },
-            _ if http.is_some_and(|h| h >= 500 || h == 429) => StoreError::Unavailable {
-                store,
-                path,
-                detail,
-            },
+            | Code::Cancelled => Class::Transient,
+            _ if http.is_some_and(|h| h >= 500 || h == 429) => Class::Transient,
             // FAILED_PRECONDITION on a read: the version is disabled or destroyed.
-            _ => StoreError::Rejected {
-                store,
-                path,
-                detail,
-            },
+            _ => Class::Rejected,
         };
+        return class.error(store, path, detail);
     }
     if let Some(h) = http {
         // An HTTP error without Google's error body (a proxy, a load balancer).
-        let detail = format!("HTTP {h}");
-        return match h {
-            404 => StoreError::NotFound {
-                store,
-                path,
-                detail: format!(" ({detail})"),
-            },
-            401 | 403 => StoreError::PermissionDenied {
-                store,
-                path,
-                detail: format!(" ({detail})"),
-            },
-            408 | 429 | 500..=599 => StoreError::Unavailable {
-                store,
-                path,
-                detail,
-            },
-            _ => StoreError::Rejected {
-                store,
-                path,
-                detail,
-            },
-        };
+        return Class::of_http(h).error(store, path, format!("HTTP {h}"));
     }
     if e.is_timeout() || e.is_connect() || e.is_io() || e.is_transport() || e.is_exhausted() {
-        return StoreError::Unavailable {
-            store,
-            path,
-            detail: e.to_string(),
-        };
+        return Class::Transient.error(store, path, e.to_string());
     }
     if e.is_authentication() {
         // A transient failure to get a token (metadata server busy) is
         // retried like any outage; a bad credential is not.
-        let transient = e.is_transient_and_before_rpc();
-        let detail = format!("cannot get Google credentials: {e}");
-        return if transient {
-            StoreError::Unavailable {
-                store,
-                path,
-                detail,
-            }
+        let class = if e.is_transient_and_before_rpc() {
+            Class::Transient
         } else {
-            StoreError::Rejected {
-                store,
-                path,
-                detail,
-            }
+            Class::Rejected
         };
+        return class.error(store, path, format!("cannot get Google credentials: {e}"));
     }
     if e.is_deserialization() {
         return StoreError::Malformed {
-            store,
-            path,
+            store: store.to_owned(),
+            path: path.to_owned(),
             problem: "the service's answer does not parse as a Secret Manager response".into(),
         };
     }
-    StoreError::Rejected {
+    Class::Rejected.error(
         store,
         path,
-        detail: "the request could not be made (bad resource name or request)".into(),
-    }
+        "the request could not be made (bad resource name or request)".into(),
+    )
 }
 
 /// CRC-32C (Castagnoli), the checksum Secret Manager keeps per version.

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+mod errors;
 pub mod file;
 #[cfg(feature = "gcp")]
 pub mod gcp;

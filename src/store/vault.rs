@@ -37,7 +37,7 @@ use reqwest::{Method, header::HeaderValue};
 use serde_json::{Value, json};
 use tokio::{sync::RwLock, time::Instant};
 
-use super::{Document, SecretStore, StoreError, digest_version};
+use super::{Document, SecretStore, StoreError, digest_version, errors::Class};
 use crate::{
     config::VaultAuth,
     secret::{SecretBytes, SecretJson, SecretString},
@@ -199,46 +199,23 @@ impl VaultStore {
     }
 
     fn error(&self, path: &str, action: &str, failure: Failure) -> StoreError {
-        let store = self.name.clone();
-        let path = path.to_owned();
         match failure {
-            Failure::Status(404, _) => StoreError::NotFound {
-                store,
+            Failure::Status(code, why) => Class::of_http(code).error(
+                &self.name,
                 path,
-                detail: format!(" ({action}: HTTP 404)"),
-            },
-            Failure::Status(code @ (401 | 403), why) => StoreError::PermissionDenied {
-                store,
-                path,
-                detail: format!(" ({action}: HTTP {code}{})", reason(&why)),
-            },
-            Failure::Status(code, why) if code >= 500 || code == 429 || code == 412 => {
-                StoreError::Unavailable {
-                    store,
-                    path,
-                    detail: format!("{action}: HTTP {code}{}", reason(&why)),
-                }
-            }
-            Failure::Status(code, why) => StoreError::Rejected {
-                store,
-                path,
-                detail: format!("{action}: HTTP {code}{}", reason(&why)),
-            },
+                format!("{action}: HTTP {code}{}", reason(&why)),
+            ),
             Failure::CasMismatch => StoreError::Conflict {
-                store,
-                path,
+                store: self.name.clone(),
+                path: path.to_owned(),
                 expected: "(the version read)".into(),
             },
-            Failure::Network(why) => StoreError::Unavailable {
-                store,
-                path,
-                detail: format!("{action}: {why}"),
-            },
-            Failure::Other(why) => StoreError::Rejected {
-                store,
-                path,
-                detail: format!("{action}: {why}"),
-            },
+            Failure::Network(why) => {
+                Class::Transient.error(&self.name, path, format!("{action}: {why}"))
+            }
+            Failure::Other(why) => {
+                Class::Rejected.error(&self.name, path, format!("{action}: {why}"))
+            }
         }
     }
 
