@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     broker::{Broker, Entry, Lease},
-    config::AllowList,
+    config::{AccessTokenPolicy, AllowList},
     proto,
     rotation::{RotationError, Rotator},
     secret::{Secret, TwilioCredential},
@@ -338,39 +338,11 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
                 "credential `{name}` has no [credentials.{name}.access_tokens] policy"
             )));
         };
-        if r.identity.is_empty() {
-            return Err(status::invalid("identity", "the identity the token is for"));
-        }
-        if !r.identity.starts_with(&policy.identity_prefix) {
-            return Err(denied(format!(
-                "credential `{name}`: identities must start with {:?}",
-                policy.identity_prefix
-            )));
-        }
-        let max = policy.max_ttl.min(access_token::MAX_TTL);
-        let ttl = match r.ttl_seconds {
-            0 => max,
-            s if u64::from(s) > max.as_secs() => {
-                return Err(status::invalid(
-                    "ttl_seconds",
-                    &format!("at most {} (this credential's max_ttl)", max.as_secs()),
-                ));
-            }
-            s => std::time::Duration::from_secs(u64::from(s)),
+        let ttl = match token_ttl(name, policy, r) {
+            Ok(ttl) => ttl,
+            Err(Refusal::Denied(why)) => return Err(denied(why)),
+            Err(Refusal::Invalid(status)) => return Err(status),
         };
-        let asked = [
-            ("voice", r.voice.is_some()),
-            ("video", r.video.is_some()),
-            ("chat", r.chat.is_some()),
-            ("sync", r.sync.is_some()),
-        ];
-        for (grant, wanted) in asked {
-            if wanted && !policy.grants.iter().any(|g| g == grant) {
-                return Err(denied(format!(
-                    "credential `{name}`: the `{grant}` grant is not allowed by its access_tokens policy"
-                )));
-            }
-        }
         let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
         let doc = &lease.loaded.document;
         let Secret::ApiKey { sid, secret } = &doc.current.secret else {
@@ -380,21 +352,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
                 "Access Tokens are signed with an API Key Secret",
             ));
         };
-        let grants = access_token::Grants {
-            voice: r.voice.as_ref().map(|v| access_token::VoiceGrant {
-                outgoing_application_sid: v.outgoing_application_sid.clone(),
-                incoming_allow: v.incoming_allow,
-            }),
-            video: r.video.as_ref().map(|v| access_token::VideoGrant {
-                room: v.room.clone(),
-            }),
-            chat: r.chat.as_ref().map(|c| access_token::ChatGrant {
-                service_sid: c.service_sid.clone(),
-            }),
-            sync: r.sync.as_ref().map(|c| access_token::SyncGrant {
-                service_sid: c.service_sid.clone(),
-            }),
-        };
+        let grants = grants_of(r);
         let now = self.broker.clock().now();
         let token = access_token::mint(
             doc.current.account_sid.as_str(),
@@ -416,6 +374,79 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
             token: token.expose_secret().to_owned(),
             expires_at: Some(timestamp(now + ttl)),
         }))
+    }
+}
+
+/// Why a MintAccessToken request breaks its credential's policy.
+enum Refusal {
+    /// The policy forbids it (PERMISSION_DENIED, audited).
+    Denied(String),
+    /// A field is missing or out of range (INVALID_ARGUMENT).
+    Invalid(Status),
+}
+
+/// Checks request `r` for credential `name` against its `policy`: the
+/// token's lifetime, or why there is none.
+fn token_ttl(
+    name: &str,
+    policy: &AccessTokenPolicy,
+    r: &proto::MintAccessTokenRequest,
+) -> Result<std::time::Duration, Refusal> {
+    if r.identity.is_empty() {
+        return Err(Refusal::Invalid(status::invalid(
+            "identity",
+            "the identity the token is for",
+        )));
+    }
+    if !r.identity.starts_with(&policy.identity_prefix) {
+        return Err(Refusal::Denied(format!(
+            "credential `{name}`: identities must start with {:?}",
+            policy.identity_prefix
+        )));
+    }
+    let max = policy.max_ttl.min(access_token::MAX_TTL);
+    let ttl = match r.ttl_seconds {
+        0 => max,
+        s if u64::from(s) > max.as_secs() => {
+            return Err(Refusal::Invalid(status::invalid(
+                "ttl_seconds",
+                &format!("at most {} (this credential's max_ttl)", max.as_secs()),
+            )));
+        }
+        s => std::time::Duration::from_secs(u64::from(s)),
+    };
+    let asked = [
+        ("voice", r.voice.is_some()),
+        ("video", r.video.is_some()),
+        ("chat", r.chat.is_some()),
+        ("sync", r.sync.is_some()),
+    ];
+    for (grant, wanted) in asked {
+        if wanted && !policy.grants.iter().any(|g| g == grant) {
+            return Err(Refusal::Denied(format!(
+                "credential `{name}`: the `{grant}` grant is not allowed by its access_tokens policy"
+            )));
+        }
+    }
+    Ok(ttl)
+}
+
+/// The grants the request asks for, as the token carries them.
+fn grants_of(r: &proto::MintAccessTokenRequest) -> access_token::Grants {
+    access_token::Grants {
+        voice: r.voice.as_ref().map(|v| access_token::VoiceGrant {
+            outgoing_application_sid: v.outgoing_application_sid.clone(),
+            incoming_allow: v.incoming_allow,
+        }),
+        video: r.video.as_ref().map(|v| access_token::VideoGrant {
+            room: v.room.clone(),
+        }),
+        chat: r.chat.as_ref().map(|c| access_token::ChatGrant {
+            service_sid: c.service_sid.clone(),
+        }),
+        sync: r.sync.as_ref().map(|c| access_token::SyncGrant {
+            service_sid: c.service_sid.clone(),
+        }),
     }
 }
 
