@@ -406,6 +406,10 @@ impl Rotator {
         result
     }
 
+    /// The state machine: reads the document and takes the one step its
+    /// state calls for, until there is nothing left to do. Longer than the
+    /// usual limit on purpose: the whole protocol (DESIGN.md, Rotation) reads
+    /// top to bottom here, one arm per state, each step a method of its own.
     async fn advance(&self, name: &str, start: bool) -> Result<Outcome, RotationError> {
         let (cfg, _, _) = self.location(name)?;
         let rotation = cfg
