@@ -176,7 +176,8 @@ pub async fn run(
         *broker.clock(),
         Box::new(move |name| refresh.refresh(name)),
     ));
-    rotation::spawn_schedules(&rotator, &stopping);
+    let tasks = broker.tasks().clone();
+    rotation::spawn_schedules(&rotator, &stopping, &tasks);
     if let Some(addr) = config.server.metrics_addr {
         server::metrics_http::serve(addr, std::sync::Arc::clone(&broker), stopping.clone())
             .await
@@ -187,7 +188,7 @@ pub async fn run(
     let hup_stop = stopping.clone();
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hup) => {
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 loop {
                     tokio::select! {
                         _ = hup_stop.cancelled() => return,
@@ -203,6 +204,18 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
     }
 
-    server::serve(&config, broker, rotator, stopping, shutdown).await?;
+    let served = server::serve(&config, broker, rotator, stopping.clone(), shutdown).await;
+    // Every task the daemon spawned stops with `stopping`; wait for them
+    // (up to the drain deadline), so nothing is cut off mid-write.
+    stopping.cancel();
+    tasks.close();
+    match tokio::time::timeout(server::DRAIN_DEADLINE, tasks.wait()).await {
+        Ok(()) => tracing::info!("every task stopped"),
+        Err(_) => tracing::warn!(
+            running = tasks.len(),
+            "tasks still running after the drain deadline; exiting anyway"
+        ),
+    }
+    served?;
     Ok(())
 }

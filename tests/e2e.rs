@@ -450,6 +450,12 @@ async fn sigterm_drains_removes_socket_and_exits_zero() {
     let (status, daemon) = exit;
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log_text());
     assert!(!daemon.socket.exists(), "the socket file is removed");
+    // Every spawned task (refresh loops, watch streams, SIGHUP) was waited for.
+    assert!(
+        daemon.log_text().contains("every task stopped"),
+        "shutdown did not wait for its tasks:\n{}",
+        daemon.log_text()
+    );
     for task in load {
         let (ok, code) = task.await.unwrap();
         assert!(ok > 0, "no call succeeded before the shutdown");

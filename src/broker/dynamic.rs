@@ -86,6 +86,7 @@ impl DynamicKeys {
         twilio: TwilioClient,
         clock: Clock,
         stopping: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
     ) -> Arc<Self> {
         let keys = Arc::new(Self {
             config,
@@ -96,7 +97,7 @@ impl DynamicKeys {
             live: Mutex::new(Live::default()),
             wake: Notify::new(),
         });
-        tokio::spawn(Arc::clone(&keys).reap(stopping));
+        tasks.spawn(Arc::clone(&keys).reap(stopping));
         keys
     }
 

@@ -14,7 +14,7 @@ mod entry;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::{sync::mpsc, sync::watch, task::JoinSet};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use entry::{Entry, Lease, Loaded, Snapshot};
 
@@ -123,6 +123,10 @@ pub struct Broker {
     clock: Clock,
     reload: watch::Sender<u64>,
     stopping: CancellationToken,
+    /// Every task the daemon spawns (refresh loops, watch streams, dynamic
+    /// keys' expiry, and the app's: schedules, SIGHUP, metrics), so that
+    /// shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
 impl Broker {
@@ -156,20 +160,22 @@ impl Broker {
             })
             .collect();
         let clock = Clock::new();
-        let dynamic = start_dynamic(config, &entries, clock, &stopping)?;
+        let tasks = TaskTracker::new();
+        let dynamic = start_dynamic(config, &entries, clock, &stopping, &tasks)?;
         let broker = Arc::new(Broker {
             dynamic,
             entries,
             clock,
             reload: watch::Sender::new(0),
             stopping,
+            tasks,
         });
         // Subscribe to store changes before the first load, so a change made
         // while it runs is not missed.
         let changes = broker.subscribe_changes(stores);
         broker.first_load().await?;
         for (entry, changes) in broker.entries.values().zip(changes) {
-            tokio::spawn(refresh_loop(
+            broker.tasks.spawn(refresh_loop(
                 Arc::clone(entry),
                 broker.clock,
                 changes,
@@ -256,6 +262,12 @@ impl Broker {
             .lease(&self.clock)
     }
 
+    /// The tracker of every task the daemon spawns; the app spawns its own
+    /// there too, and waits for it at shutdown.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
     /// Re-reads every store now (SIGHUP).
     pub fn refresh_all(&self) {
         self.reload.send_modify(|n| *n = n.wrapping_add(1));
@@ -285,7 +297,7 @@ impl Broker {
         let clock = self.clock;
         let stopping = self.stopping.clone();
         let mut changes = entry.subscribe();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 let snapshot = changes.borrow_and_update().clone();
                 let lease = entry.lease_from(&snapshot, clock.now());
@@ -370,6 +382,7 @@ fn start_dynamic(
     entries: &BTreeMap<String, Arc<Entry>>,
     clock: Clock,
     stopping: &CancellationToken,
+    tasks: &TaskTracker,
 ) -> Result<BTreeMap<String, Arc<dynamic::DynamicKeys>>, StartError> {
     let mut started = BTreeMap::new();
     for (name, cfg) in &config.credentials {
@@ -387,6 +400,7 @@ fn start_dynamic(
                 twilio,
                 clock,
                 stopping.clone(),
+                tasks,
             ),
         );
     }

@@ -783,7 +783,11 @@ impl scheduler::Rotation for Scheduled {
 }
 
 /// Starts the schedule of every credential that has one; they stop with `stop`.
-pub fn spawn_schedules(rotator: &Arc<Rotator>, stop: &tokio_util::sync::CancellationToken) {
+pub fn spawn_schedules(
+    rotator: &Arc<Rotator>,
+    stop: &tokio_util::sync::CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) {
     for (name, rotation) in rotator.scheduled() {
         tracing::info!(credential = %name, schedule = %rotation.schedule, "rotation scheduled");
         let task = scheduler::run(
@@ -798,6 +802,6 @@ pub fn spawn_schedules(rotator: &Arc<Rotator>, stop: &tokio_util::sync::Cancella
             stop.clone(),
         );
         let span = tracing::info_span!("rotation schedule", credential = %name);
-        tokio::spawn(tracing::Instrument::instrument(task, span));
+        tasks.spawn(tracing::Instrument::instrument(task, span));
     }
 }

@@ -46,7 +46,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
-    tokio::spawn(async move {
+    let tasks = broker.tasks().clone();
+    tasks.clone().spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -59,7 +60,8 @@ pub async fn serve(
                 },
             };
             let broker = Arc::clone(&broker);
-            tokio::spawn(async move {
+            let stop = stop.clone();
+            tasks.spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let broker = Arc::clone(&broker);
                     async move {
@@ -89,9 +91,13 @@ pub async fn serve(
                         )
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                // At shutdown an open connection is dropped, not waited for.
+                tokio::select! {
+                    _ = connection => {}
+                    _ = stop.cancelled() => {}
+                }
             });
         }
     });
