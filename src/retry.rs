@@ -1,6 +1,7 @@
 //! The one backoff with jitter that retry loops use: the broker's store
-//! refresh, the Twilio client's retries and the rotation's wait for a new
-//! value to start working at Twilio.
+//! refresh and first load, the Twilio client's retries, the rotation's wait
+//! for a new value to start working at Twilio, and the rotation schedule's
+//! retry after a failed run.
 //!
 //! Jitter spreads the retries of many sidecars that failed together (a
 //! store outage, a Twilio incident), so they do not return in lockstep.

@@ -15,7 +15,8 @@ use crate::clock::Clock;
 
 /// Most random delay added to a scheduled run.
 pub const MAX_JITTER: Duration = Duration::from_secs(30);
-/// Wait after a failed run before trying again, doubling up to [`MAX_RETRY`].
+/// Wait after a failed run before trying again, doubling up to [`MAX_RETRY`]
+/// (the shared backoff of `retry.rs`, jittered into its upper half).
 pub const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// Longest wait between attempts after failures.
 pub const MAX_RETRY: Duration = Duration::from_secs(3600);
@@ -102,9 +103,7 @@ pub async fn run(
             }
             Err(e) => {
                 failures += 1;
-                let wait = FIRST_RETRY
-                    .saturating_mul(1 << failures.saturating_sub(1).min(10))
-                    .min(MAX_RETRY);
+                let wait = crate::retry::backoff(failures, FIRST_RETRY, MAX_RETRY);
                 tracing::warn!(error = %e, retry_in = ?wait, "rotation attempt failed");
                 retry_at = Some(clock.now() + wait);
             }
@@ -262,13 +261,16 @@ mod tests {
         tokio::spawn(run(f.clone(), hourly, clock, Duration::ZERO, stop.clone()));
         tokio::time::sleep(Duration::from_secs(10 * 60)).await;
         let runs = f.runs.lock().unwrap().clone();
-        // Immediately, then +30 s, +60 s, +120 s: the fourth succeeds.
+        // Immediately, then after about 30 s, 60 s and 120 s (each jittered
+        // into its upper half): the fourth succeeds.
         assert_eq!(runs.len(), 4, "{runs:?}");
         let gaps: Vec<u64> = runs
             .windows(2)
             .map(|w| w[1].0.duration_since(w[0].0).unwrap().as_secs())
             .collect();
-        assert_eq!(gaps, [30, 60, 120]);
+        for (gap, full) in gaps.iter().zip([30, 60, 120]) {
+            assert!((full / 2..=full).contains(gap), "{gaps:?}");
+        }
         stop.cancel();
     }
 }
