@@ -755,19 +755,12 @@ struct Scheduled {
 
 #[async_trait::async_trait]
 impl scheduler::Rotation for Scheduled {
-    async fn timeline(&self) -> Result<(Option<SystemTime>, Option<SystemTime>), String> {
-        self.rotator
-            .timeline(&self.name)
-            .await
-            .map_err(|e| e.to_string())
+    async fn timeline(&self) -> Result<(Option<SystemTime>, Option<SystemTime>), RotationError> {
+        self.rotator.timeline(&self.name).await
     }
 
-    async fn run(&self, start: bool) -> Result<(), String> {
-        self.rotator
-            .rotate(&self.name, start)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+    async fn run(&self, start: bool) -> Result<(), RotationError> {
+        self.rotator.rotate(&self.name, start).await.map(drop)
     }
 
     fn next_run(&self, at: SystemTime) {

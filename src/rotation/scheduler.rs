@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use super::RotationError;
 use crate::clock::Clock;
 
 /// Most random delay added to a scheduled run.
@@ -42,9 +43,9 @@ pub fn due(
 #[async_trait::async_trait]
 pub trait Rotation: Send + Sync {
     /// When the last rotation was promoted, and when the previous value retires.
-    async fn timeline(&self) -> Result<(Option<SystemTime>, Option<SystemTime>), String>;
+    async fn timeline(&self) -> Result<(Option<SystemTime>, Option<SystemTime>), RotationError>;
     /// Advances the rotation; `start` begins a new one.
-    async fn run(&self, start: bool) -> Result<(), String>;
+    async fn run(&self, start: bool) -> Result<(), RotationError>;
     /// Tells the status when the next run is.
     fn next_run(&self, at: SystemTime);
     /// Resolves when the rotation's state changed outside the schedule (a
@@ -162,15 +163,17 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Rotation for Fake {
-        async fn timeline(&self) -> Result<(Option<SystemTime>, Option<SystemTime>), String> {
+        async fn timeline(
+            &self,
+        ) -> Result<(Option<SystemTime>, Option<SystemTime>), RotationError> {
             Ok((*self.last.lock().unwrap(), None))
         }
-        async fn run(&self, start: bool) -> Result<(), String> {
+        async fn run(&self, start: bool) -> Result<(), RotationError> {
             self.runs.lock().unwrap().push((self.clock.now(), start));
             let mut fail = self.fail.lock().unwrap();
             if *fail > 0 {
                 *fail -= 1;
-                return Err("Twilio is down".into());
+                return Err(RotationError::Unsettled("fake".into()));
             }
             if start {
                 *self.last.lock().unwrap() = Some(self.clock.now());
