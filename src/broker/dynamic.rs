@@ -186,13 +186,16 @@ impl DynamicKeys {
     }
 
     /// Finds the keys a previous process left (by name prefix).
-    async fn sweep(&self) -> Result<(), String> {
-        let admin = self.admin_credential().map_err(|e| e.to_string())?;
+    async fn sweep(&self) -> Result<(), BrokerError> {
+        let admin = self.admin_credential()?;
         let keys = self
             .twilio
             .list_keys(&admin)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| BrokerError::Twilio {
+                name: self.name().to_owned(),
+                source,
+            })?;
         let prefix = key_prefix(self.name());
         let mut live = self.live.lock().await;
         for key in keys {
