@@ -37,6 +37,9 @@ pub const DEFAULT_ACCOUNTS_BASE: &str = "https://accounts.twilio.com";
 pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(86_400);
 /// Grants a `[credentials.X.access_tokens]` policy may list.
 pub const GRANTS: [&str; 4] = ["voice", "video", "chat", "sync"];
+/// The `kind` of a credential whose restricted keys are minted per caller
+/// (`Source::Dynamic`); the other kinds are stored ([`Kind`]).
+pub const DYNAMIC_API_KEY: &str = "dynamic_api_key";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -184,8 +187,6 @@ pub struct TwilioConfig {
 pub struct CredentialConfig {
     /// The config key, which clients ask for.
     pub name: String,
-    /// Configured kind; `None` means read it off the document.
-    pub kind: Option<Kind>,
     /// Where the credential comes from.
     pub source: Source,
     /// Who may read it.
@@ -211,6 +212,8 @@ pub enum Source {
         store: String,
         /// Vault path, AWS secret id, GCP secret id, or file key.
         path: String,
+        /// Configured kind; `None` means read it off the document.
+        kind: Option<Kind>,
     },
     /// Restricted keys minted per caller.
     Dynamic(DynamicKeyConfig),
@@ -864,7 +867,7 @@ impl Admins {
             names: credentials.keys().cloned().collect(),
             dynamic: credentials
                 .iter()
-                .filter(|(_, c)| c.kind.as_deref() == Some("dynamic_api_key"))
+                .filter(|(_, c)| c.kind.as_deref() == Some(DYNAMIC_API_KEY))
                 .map(|(n, _)| n.clone())
                 .collect(),
         }
@@ -907,14 +910,16 @@ fn credential(
     {
         p.push(&key, "a name without control characters, `/` or `:`");
     }
+    let dynamic = c.kind.as_deref() == Some(DYNAMIC_API_KEY);
     let kind = match c.kind.as_deref() {
         None => None,
+        Some(_) if dynamic => Some(Kind::ApiKey),
         Some(k) => match Kind::parse(k) {
             Some(k) => Some(k),
             None => {
                 p.push(
                     format!("{key}.kind"),
-                    format!("one of \"auth_token\", \"api_key\", \"dynamic_api_key\", not {k:?}"),
+                    format!("one of \"auth_token\", \"api_key\", \"{DYNAMIC_API_KEY}\", not {k:?}"),
                 );
                 None
             }
@@ -938,10 +943,10 @@ fn credential(
     if c.lease_ttl.is_some() && lease_ttl > MAX_ACCESS_TOKEN_TTL {
         p.push(format!("{key}.lease_ttl"), "a lease of at most 24h");
     }
-    let source = if kind == Some(Kind::DynamicApiKey) {
+    let source = if dynamic {
         dynamic_source(p, &key, &name, &c, admins)
     } else {
-        store_source(p, &key, &c, stores)
+        store_source(p, &key, &c, stores, kind)
     };
     let rotation = c.rotation.map(|r| {
         let policy = RotationLimits {
@@ -954,7 +959,6 @@ fn credential(
     let access_tokens = c.access_tokens.map(|a| access_tokens(p, &key, a, kind));
     CredentialConfig {
         name,
-        kind,
         source,
         allow: allow_list(c.allow),
         lease_ttl,
@@ -1033,6 +1037,7 @@ fn store_source(
     key: &str,
     c: &RawCredential,
     stores: &BTreeMap<String, StoreConfig>,
+    kind: Option<Kind>,
 ) -> Source {
     for (field, set) in [
         ("admin_credential", c.admin_credential.is_some()),
@@ -1075,7 +1080,7 @@ fn store_source(
     if path.is_empty() {
         p.push(format!("{key}.path"), "the document's path in its store");
     }
-    Source::Store { store, path }
+    Source::Store { store, path, kind }
 }
 
 /// What a credential's `[rotation]` is checked against.

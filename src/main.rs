@@ -333,6 +333,7 @@ async fn rotate(
     let rotator = Rotator::new(
         &config,
         stores,
+        credbroker::twilio::TwilioClient::new((&config.twilio).into()),
         credbroker::clock::Clock::new(),
         Box::new(|_| {}),
     );

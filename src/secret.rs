@@ -103,15 +103,15 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
-/// What a credential is, as named in the config and in `CredentialInfo.kind`.
+/// What a stored credential is, as named in the config and in
+/// `CredentialInfo.kind`. (`dynamic_api_key` is not stored: it is a source,
+/// `config::Source::Dynamic`, whose keys are API keys.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Account SID + Auth Token.
     AuthToken,
     /// Account SID + API Key SID + API Key Secret.
     ApiKey,
-    /// Short-lived restricted API keys minted per caller.
-    DynamicApiKey,
 }
 
 impl Kind {
@@ -120,7 +120,6 @@ impl Kind {
         match self {
             Kind::AuthToken => "auth_token",
             Kind::ApiKey => "api_key",
-            Kind::DynamicApiKey => "dynamic_api_key",
         }
     }
 
@@ -129,7 +128,6 @@ impl Kind {
         match s {
             "auth_token" => Some(Kind::AuthToken),
             "api_key" => Some(Kind::ApiKey),
-            "dynamic_api_key" => Some(Kind::DynamicApiKey),
             _ => None,
         }
     }
@@ -446,7 +444,7 @@ fn take_credential(
     let key_sid = take_string(object, &API_KEY_SID, prefix)?;
     let key_secret = take_string(object, &API_KEY_SECRET, prefix)?.map(SecretString::new);
     let want = match kind {
-        Some(Kind::DynamicApiKey) | Some(Kind::ApiKey) => Kind::ApiKey,
+        Some(Kind::ApiKey) => Kind::ApiKey,
         Some(Kind::AuthToken) => Kind::AuthToken,
         None => match (&token, &key_sid, &key_secret) {
             (Some(_), None, None) => Kind::AuthToken,

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::BrokerError;
 use crate::clock::Clock;
 use crate::{
-    config::{CredentialConfig, Source},
+    config::CredentialConfig,
     secret::{CredentialDocument, Kind, parse_document},
     store::SecretStore,
 };
@@ -104,6 +104,10 @@ pub struct Entry {
     /// Its config.
     pub config: CredentialConfig,
     pub(super) store: Arc<dyn SecretStore>,
+    /// Where in the store its document is.
+    pub(super) path: String,
+    /// Its configured kind (`None`: read off the document).
+    kind: Option<Kind>,
     pub(super) state: watch::Sender<Snapshot>,
     /// Asks this entry's refresh task for a re-read now (after a write).
     pub(super) reread: tokio::sync::Notify,
@@ -133,10 +137,18 @@ pub(super) enum Refreshed {
 }
 
 impl Entry {
-    pub(super) fn new(config: CredentialConfig, store: Arc<dyn SecretStore>) -> Self {
+    /// The stored credential `config`, at `path` in `store`.
+    pub(super) fn new(
+        config: CredentialConfig,
+        store: Arc<dyn SecretStore>,
+        path: String,
+        kind: Option<Kind>,
+    ) -> Self {
         Self {
             config,
             store,
+            path,
+            kind,
             state: watch::Sender::new(Snapshot {
                 unavailable: Some("not loaded yet".into()),
                 ..Snapshot::default()
@@ -152,8 +164,7 @@ impl Entry {
 
     /// The kind to report in ListCredentials.
     pub fn kind(&self) -> Kind {
-        self.config
-            .kind
+        self.kind
             .or_else(|| {
                 self.state
                     .borrow()
@@ -172,13 +183,6 @@ impl Entry {
     /// A receiver woken on every change of the snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
         self.state.subscribe()
-    }
-
-    fn path(&self) -> &str {
-        match &self.config.source {
-            Source::Store { path, .. } => path,
-            Source::Dynamic(_) => "",
-        }
     }
 
     /// The instant past which a stale value may no longer be served.
@@ -225,7 +229,7 @@ impl Entry {
     /// Reads and parses the document, without touching the state.
     pub(super) async fn load(&self, clock: &Clock) -> Result<Loaded, BrokerError> {
         let started = tokio::time::Instant::now();
-        let read = self.store.read(self.path()).await;
+        let read = self.store.read(&self.path).await;
         let m = crate::metrics::metrics();
         let store = crate::metrics::StoreLabels {
             store: self.store.name().to_owned(),
@@ -250,7 +254,7 @@ impl Entry {
                 source: e,
             }
         })?;
-        let document = parse_document(self.name(), doc.bytes.expose_secret(), self.config.kind)?;
+        let document = parse_document(self.name(), doc.bytes.expose_secret(), self.kind)?;
         Ok(Loaded {
             document,
             version: doc.version,

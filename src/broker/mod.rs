@@ -8,7 +8,6 @@
 //! failure keeps the last good value, marked stale, until `max_stale` has
 //! passed; then the credential is unavailable until a read succeeds again.
 
-pub mod dynamic;
 mod entry;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -54,32 +53,6 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("credbroker is shutting down")]
     ShuttingDown,
-    /// A dynamic credential has `max_live_keys` keys alive.
-    #[error(
-        "credential `{name}`: {max} keys are alive already (max_live_keys); try again when one expires"
-    )]
-    Exhausted {
-        /// Credential name.
-        name: String,
-        /// The cap.
-        max: u32,
-    },
-    /// Twilio refused or failed to mint a key.
-    #[error("credential `{name}`: {source}")]
-    Twilio {
-        /// Credential name.
-        name: String,
-        /// Twilio's error.
-        source: crate::twilio::TwilioError,
-    },
-    /// The call does not apply to this kind of credential.
-    #[error("credential `{name}`: {what}")]
-    WrongKind {
-        /// Credential name.
-        name: String,
-        /// What does not apply.
-        what: String,
-    },
 }
 
 impl BrokerError {
@@ -119,12 +92,11 @@ pub enum StartError {
 /// The credential cache, shared by the server and the refresh tasks.
 pub struct Broker {
     entries: BTreeMap<String, Arc<Entry>>,
-    dynamic: BTreeMap<String, Arc<dynamic::DynamicKeys>>,
     clock: Clock,
     reload: watch::Sender<u64>,
     stopping: CancellationToken,
-    /// Every task the daemon spawns (refresh loops, watch streams, dynamic
-    /// keys' expiry, and the app's: schedules, SIGHUP, metrics), so that
+    /// Every task the daemon spawns (refresh loops, watch streams, and the
+    /// app's: dynamic keys' expiry, schedules, SIGHUP, metrics), so that
     /// shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -152,27 +124,28 @@ impl Broker {
             .credentials
             .iter()
             .filter_map(|(name, cfg)| match &cfg.source {
-                Source::Store { store, .. } => Some((
+                Source::Store { store, path, kind } => Some((
                     name.clone(),
-                    Arc::new(Entry::new(cfg.clone(), Arc::clone(&stores[store]))),
+                    Arc::new(Entry::new(
+                        cfg.clone(),
+                        Arc::clone(&stores[store]),
+                        path.clone(),
+                        *kind,
+                    )),
                 )),
                 Source::Dynamic(_) => None,
             })
             .collect();
-        let clock = Clock::new();
-        let tasks = TaskTracker::new();
-        let dynamic = start_dynamic(config, &entries, clock, &stopping, &tasks)?;
         let broker = Arc::new(Broker {
-            dynamic,
             entries,
-            clock,
+            clock: Clock::new(),
             reload: watch::Sender::new(0),
             stopping,
-            tasks,
+            tasks: TaskTracker::new(),
         });
         // Subscribe to store changes before the first load, so a change made
         // while it runs is not missed.
-        let changes = broker.subscribe_changes(stores);
+        let changes = broker.subscribe_changes();
         broker.first_load().await?;
         for (entry, changes) in broker.entries.values().zip(changes) {
             broker.tasks.spawn(refresh_loop(
@@ -188,19 +161,15 @@ impl Broker {
 
     /// One change receiver per entry (shared by the entries of one store),
     /// in the order of `entries`.
-    fn subscribe_changes(
-        &self,
-        stores: &BTreeMap<String, Arc<dyn store::SecretStore>>,
-    ) -> Vec<Option<watch::Receiver<u64>>> {
+    fn subscribe_changes(&self) -> Vec<Option<watch::Receiver<u64>>> {
         let mut by_store: BTreeMap<&str, Option<watch::Receiver<u64>>> = BTreeMap::new();
         self.entries
             .values()
-            .map(|entry| match &entry.config.source {
-                Source::Store { store, .. } => by_store
-                    .entry(store.as_str())
-                    .or_insert_with(|| stores[store].changes())
-                    .clone(),
-                Source::Dynamic(_) => None,
+            .map(|entry| {
+                by_store
+                    .entry(entry.store.name())
+                    .or_insert_with(|| entry.store.changes())
+                    .clone()
             })
             .collect()
     }
@@ -276,13 +245,11 @@ impl Broker {
     /// Re-reads now the document of credential `name` (after a rotation
     /// wrote it): every entry on the same store and path, and no other.
     pub fn refresh(&self, name: &str) {
-        let Some(Source::Store { store, path }) = self.entries.get(name).map(|e| &e.config.source)
-        else {
+        let Some(rotated) = self.entries.get(name) else {
             return;
         };
         for entry in self.entries.values() {
-            if matches!(&entry.config.source, Source::Store { store: s, path: p } if s == store && p == path)
-            {
+            if Arc::ptr_eq(&entry.store, &rotated.store) && entry.path == rotated.path {
                 entry.reread.notify_one();
             }
         }
@@ -331,34 +298,6 @@ impl Broker {
         });
         rx
     }
-
-    /// Whether the config names this peer anywhere: only such peers learn
-    /// whether a credential name exists.
-    pub fn knows_peer(&self, uid: u32, gid: u32, own_uid: u32) -> bool {
-        self.entries
-            .values()
-            .map(|e| &e.config)
-            .chain(self.dynamic.values().map(|d| &d.config))
-            .any(|c| c.allow.permits(uid, gid, own_uid))
-    }
-
-    /// The allow list of credential `name`, static or dynamic.
-    pub fn allow_list(&self, name: &str) -> Option<&crate::config::AllowList> {
-        self.entries
-            .get(name)
-            .map(|e| &e.config.allow)
-            .or_else(|| self.dynamic.get(name).map(|d| &d.config.allow))
-    }
-
-    /// The dynamic credential `name`.
-    pub fn dynamic(&self, name: &str) -> Option<&Arc<dynamic::DynamicKeys>> {
-        self.dynamic.get(name)
-    }
-
-    /// Every dynamic credential.
-    pub fn dynamics(&self) -> impl Iterator<Item = &Arc<dynamic::DynamicKeys>> {
-        self.dynamic.values()
-    }
 }
 
 async fn next_change(rx: &mut Option<watch::Receiver<u64>>) {
@@ -375,37 +314,6 @@ async fn next_change(rx: &mut Option<watch::Receiver<u64>>) {
 
 /// How long a burst of file events is given to settle before the re-read.
 const SETTLE: Duration = Duration::from_millis(50);
-
-/// The dynamic-key credentials, each started on its admin credential.
-fn start_dynamic(
-    config: &Config,
-    entries: &BTreeMap<String, Arc<Entry>>,
-    clock: Clock,
-    stopping: &CancellationToken,
-    tasks: &TaskTracker,
-) -> Result<BTreeMap<String, Arc<dynamic::DynamicKeys>>, StartError> {
-    let mut started = BTreeMap::new();
-    for (name, cfg) in &config.credentials {
-        let Source::Dynamic(d) = &cfg.source else {
-            continue;
-        };
-        let twilio = crate::twilio::TwilioClient::new(&config.twilio);
-        let admin = Arc::clone(&entries[&d.admin_credential]);
-        started.insert(
-            name.clone(),
-            dynamic::DynamicKeys::start(
-                cfg.clone(),
-                d.clone(),
-                admin,
-                twilio,
-                clock,
-                stopping.clone(),
-                tasks,
-            ),
-        );
-    }
-    Ok(started)
-}
 
 /// Loads `entry`, retrying a passing failure with backoff until it loads,
 /// fails for good, or the daemon stops.
@@ -723,6 +631,7 @@ mod tests {
         b.source = Source::Store {
             store: "f".into(),
             path: "missing".into(),
+            kind: None,
         };
         cfg.credentials.insert("b".into(), b);
         let err = Broker::start(&cfg, &Default::default(), CancellationToken::new())

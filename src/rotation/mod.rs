@@ -257,19 +257,29 @@ fn new_rotation_id(now: SystemTime) -> String {
     format!("{secs:x}{:04x}", rand::random::<u16>())
 }
 
+/// A stored credential's config and where its document is.
+struct Location<'a> {
+    cfg: &'a CredentialConfig,
+    store: Arc<dyn SecretStore>,
+    path: &'a str,
+    kind: Option<crate::secret::Kind>,
+}
+
 impl Rotator {
-    /// A rotator over `config`'s stores. `on_change(name)` is called after
-    /// every write (the daemon re-reads the credential so watchers see it).
+    /// A rotator over `config`'s stores, calling Twilio with `twilio`.
+    /// `on_change(name)` is called after every write (the daemon re-reads
+    /// the credential so watchers see it).
     pub fn new(
         config: &Config,
         stores: BTreeMap<String, Arc<dyn SecretStore>>,
+        twilio: TwilioClient,
         clock: Clock,
         on_change: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Self {
         Self {
             credentials: config.credentials.clone(),
             stores,
-            twilio: TwilioClient::new(&config.twilio),
+            twilio,
             clock,
             owner: owner_id(),
             memory: Mutex::new(HashMap::new()),
@@ -285,22 +295,28 @@ impl Rotator {
             .filter_map(|(n, c)| c.rotation.as_ref().map(|r| (n.as_str(), r)))
     }
 
-    fn location(
-        &self,
-        name: &str,
-    ) -> Result<(&CredentialConfig, Arc<dyn SecretStore>, &str), RotationError> {
+    /// Where credential `name`'s document is. Only stored credentials
+    /// rotate: a dynamic one has no rotation (`NotConfigured`).
+    fn location(&self, name: &str) -> Result<Location<'_>, RotationError> {
         let cfg = self
             .credentials
             .get(name)
             .ok_or_else(|| RotationError::NotFound(name.to_owned()))?;
         match &cfg.source {
-            Source::Store { store, path } => Ok((cfg, Arc::clone(&self.stores[store]), path)),
+            Source::Store { store, path, kind } => Ok(Location {
+                cfg,
+                store: Arc::clone(&self.stores[store]),
+                path,
+                kind: *kind,
+            }),
             Source::Dynamic(_) => Err(RotationError::NotConfigured(name.to_owned())),
         }
     }
 
     async fn read(&self, name: &str) -> Result<Read, RotationError> {
-        let (cfg, store, path) = self.location(name)?;
+        let Location {
+            store, path, kind, ..
+        } = self.location(name)?;
         let doc = store
             .read(path)
             .await
@@ -308,7 +324,7 @@ impl Rotator {
                 name: name.to_owned(),
                 source,
             })?;
-        let parsed = parse_document(name, doc.bytes.expose_secret(), cfg.kind)?;
+        let parsed = parse_document(name, doc.bytes.expose_secret(), kind)?;
         let raw = RawDocument::parse(&doc.bytes).ok_or_else(|| DocumentError {
             credential: name.to_owned(),
             field: "document".into(),
@@ -328,7 +344,7 @@ impl Rotator {
         raw: &RawDocument,
         version: &str,
     ) -> Result<bool, RotationError> {
-        let (_, store, path) = self.location(name)?;
+        let Location { store, path, .. } = self.location(name)?;
         match store.write(path, raw.to_bytes(), Some(version)).await {
             Ok(_) => {
                 (self.on_change)(name);
@@ -411,7 +427,7 @@ impl Rotator {
     /// usual limit on purpose: the whole protocol (DESIGN.md, Rotation) reads
     /// top to bottom here, one arm per state, each step a method of its own.
     async fn advance(&self, name: &str, start: bool) -> Result<Outcome, RotationError> {
-        let (cfg, _, _) = self.location(name)?;
+        let cfg = self.location(name)?.cfg;
         let rotation = cfg
             .rotation
             .clone()

@@ -23,6 +23,7 @@ pub use socket::SocketError;
 use crate::{
     broker::Broker,
     config::Config,
+    issuer::Issuers,
     proto::{
         self, credential_broker_server::CredentialBrokerServer,
         rotation_admin_server::RotationAdminServer,
@@ -47,11 +48,12 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `broker` on the configured socket until `shutdown` resolves, then
+/// Serves `issuers` (and watches on `broker`) on the configured socket until `shutdown` resolves, then
 /// drains. `stopping` is cancelled when the drain starts, which ends watch
 /// streams and refresh tasks.
 pub async fn serve(
     config: &Config,
+    issuers: Arc<Issuers>,
     broker: Arc<Broker>,
     rotator: Arc<Rotator>,
     stopping: CancellationToken,
@@ -76,7 +78,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let broker_service = service::BrokerService::new(Arc::clone(&broker), own_uid);
+    let broker_service = service::BrokerService::new(Arc::clone(&issuers), broker, own_uid);
     let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -94,7 +96,7 @@ pub async fn serve(
     tracing::info!(
         socket = %config.server.socket.display(),
         mode = format!("{:04o}", config.server.socket_mode),
-        credentials = broker.entries().count(),
+        credentials = issuers.len(),
         "serving"
     );
 

@@ -13,6 +13,7 @@ use super::{
 use crate::{
     broker::{Broker, Entry, Lease},
     config::{AccessTokenPolicy, AllowList},
+    issuer::{Issuer, Issuers},
     proto,
     rotation::{RotationError, Rotator},
     secret::{Secret, TwilioCredential},
@@ -21,24 +22,31 @@ use crate::{
 
 /// CredentialBroker.
 pub struct BrokerService {
+    issuers: Arc<Issuers>,
     broker: Arc<Broker>,
     own_uid: u32,
 }
 
 impl BrokerService {
-    /// Serves `broker`; `own_uid` is who an empty allow list admits.
-    pub fn new(broker: Arc<Broker>, own_uid: u32) -> Self {
-        Self { broker, own_uid }
+    /// Serves `issuers` (and watches on `broker`'s entries); `own_uid` is
+    /// who an empty allow list admits.
+    pub fn new(issuers: Arc<Issuers>, broker: Arc<Broker>, own_uid: u32) -> Self {
+        Self {
+            issuers,
+            broker,
+            own_uid,
+        }
     }
 
-    /// The one authorization decision for credential reads. Unknown names
-    /// are told apart from forbidden ones only for peers the config trusts
-    /// with some credential; anyone else gets PERMISSION_DENIED either way.
-    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<(), Status> {
-        let outcome = match self.broker.allow_list(name) {
-            Some(allow) if peer::permits(allow, peer, self.own_uid) => return Ok(()),
+    /// The one authorization decision for credential reads: the issuer of
+    /// `name` when `peer` may use it. Unknown names are told apart from
+    /// forbidden ones only for peers the config trusts with some
+    /// credential; anyone else gets PERMISSION_DENIED either way.
+    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<&Arc<dyn Issuer>, Status> {
+        let outcome = match self.issuers.get(name) {
+            Some(issuer) if peer::permits(issuer.allow(), peer, self.own_uid) => return Ok(issuer),
             Some(_) => Err((Decision::Denied, status::denied(name))),
-            None if self.broker.knows_peer(peer.uid, peer.gid, self.own_uid) => {
+            None if self.issuers.knows_peer(peer.uid, peer.gid, self.own_uid) => {
                 Err((Decision::NotFound, status::unknown(name)))
             }
             None => Err((Decision::Denied, status::denied(name))),
@@ -49,65 +57,32 @@ impl BrokerService {
         })
     }
 
-    /// The static credential `name` (authorized already).
-    fn entry(&self, name: &str) -> Result<Arc<Entry>, Status> {
-        self.broker.entry(name).cloned().ok_or_else(|| {
-            Status::from(crate::broker::BrokerError::WrongKind {
-                name: name.to_owned(),
-                what: "a dynamic_api_key is leased per call: use GetCredential".into(),
-            })
-        })
+    /// The stored credential behind `issuer` (authorized already).
+    fn entry(issuer: &dyn Issuer) -> Result<Arc<Entry>, Status> {
+        issuer.stored().cloned().map_err(Status::from)
     }
 
-    /// A restricted key for this caller from the dynamic credential `name`.
-    async fn dynamic_lease(&self, peer: &Peer, name: &str) -> Result<proto::Credential, Status> {
-        let keys = self.broker.dynamic(name).expect("authorized names exist");
+    /// A lease from `issuer` for `peer`, audited either way.
+    async fn issue(
+        &self,
+        peer: &Peer,
+        method: &str,
+        issuer: &dyn Issuer,
+    ) -> Result<proto::Credential, Status> {
         let caller = (peer.uid, peer.pid.unwrap_or(0));
-        match keys.lease(caller).await {
-            Ok(key) => {
-                peer::audit(
-                    peer,
-                    "GetCredential",
-                    name,
-                    Some(key.sid.as_str()),
-                    Decision::Allowed,
-                );
-                Ok(proto::Credential {
-                    name: name.to_owned(),
-                    account_sid: key.account_sid.as_str().to_owned(),
-                    secret: Some(proto::credential::Secret::ApiKey(proto::ApiKey {
-                        sid: key.sid.as_str().to_owned(),
-                        secret: key.secret.expose_secret().to_owned(),
-                    })),
-                    version: key.sid.as_str().to_owned(),
-                    issued_at: Some(timestamp(self.broker.clock().now())),
-                    expires_at: Some(timestamp(key.expires_at)),
-                    stale: false,
-                    stale_since: None,
-                    previous: None,
-                })
-            }
-            Err(e) => {
-                peer::audit(peer, "GetCredential", name, None, Decision::Failed);
-                Err(e.into())
-            }
-        }
-    }
-
-    fn lease(&self, peer: &Peer, method: &str, entry: &Entry) -> Result<proto::Credential, Status> {
-        match entry.lease(self.broker.clock()) {
+        match issuer.issue(caller).await {
             Ok(lease) => {
                 peer::audit(
                     peer,
                     method,
-                    entry.name(),
+                    issuer.name(),
                     Some(&lease.loaded.version),
                     Decision::Allowed,
                 );
                 Ok(to_proto(&lease))
             }
             Err(e) => {
-                peer::audit(peer, method, entry.name(), None, Decision::Failed);
+                peer::audit(peer, method, issuer.name(), None, Decision::Failed);
                 Err(e.into())
             }
         }
@@ -180,12 +155,9 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
     ) -> Result<Response<proto::Credential>, Status> {
         let peer = Peer::of(&request)?;
         let name = required("name", &request.get_ref().name)?;
-        self.authorize(&peer, "GetCredential", name)?;
-        if self.broker.dynamic(name).is_some() {
-            return self.dynamic_lease(&peer, name).await.map(Response::new);
-        }
-        let entry = self.entry(name)?;
-        self.lease(&peer, "GetCredential", &entry)
+        let issuer = self.authorize(&peer, "GetCredential", name)?;
+        self.issue(&peer, "GetCredential", issuer.as_ref())
+            .await
             .map(Response::new)
     }
 
@@ -197,8 +169,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
     ) -> Result<Response<Self::WatchCredentialStream>, Status> {
         let peer = Peer::of(&request)?;
         let name = required("name", &request.get_ref().name)?;
-        self.authorize(&peer, "WatchCredential", name)?;
-        let entry = self.entry(name)?;
+        let entry = Self::entry(self.authorize(&peer, "WatchCredential", name)?.as_ref())?;
         // Refuse up front rather than open a stream that ends at once.
         entry.lease(self.broker.clock()).map_err(Status::from)?;
         let rx = self.broker.watch(Arc::clone(&entry));
@@ -223,25 +194,16 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         request: Request<proto::ListCredentialsRequest>,
     ) -> Result<Response<proto::ListCredentialsResponse>, Status> {
         let peer = Peer::of(&request)?;
-        let mut credentials: Vec<proto::CredentialInfo> = self
-            .broker
-            .entries()
-            .filter(|e| peer::permits(&e.config.allow, &peer, self.own_uid))
-            .map(|e| proto::CredentialInfo {
-                name: e.name().to_owned(),
-                kind: e.kind().as_str().to_owned(),
+        // By name already: the issuers are kept in a sorted map.
+        let credentials: Vec<proto::CredentialInfo> = self
+            .issuers
+            .iter()
+            .filter(|i| peer::permits(i.allow(), &peer, self.own_uid))
+            .map(|i| proto::CredentialInfo {
+                name: i.name().to_owned(),
+                kind: i.kind().to_owned(),
             })
-            .chain(
-                self.broker
-                    .dynamics()
-                    .filter(|d| peer::permits(&d.config.allow, &peer, self.own_uid))
-                    .map(|d| proto::CredentialInfo {
-                        name: d.name().to_owned(),
-                        kind: "dynamic_api_key".to_owned(),
-                    }),
-            )
             .collect();
-        credentials.sort_by(|a, b| a.name.cmp(&b.name));
         let decision = if credentials.is_empty() {
             Decision::Denied
         } else {
@@ -269,8 +231,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
                 "the X-Twilio-Signature header",
             ));
         }
-        self.authorize(&peer, "ValidateWebhook", name)?;
-        let entry = self.entry(name)?;
+        let entry = Self::entry(self.authorize(&peer, "ValidateWebhook", name)?.as_ref())?;
         let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
         let doc = &lease.loaded.document;
         let Secret::AuthToken(current) = &doc.current.secret else {
@@ -327,8 +288,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         let peer = Peer::of(&request)?;
         let r = request.get_ref();
         let name = required("credential", &r.credential)?;
-        self.authorize(&peer, "MintAccessToken", name)?;
-        let entry = self.entry(name)?;
+        let entry = Self::entry(self.authorize(&peer, "MintAccessToken", name)?.as_ref())?;
         let denied = |why: String| {
             peer::audit(&peer, "MintAccessToken", name, None, Decision::Denied);
             status::policy_refuses(why)
@@ -559,10 +519,13 @@ mod tests {
             ),
         )
         .unwrap();
-        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+        let stopping = CancellationToken::new();
+        let broker = Broker::start(&cfg, &Default::default(), stopping.clone())
             .await
             .unwrap();
-        BrokerService::new(broker, OWN)
+        let twilio = crate::twilio::TwilioClient::new((&cfg.twilio).into());
+        let issuers = Issuers::start(&cfg, &broker, &twilio, &stopping);
+        BrokerService::new(Arc::new(issuers), broker, OWN)
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::{broker::BrokerError, rotation::RotationError};
+use crate::{broker::BrokerError, issuer::IssueError, rotation::RotationError};
 
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Status {
@@ -14,9 +14,17 @@ impl From<BrokerError> for Status {
             }
             BrokerError::Document(_) => Status::unavailable(e.to_string()),
             BrokerError::ShuttingDown => Status::unavailable(e.to_string()),
-            BrokerError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
-            BrokerError::Twilio { .. } => Status::unavailable(e.to_string()),
-            BrokerError::WrongKind { .. } => Status::failed_precondition(e.to_string()),
+        }
+    }
+}
+
+impl From<IssueError> for Status {
+    fn from(e: IssueError) -> Status {
+        match e {
+            IssueError::Broker(e) => e.into(),
+            IssueError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
+            IssueError::Twilio { .. } => Status::unavailable(e.to_string()),
+            IssueError::WrongKind { .. } => Status::failed_precondition(e.to_string()),
         }
     }
 }

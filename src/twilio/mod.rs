@@ -7,7 +7,7 @@ pub mod access_token;
 pub mod client;
 pub mod webhook;
 
-pub use client::{KeyInfo, NewKey, TwilioClient, TwilioError};
+pub use client::{Endpoints, KeyInfo, NewKey, TwilioClient, TwilioError};
 
 /// `<tag>:<name>:`, the friendly-name prefix of the keys credbroker creates
 /// for credential `name`, matched by prefix when sweeping. Twilio allows 64

@@ -20,29 +20,27 @@ use std::{
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerError, Entry};
-use crate::clock::Clock;
+use super::{Caller, IssueError, Issuer};
 use crate::{
-    config::{CredentialConfig, DynamicKeyConfig},
-    secret::{AccountSid, ApiKeySid, SecretString, TwilioCredential},
+    broker::{Entry, Lease, Loaded},
+    clock::Clock,
+    config::{AllowList, CredentialConfig, DynamicKeyConfig},
+    secret::{CredentialDocument, Secret, TwilioCredential},
     twilio::TwilioClient,
 };
 
-/// The caller a key belongs to: uid and pid of the peer process.
-pub type Caller = (u32, i32);
-
-/// A live key. Holds its secret: no Debug.
-pub struct LiveKey {
+/// A live key, served as a document of its own (the key is its version).
+/// Holds its secret: no Debug.
+struct LiveKey {
     /// The key's SID.
-    pub sid: ApiKeySid,
-    /// The key's secret.
-    pub secret: SecretString,
-    /// The account it belongs to.
-    pub account_sid: AccountSid,
+    sid: String,
+    /// The key as a stored credential would be: its SID and secret, and
+    /// the admin credential's account.
+    loaded: Arc<Loaded>,
     /// When it was created.
-    pub created_at: SystemTime,
+    created_at: SystemTime,
     /// When it is deleted at Twilio.
-    pub expires_at: SystemTime,
+    expires_at: SystemTime,
 }
 
 #[derive(Default)]
@@ -54,8 +52,8 @@ struct Live {
 
 /// One dynamic credential.
 pub struct DynamicKeys {
-    /// Its config (allow list).
-    pub config: CredentialConfig,
+    /// Its config (name, allow list).
+    config: CredentialConfig,
     dynamic: DynamicKeyConfig,
     admin: Arc<Entry>,
     twilio: TwilioClient,
@@ -101,12 +99,7 @@ impl DynamicKeys {
         keys
     }
 
-    /// The credential's name.
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    fn admin_credential(&self) -> Result<TwilioCredential, BrokerError> {
+    fn admin_credential(&self) -> Result<TwilioCredential, IssueError> {
         Ok(self
             .admin
             .lease(&self.clock)?
@@ -116,15 +109,26 @@ impl DynamicKeys {
             .clone())
     }
 
+    /// A lease on `key`, issued now and ending with the key.
+    fn lease_on(&self, key: &LiveKey, now: SystemTime) -> Lease {
+        Lease {
+            name: self.name().to_owned(),
+            loaded: Arc::clone(&key.loaded),
+            issued_at: now,
+            expires_at: key.expires_at,
+            stale_since: None,
+        }
+    }
+
     /// A key for `caller`: its live one until half the TTL has passed, else
     /// a new one (refused past `max_live_keys`).
-    pub async fn lease(&self, caller: Caller) -> Result<Arc<LiveKey>, BrokerError> {
+    async fn lease(&self, caller: Caller) -> Result<Lease, IssueError> {
         let now = self.clock.now();
         let mut live = self.live.lock().await;
         if let Some(key) = live.by_caller.get(&caller)
             && now < key.created_at + self.dynamic.ttl / 2
         {
-            return Ok(Arc::clone(key));
+            return Ok(self.lease_on(key, now));
         }
         // Expired keys wait for the reaper; they no longer count.
         let alive = live
@@ -133,7 +137,7 @@ impl DynamicKeys {
             .filter(|(_, expires, _)| *expires > now)
             .count();
         if alive >= self.dynamic.max_live_keys as usize {
-            return Err(BrokerError::Exhausted {
+            return Err(IssueError::Exhausted {
                 name: self.name().to_owned(),
                 max: self.dynamic.max_live_keys,
             });
@@ -145,35 +149,47 @@ impl DynamicKeys {
             .twilio
             .create_key(&admin, &friendly, Some(&self.dynamic.policy))
             .await
-            .map_err(|source| BrokerError::Twilio {
+            .map_err(|source| IssueError::Twilio {
                 name: self.name().to_owned(),
                 source,
             })?;
+        let sid = created.sid.as_str().to_owned();
+        let document = CredentialDocument {
+            current: TwilioCredential {
+                account_sid: admin.account_sid.clone(),
+                secret: Secret::ApiKey {
+                    sid: created.sid,
+                    secret: created.secret,
+                },
+            },
+            pending: None,
+            previous: None,
+        };
         let key = Arc::new(LiveKey {
-            sid: created.sid,
-            secret: created.secret,
-            account_sid: admin.account_sid.clone(),
+            loaded: Arc::new(Loaded {
+                document,
+                version: sid.clone(),
+                loaded_at: now,
+            }),
+            sid,
             created_at: now,
             expires_at,
         });
         tracing::info!(
             credential = %self.name(),
-            key = %key.sid.as_str(),
+            key = %key.sid,
             peer_uid = caller.0,
             peer_pid = caller.1,
             expires_at = %humantime::format_rfc3339_seconds(expires_at),
             "restricted key created"
         );
-        live.keys.push((
-            key.sid.as_str().to_owned(),
-            expires_at,
-            Some(Arc::clone(&key)),
-        ));
+        live.keys
+            .push((key.sid.clone(), expires_at, Some(Arc::clone(&key))));
         live.by_caller.insert(caller, Arc::clone(&key));
         self.count_live(&live);
         drop(live);
         self.wake.notify_one();
-        Ok(key)
+        Ok(self.lease_on(&key, now))
     }
 
     fn count_live(&self, live: &Live) {
@@ -186,13 +202,13 @@ impl DynamicKeys {
     }
 
     /// Finds the keys a previous process left (by name prefix).
-    async fn sweep(&self) -> Result<(), BrokerError> {
+    async fn sweep(&self) -> Result<(), IssueError> {
         let admin = self.admin_credential()?;
         let keys = self
             .twilio
             .list_keys(&admin)
             .await
-            .map_err(|source| BrokerError::Twilio {
+            .map_err(|source| IssueError::Twilio {
                 name: self.name().to_owned(),
                 source,
             })?;
@@ -258,7 +274,7 @@ impl DynamicKeys {
                         tracing::info!(credential = %self.name(), key = %sid, "expired restricted key deleted");
                         let mut live = self.live.lock().await;
                         live.keys.retain(|(s, _, _)| *s != sid);
-                        live.by_caller.retain(|_, k| k.sid.as_str() != sid);
+                        live.by_caller.retain(|_, k| k.sid != sid);
                         self.count_live(&live);
                     }
                     Err(e) => {
@@ -283,5 +299,31 @@ impl DynamicKeys {
                 _ = tokio::time::sleep_until(self.clock.instant_at(wake)) => {}
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Issuer for DynamicKeys {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn kind(&self) -> &'static str {
+        crate::config::DYNAMIC_API_KEY
+    }
+
+    fn allow(&self) -> &AllowList {
+        &self.config.allow
+    }
+
+    async fn issue(&self, caller: Caller) -> Result<Lease, IssueError> {
+        self.lease(caller).await
+    }
+
+    fn stored(&self) -> Result<&Arc<Entry>, IssueError> {
+        Err(IssueError::WrongKind {
+            name: self.name().to_owned(),
+            what: "a dynamic_api_key is leased per call: use GetCredential",
+        })
     }
 }

@@ -1,0 +1,142 @@
+//! Wiring: builds the stores, the broker, the issuers and the rotator from
+//! a validated config, serves them, and owns every task the daemon spawns
+//! (on the broker's `TaskTracker`): refresh loops, watch streams, dynamic
+//! keys' reapers, rotation schedules, the SIGHUP listener and the metrics
+//! listener. Shutdown cancels them all and waits for them, up to the drain
+//! deadline.
+
+use std::{future::Future, sync::Arc};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker,
+    config::TwilioConfig,
+    hygiene, issuer, rotation, server, store,
+    twilio::{Endpoints, TwilioClient},
+};
+
+/// The `[twilio]` table is where the Twilio client's endpoints come from
+/// (here, in the wiring: `twilio` does not depend on `config`).
+impl From<&TwilioConfig> for Endpoints {
+    fn from(t: &TwilioConfig) -> Self {
+        Endpoints {
+            api_base: t.api_base.clone(),
+            iam_base: t.iam_base.clone(),
+            accounts_base: t.accounts_base.clone(),
+        }
+    }
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Refusing to run as root without `allow_root`.
+    #[error(
+        "refusing to run as root: run credbroker as an unprivileged user, or set `allow_root = true` under [server] in {0}"
+    )]
+    Root(String),
+    /// The broker could not start (a store, or a credential's first load).
+    #[error("{0}")]
+    Start(#[from] broker::StartError),
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    /// The metrics listener could not be bound.
+    #[error("metrics_addr {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
+}
+
+impl RunError {
+    /// Configuration problems exit with 64 (EX_USAGE); anything else with 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Root(_) | RunError::Start(_) => 64,
+            RunError::Server(_) | RunError::Metrics(..) => 1,
+        }
+    }
+}
+
+/// Runs the daemon on a validated config until `shutdown` resolves: loads
+/// every credential, serves the socket, re-reads the stores on SIGHUP.
+pub async fn run(
+    config: crate::config::Config,
+    env: store::StoreEnv,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    if rustix::process::geteuid().is_root() && !config.server.allow_root {
+        return Err(RunError::Root(config.source.display().to_string()));
+    }
+    let hardening = hygiene::harden(config.server.lock_memory);
+    tracing::info!(
+        memory_locked = hardening.locked,
+        core_dumps = false,
+        "process hardened"
+    );
+    let stopping = CancellationToken::new();
+    let _stop_tasks = stopping.clone().drop_guard();
+    let stores = store::build_all(&config, &env)
+        .await
+        .map_err(broker::StartError::from)?;
+    let broker = broker::Broker::start_with(&config, &stores, stopping.clone()).await?;
+    let twilio = TwilioClient::new(Endpoints::from(&config.twilio));
+    let refresh = Arc::clone(&broker);
+    let rotator = Arc::new(rotation::Rotator::new(
+        &config,
+        stores,
+        twilio.clone(),
+        *broker.clock(),
+        Box::new(move |name| refresh.refresh(name)),
+    ));
+    let tasks = broker.tasks().clone();
+    rotation::spawn_schedules(&rotator, &stopping, &tasks);
+    if let Some(addr) = config.server.metrics_addr {
+        server::metrics_http::serve(addr, Arc::clone(&broker), stopping.clone())
+            .await
+            .map_err(|e| RunError::Metrics(addr, e))?;
+    }
+
+    let hup_broker = Arc::clone(&broker);
+    let hup_stop = stopping.clone();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = hup_stop.cancelled() => return,
+                        got = hup.recv() => {
+                            if got.is_none() { return }
+                            tracing::info!("SIGHUP: re-reading every store");
+                            hup_broker.refresh_all();
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+    }
+
+    let issuers = Arc::new(issuer::Issuers::start(&config, &broker, &twilio, &stopping));
+    let served = server::serve(
+        &config,
+        issuers,
+        broker,
+        rotator,
+        stopping.clone(),
+        shutdown,
+    )
+    .await;
+    // Every task the daemon spawned stops with `stopping`; wait for them
+    // (up to the drain deadline), so nothing is cut off mid-write.
+    stopping.cancel();
+    tasks.close();
+    match tokio::time::timeout(server::DRAIN_DEADLINE, tasks.wait()).await {
+        Ok(()) => tracing::info!("every task stopped"),
+        Err(_) => tracing::warn!(
+            running = tasks.len(),
+            "tasks still running after the drain deadline; exiting anyway"
+        ),
+    }
+    served?;
+    Ok(())
+}

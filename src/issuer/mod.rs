@@ -1,0 +1,162 @@
+//! Issuers: what GetCredential hands out, one [`Issuer`] per configured
+//! credential, whatever its kind.
+//!
+//! - [`stored::Stored`]: a credential read from a store and cached by the
+//!   broker (`auth_token`, `api_key`); every caller gets a lease on the
+//!   current value.
+//! - [`dynamic::DynamicKeys`]: a restricted API key minted at Twilio per
+//!   calling process (`dynamic_api_key`).
+//!
+//! The server never branches on the kind: it authorizes against
+//! [`Issuer::allow`], asks [`Issuer::issue`] for a lease, and asks
+//! [`Issuer::stored`] for the cached entry when a call (WatchCredential,
+//! ValidateWebhook, MintAccessToken) needs a stored document. A new kind
+//! (`oauth_client`) is one new `Issuer`.
+
+pub mod dynamic;
+pub mod stored;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker::{Broker, BrokerError, Entry, Lease},
+    config::{AllowList, Config, Source},
+    twilio::{TwilioClient, TwilioError},
+};
+
+/// The caller a lease is for: uid and pid of the peer process.
+pub type Caller = (u32, i32);
+
+/// Why an issuer cannot hand out a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The broker cannot answer for the credential (or its admin credential).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A dynamic credential has `max_live_keys` keys alive.
+    #[error(
+        "credential `{name}`: {max} keys are alive already (max_live_keys); try again when one expires"
+    )]
+    Exhausted {
+        /// Credential name.
+        name: String,
+        /// The cap.
+        max: u32,
+    },
+    /// Twilio refused or failed to mint a key.
+    #[error("credential `{name}`: {source}")]
+    Twilio {
+        /// Credential name.
+        name: String,
+        /// Twilio's error.
+        source: TwilioError,
+    },
+    /// The call does not apply to this kind of credential.
+    #[error("credential `{name}`: {what}")]
+    WrongKind {
+        /// Credential name.
+        name: String,
+        /// What does not apply, and what to do instead.
+        what: &'static str,
+    },
+}
+
+/// One configured credential, as the server sees it.
+#[async_trait::async_trait]
+pub trait Issuer: Send + Sync {
+    /// The config key, which clients ask for.
+    fn name(&self) -> &str;
+    /// Its kind as `CredentialInfo.kind` names it.
+    fn kind(&self) -> &'static str;
+    /// Who may read it.
+    fn allow(&self) -> &AllowList;
+    /// A lease for `caller`.
+    async fn issue(&self, caller: Caller) -> Result<Lease, IssueError>;
+    /// The cached stored credential behind it, for the calls that need its
+    /// document; a `WrongKind` error where there is none.
+    fn stored(&self) -> Result<&Arc<Entry>, IssueError>;
+}
+
+impl std::fmt::Debug for dyn Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("name", &self.name())
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every configured credential's issuer, by name.
+pub struct Issuers {
+    by_name: BTreeMap<String, Arc<dyn Issuer>>,
+}
+
+impl Issuers {
+    /// One issuer per credential of `config`: the broker's entries, and the
+    /// dynamic credentials, which mint with `twilio` and whose key reapers
+    /// are spawned on the broker's task tracker and stop with `stopping`.
+    pub fn start(
+        config: &Config,
+        broker: &Arc<Broker>,
+        twilio: &TwilioClient,
+        stopping: &CancellationToken,
+    ) -> Self {
+        let mut by_name: BTreeMap<String, Arc<dyn Issuer>> = broker
+            .entries()
+            .map(|e| {
+                let issuer: Arc<dyn Issuer> =
+                    Arc::new(stored::Stored::new(Arc::clone(e), Arc::clone(broker)));
+                (e.name().to_owned(), issuer)
+            })
+            .collect();
+        for (name, cfg) in &config.credentials {
+            let Source::Dynamic(d) = &cfg.source else {
+                continue;
+            };
+            let admin = Arc::clone(
+                broker
+                    .entry(&d.admin_credential)
+                    .expect("the config checks that admin_credential is a stored credential"),
+            );
+            let keys = dynamic::DynamicKeys::start(
+                cfg.clone(),
+                d.clone(),
+                admin,
+                twilio.clone(),
+                *broker.clock(),
+                stopping.clone(),
+                broker.tasks(),
+            );
+            by_name.insert(name.clone(), keys);
+        }
+        Self { by_name }
+    }
+
+    /// The credential `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Issuer>> {
+        self.by_name.get(name)
+    }
+
+    /// Every credential, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Issuer>> {
+        self.by_name.values()
+    }
+
+    /// How many credentials there are.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Whether the config names this peer anywhere: only such peers learn
+    /// whether a credential name exists.
+    pub fn knows_peer(&self, uid: u32, gid: u32, own_uid: u32) -> bool {
+        self.iter().any(|i| i.allow().permits(uid, gid, own_uid))
+    }
+}
