@@ -1,8 +1,8 @@
 //! Keeps the configuration reference from drifting away from the code.
 //!
-//! - Every key of the raw config types in `src/config.rs` (the structs and
-//!   enum variants between `// ---- raw stage` and `// ---- loading`, read as
-//!   text, with their serde attributes) must be documented in its table in
+//! - Every key of the raw config types in `src/config/raw.rs` (its structs
+//!   and enum variants, parsed with `syn`, with their serde attributes) must
+//!   be documented in its table in
 //!   `docs/configuration.md`, and every key documented there must exist in
 //!   the code. A table is found by the `<!-- config-table: PATH, … -->`
 //!   comment right above it; a row's key is the first backticked span of its
@@ -13,7 +13,7 @@
 //! - A few documented defaults are compared with the code's constants.
 //!
 //! The checker is a plain function of the two texts, so the tests at the
-//! bottom run it on altered copies of `src/config.rs` and of the docs to
+//! bottom run it on altered copies of `src/config/raw.rs` and of the docs to
 //! show that it catches each kind of drift.
 
 use std::{
@@ -33,132 +33,10 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-// ---- Rust source: a small tokenizer and parser for the raw stage ----------
+// ---- Rust source: the raw types, read with syn -----------------------------
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Ident(String),
-    Punct(char),
-    Str(String),
-    /// Numbers and char literals: never part of a name.
-    Lit,
-}
-
-fn tokenize(src: &str) -> Vec<Tok> {
-    let chars: Vec<char> = src.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        if c.is_whitespace() {
-            i += 1;
-        } else if c == '/' && next == Some('/') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if c == 'r'
-            && (next == Some('"') || (next == Some('#') && raw_string_ahead(&chars, i + 1)))
-        {
-            // r"…" or r#"…"#
-            let mut hashes = 0;
-            i += 1;
-            while chars[i] == '#' {
-                hashes += 1;
-                i += 1;
-            }
-            i += 1; // the opening quote
-            let start = i;
-            loop {
-                if i >= chars.len() {
-                    break;
-                }
-                if chars[i] == '"' && (0..hashes).all(|h| chars.get(i + 1 + h) == Some(&'#')) {
-                    break;
-                }
-                i += 1;
-            }
-            out.push(Tok::Str(chars[start..i.min(chars.len())].iter().collect()));
-            i += 1 + hashes;
-        } else if c == '"' {
-            i += 1;
-            let mut s = String::new();
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\\' && i + 1 < chars.len() {
-                    s.push(chars[i + 1]);
-                    i += 2;
-                } else {
-                    s.push(chars[i]);
-                    i += 1;
-                }
-            }
-            out.push(Tok::Str(s));
-            i += 1;
-        } else if c == '\'' {
-            // A char literal ('x', '\n') or a lifetime ('a).
-            if next == Some('\\') {
-                i += 3; // the quote, the backslash, the escaped character
-                while i < chars.len() && chars[i] != '\'' {
-                    i += 1;
-                }
-                i += 1;
-                out.push(Tok::Lit);
-            } else if chars.get(i + 2) == Some(&'\'') {
-                i += 3;
-                out.push(Tok::Lit);
-            } else {
-                i += 1;
-                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-                out.push(Tok::Lit);
-            }
-        } else if c.is_alphabetic() || c == '_' {
-            if c == 'r' && next == Some('#') {
-                i += 2; // raw identifier: r#type is `type`
-            }
-            let name_start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            out.push(Tok::Ident(chars[name_start..i].iter().collect()));
-        } else if c.is_ascii_digit() {
-            while i < chars.len()
-                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
-            {
-                i += 1;
-            }
-            out.push(Tok::Lit);
-        } else {
-            out.push(Tok::Punct(c));
-            i += 1;
-        }
-    }
-    out
-}
-
-fn raw_string_ahead(chars: &[char], mut i: usize) -> bool {
-    while chars.get(i) == Some(&'#') {
-        i += 1;
-    }
-    chars.get(i) == Some(&'"')
-}
+/// Where the raw stage is: the serde types, exactly the TOML's shape.
+const RAW_RS: &str = "src/config/raw.rs";
 
 /// One `name` or `name = "value"` inside `#[serde(…)]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +50,9 @@ struct SerdeArg {
 #[derive(Debug, Clone)]
 struct Field {
     ident: String,
-    ty: Vec<Tok>,
+    /// Every identifier in the field's type (`Option<BTreeMap<String, RawX>>`
+    /// gives Option, BTreeMap, String, RawX).
+    ty: Vec<String>,
     serde: Vec<SerdeArg>,
 }
 
@@ -205,240 +85,109 @@ struct Item {
     serde: Vec<SerdeArg>,
 }
 
-struct Parser {
-    toks: Vec<Tok>,
-    pos: usize,
-}
-
-impl Parser {
-    fn peek(&self) -> Option<&Tok> {
-        self.toks.get(self.pos)
-    }
-
-    fn peek_at(&self, n: usize) -> Option<&Tok> {
-        self.toks.get(self.pos + n)
-    }
-
-    fn bump(&mut self) -> Option<Tok> {
-        let t = self.toks.get(self.pos).cloned();
-        self.pos += 1;
-        t
-    }
-
-    fn is_punct(&self, c: char) -> bool {
-        self.peek() == Some(&Tok::Punct(c))
-    }
-
-    fn is_ident(&self, s: &str) -> bool {
-        matches!(self.peek(), Some(Tok::Ident(i)) if i == s)
-    }
-
-    /// Skips a balanced group starting at the current opening delimiter.
-    fn skip_group(&mut self) -> Vec<Tok> {
-        let (open, close) = match self.bump() {
-            Some(Tok::Punct('{')) => ('{', '}'),
-            Some(Tok::Punct('(')) => ('(', ')'),
-            Some(Tok::Punct('[')) => ('[', ']'),
-            Some(Tok::Punct('<')) => ('<', '>'),
-            other => panic!("skip_group on {other:?}"),
-        };
-        let mut depth = 1;
-        let mut inner = Vec::new();
-        while let Some(t) = self.bump() {
-            if t == Tok::Punct(open) {
-                depth += 1;
-            } else if t == Tok::Punct(close) {
-                depth -= 1;
-                if depth == 0 {
-                    break;
-                }
-            }
-            inner.push(t);
-        }
-        inner
-    }
-
-    /// `#[…]` attributes here; returns the serde arguments among them.
-    fn attributes(&mut self) -> Vec<SerdeArg> {
-        let mut args = Vec::new();
-        while self.is_punct('#') && self.peek_at(1) == Some(&Tok::Punct('[')) {
-            self.bump();
-            let inner = self.skip_group();
-            if inner.first() == Some(&Tok::Ident("serde".into())) {
-                args.extend(serde_args(&inner[1..]));
-            }
-        }
-        args
-    }
-
-    fn visibility(&mut self) {
-        if self.is_ident("pub") {
-            self.bump();
-            if self.is_punct('(') {
-                self.skip_group();
-            }
-        }
-    }
-
-    fn ident(&mut self) -> String {
-        match self.bump() {
-            Some(Tok::Ident(i)) => i,
-            other => panic!("expected an identifier, found {other:?}"),
-        }
-    }
-
-    /// Named fields up to the closing `}` (consumed).
-    fn named_fields(&mut self) -> Vec<Field> {
-        let mut fields = Vec::new();
-        loop {
-            if self.is_punct('}') {
-                self.bump();
-                return fields;
-            }
-            if self.peek().is_none() {
-                return fields;
-            }
-            let serde = self.attributes();
-            self.visibility();
-            let ident = self.ident();
-            assert_eq!(self.bump(), Some(Tok::Punct(':')), "field `{ident}`");
-            let mut ty = Vec::new();
-            let mut depth = 0i32;
-            loop {
-                match self.peek() {
-                    None => break,
-                    Some(Tok::Punct('<' | '(' | '[')) => depth += 1,
-                    Some(Tok::Punct('>' | ')' | ']')) => depth -= 1,
-                    Some(Tok::Punct(',')) if depth == 0 => {
-                        self.bump();
-                        break;
-                    }
-                    Some(Tok::Punct('}')) if depth == 0 => break,
-                    _ => {}
-                }
-                ty.push(self.bump().expect("peeked"));
-            }
-            fields.push(Field { ident, ty, serde });
-        }
-    }
-
-    fn variants(&mut self) -> Vec<Variant> {
-        let mut variants = Vec::new();
-        loop {
-            if self.is_punct('}') {
-                self.bump();
-                return variants;
-            }
-            if self.peek().is_none() {
-                return variants;
-            }
-            let serde = self.attributes();
-            let ident = self.ident();
-            let shape = if self.is_punct('{') {
-                self.bump();
-                VariantShape::Named(self.named_fields())
-            } else if self.is_punct('(') {
-                self.skip_group();
-                VariantShape::Tuple
-            } else {
-                VariantShape::Unit
-            };
-            // `= discriminant`, then the comma.
-            while !self.is_punct(',') && !self.is_punct('}') && self.peek().is_some() {
-                self.bump();
-            }
-            if self.is_punct(',') {
-                self.bump();
-            }
-            variants.push(Variant {
-                ident,
-                shape,
-                serde,
-            });
-        }
-    }
-
-    fn items(&mut self) -> Vec<Item> {
-        let mut items = Vec::new();
-        while self.peek().is_some() {
-            let serde = self.attributes();
-            self.visibility();
-            if self.is_ident("struct") || self.is_ident("enum") {
-                let is_enum = self.is_ident("enum");
-                self.bump();
-                let name = self.ident();
-                if self.is_punct('<') {
-                    self.skip_group();
-                }
-                let kind = if self.is_punct('{') {
-                    self.bump();
-                    if is_enum {
-                        ItemKind::Enum(self.variants())
-                    } else {
-                        ItemKind::Struct(self.named_fields())
-                    }
-                } else {
-                    if self.is_punct('(') {
-                        self.skip_group();
-                    }
-                    ItemKind::OtherStruct
-                };
-                items.push(Item { name, kind, serde });
-            } else if self.is_punct('{') {
-                self.skip_group();
-            } else {
-                self.bump();
-            }
-        }
-        items
-    }
-}
-
-fn serde_args(tokens: &[Tok]) -> Vec<SerdeArg> {
-    // tokens: ( name [= "v"] , … )
-    let inner = match (tokens.first(), tokens.last()) {
-        (Some(Tok::Punct('(')), Some(Tok::Punct(')'))) => &tokens[1..tokens.len() - 1],
-        _ => return Vec::new(),
-    };
+/// The serde arguments among `attrs`.
+fn serde_args(attrs: &[syn::Attribute]) -> Vec<SerdeArg> {
     let mut args = Vec::new();
-    let mut i = 0;
-    while i < inner.len() {
-        if let Tok::Ident(name) = &inner[i] {
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            let name = meta
+                .path
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
             let mut arg = SerdeArg {
-                name: name.clone(),
+                name,
                 value: None,
                 nested: false,
             };
-            i += 1;
-            if inner.get(i) == Some(&Tok::Punct('=')) {
-                if let Some(Tok::Str(v)) = inner.get(i + 1) {
-                    arg.value = Some(v.clone());
+            if meta.input.peek(syn::Token![=]) {
+                let value = meta.value()?;
+                if let Ok(lit) = value.parse::<syn::LitStr>() {
+                    arg.value = Some(lit.value());
+                } else {
+                    value.parse::<syn::Expr>()?;
                 }
-                i += 2;
-            } else if inner.get(i) == Some(&Tok::Punct('(')) {
+            } else if meta.input.peek(syn::token::Paren) {
                 arg.nested = true;
-                let mut depth = 0;
-                while i < inner.len() {
-                    match inner[i] {
-                        Tok::Punct('(') => depth += 1,
-                        Tok::Punct(')') => {
-                            depth -= 1;
-                            if depth == 0 {
-                                i += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
+                meta.parse_nested_meta(|inner| {
+                    if inner.input.peek(syn::Token![=]) {
+                        inner.value()?.parse::<syn::Expr>()?;
                     }
-                    i += 1;
-                }
+                    Ok(())
+                })?;
             }
             args.push(arg);
-        } else {
-            i += 1;
-        }
+            Ok(())
+        });
     }
     args
+}
+
+/// Every identifier in `ty`.
+fn type_idents(ty: &syn::Type) -> Vec<String> {
+    struct Idents(Vec<String>);
+    impl<'a> syn::visit::Visit<'a> for Idents {
+        fn visit_path_segment(&mut self, seg: &'a syn::PathSegment) {
+            self.0.push(seg.ident.to_string());
+            syn::visit::visit_path_segment(self, seg);
+        }
+    }
+    let mut found = Idents(Vec::new());
+    syn::visit::Visit::visit_type(&mut found, ty);
+    found.0
+}
+
+fn named_fields(fields: &syn::FieldsNamed) -> Vec<Field> {
+    fields
+        .named
+        .iter()
+        .map(|f| Field {
+            // `r#type` is written `type`.
+            ident: syn::ext::IdentExt::unraw(f.ident.as_ref().expect("named")).to_string(),
+            ty: type_idents(&f.ty),
+            serde: serde_args(&f.attrs),
+        })
+        .collect()
+}
+
+/// The structs and enums of `raw_rs`, parsed by syn.
+fn items(raw_rs: &str) -> Result<Vec<Item>, String> {
+    let file = syn::parse_file(raw_rs).map_err(|e| format!("{RAW_RS}: not Rust: {e}"))?;
+    let mut items = Vec::new();
+    for item in file.items {
+        match item {
+            syn::Item::Struct(s) => items.push(Item {
+                name: s.ident.to_string(),
+                kind: match &s.fields {
+                    syn::Fields::Named(named) => ItemKind::Struct(named_fields(named)),
+                    _ => ItemKind::OtherStruct,
+                },
+                serde: serde_args(&s.attrs),
+            }),
+            syn::Item::Enum(e) => items.push(Item {
+                name: e.ident.to_string(),
+                kind: ItemKind::Enum(
+                    e.variants
+                        .iter()
+                        .map(|v| Variant {
+                            ident: v.ident.to_string(),
+                            shape: match &v.fields {
+                                syn::Fields::Named(named) => {
+                                    VariantShape::Named(named_fields(named))
+                                }
+                                syn::Fields::Unnamed(_) => VariantShape::Tuple,
+                                syn::Fields::Unit => VariantShape::Unit,
+                            },
+                            serde: serde_args(&v.attrs),
+                        })
+                        .collect(),
+                ),
+                serde: serde_args(&e.attrs),
+            }),
+            _ => {}
+        }
+    }
+    Ok(items)
 }
 
 fn serde_value<'a>(args: &'a [SerdeArg], name: &str) -> Option<&'a str> {
@@ -449,17 +198,6 @@ fn serde_value<'a>(args: &'a [SerdeArg], name: &str) -> Option<&'a str> {
 
 fn has_serde(args: &[SerdeArg], name: &str) -> bool {
     args.iter().any(|a| a.name == name)
-}
-
-/// The text between the raw-stage markers of `src/config.rs`.
-fn raw_stage(config_rs: &str) -> Result<&str, String> {
-    let start = config_rs
-        .find("// ---- raw stage")
-        .ok_or("src/config.rs: no `// ---- raw stage` marker")?;
-    let end = config_rs[start..]
-        .find("// ---- loading")
-        .ok_or("src/config.rs: no `// ---- loading` marker after the raw stage")?;
-    Ok(&config_rs[start..start + end])
 }
 
 // ---- from the raw types to TOML tables -------------------------------------
@@ -498,7 +236,7 @@ fn field_key(item: &str, f: &Field, problems: &mut Vec<String>) -> Option<String
             "skip" | "skip_deserializing" => return None,
             "rename" if !a.nested && a.value.is_some() => {}
             other => problems.push(format!(
-                "src/config.rs: {item}.{}: #[serde({other}…)] is not understood by tests/docs.rs; teach it",
+                "{RAW_RS}: {item}.{}: #[serde({other}…)] is not understood by tests/docs.rs; teach it",
                 f.ident
             )),
         }
@@ -519,20 +257,14 @@ type Tables = BTreeMap<String, BTreeSet<String>>;
 /// `credentials.NAME.rotation`; a variant of an internally tagged enum adds
 /// `TAG=value`, e.g. `stores.NAME type=vault`. The top-level table is
 /// `(top level)`.
-fn code_tables(config_rs: &str) -> Result<(Tables, Vec<String>), String> {
-    let section = raw_stage(config_rs)?;
-    let items = Parser {
-        toks: tokenize(section),
-        pos: 0,
-    }
-    .items();
-    let items: BTreeMap<String, Item> = items
+fn code_tables(raw_rs: &str) -> Result<(Tables, Vec<String>), String> {
+    let items: BTreeMap<String, Item> = items(raw_rs)?
         .into_iter()
         .filter(|i| i.name.starts_with("Raw"))
         .map(|i| (i.name.clone(), i))
         .collect();
     if !items.contains_key("RawConfig") {
-        return Err("src/config.rs: no `struct RawConfig` in the raw stage".into());
+        return Err(format!("{RAW_RS}: no `struct RawConfig` in it"));
     }
     let mut tables = Tables::new();
     let mut problems = Vec::new();
@@ -549,7 +281,7 @@ fn code_tables(config_rs: &str) -> Result<(Tables, Vec<String>), String> {
     for name in items.keys() {
         if !reached.contains(name) {
             problems.push(format!(
-                "src/config.rs: {name} is in the raw stage but not reachable from RawConfig"
+                "{RAW_RS}: {name} is in the raw stage but not reachable from RawConfig"
             ));
         }
     }
@@ -585,9 +317,7 @@ fn visit(
     depth: usize,
 ) {
     if depth > 16 {
-        problems.push(format!(
-            "src/config.rs: {name}: types nest too deep (a cycle?)"
-        ));
+        problems.push(format!("{RAW_RS}: {name}: types nest too deep (a cycle?)"));
         return;
     }
     reached.insert(name.to_owned());
@@ -603,13 +333,7 @@ fn visit(
                 continue;
             };
             keys.insert(key.clone());
-            let idents: Vec<&str> =
-                f.ty.iter()
-                    .filter_map(|t| match t {
-                        Tok::Ident(i) => Some(i.as_str()),
-                        _ => None,
-                    })
-                    .collect();
+            let idents: Vec<&str> = f.ty.iter().map(String::as_str).collect();
             let map = idents
                 .iter()
                 .any(|i| matches!(*i, "BTreeMap" | "HashMap" | "IndexMap"));
@@ -625,19 +349,21 @@ fn visit(
     let mut children = Vec::new();
     match &item.kind {
         ItemKind::OtherStruct => problems.push(format!(
-            "src/config.rs: {name} is a tuple or unit struct; tests/docs.rs cannot map it to a table"
+            "{RAW_RS}: {name} is a tuple or unit struct; tests/docs.rs cannot map it to a table"
         )),
         ItemKind::Struct(fields) => {
             if !has_serde(&item.serde, "deny_unknown_fields") {
                 problems.push(format!(
-                    "src/config.rs: {name} lacks #[serde(deny_unknown_fields)], but the docs promise that unknown keys are errors"
+                    "{RAW_RS}: {name} lacks #[serde(deny_unknown_fields)], but the docs promise that unknown keys are errors"
                 ));
             }
             if let Some(rule) = serde_value(&item.serde, "rename_all")
-                && fields.iter().any(|f| to_case(&f.ident, rule).as_deref() != Some(f.ident.as_str()))
+                && fields
+                    .iter()
+                    .any(|f| to_case(&f.ident, rule).as_deref() != Some(f.ident.as_str()))
             {
                 problems.push(format!(
-                    "src/config.rs: {name}: rename_all = {rule:?} on fields is not understood by tests/docs.rs; teach it"
+                    "{RAW_RS}: {name}: rename_all = {rule:?} on fields is not understood by tests/docs.rs; teach it"
                 ));
             }
             let mut keys = BTreeSet::new();
@@ -650,18 +376,18 @@ fn visit(
         ItemKind::Enum(variants) => {
             let Some(tag) = serde_value(&item.serde, "tag") else {
                 problems.push(format!(
-                    "src/config.rs: {name} has struct variants but no #[serde(tag = \"…\")]; tests/docs.rs only maps internally tagged enums"
+                    "{RAW_RS}: {name} has struct variants but no #[serde(tag = \"…\")]; tests/docs.rs only maps internally tagged enums"
                 ));
                 return;
             };
             if has_serde(&item.serde, "content") || has_serde(&item.serde, "untagged") {
                 problems.push(format!(
-                    "src/config.rs: {name}: adjacently tagged or untagged struct variants are not understood by tests/docs.rs"
+                    "{RAW_RS}: {name}: adjacently tagged or untagged struct variants are not understood by tests/docs.rs"
                 ));
             }
             if !has_serde(&item.serde, "deny_unknown_fields") {
                 problems.push(format!(
-                    "src/config.rs: {name} lacks #[serde(deny_unknown_fields)], but the docs promise that unknown keys are errors"
+                    "{RAW_RS}: {name} lacks #[serde(deny_unknown_fields)], but the docs promise that unknown keys are errors"
                 ));
             }
             let rule = serde_value(&item.serde, "rename_all");
@@ -672,7 +398,7 @@ fn visit(
                         Some(s) => s,
                         None => {
                             problems.push(format!(
-                                "src/config.rs: {name}: rename_all = {rule:?} is not understood by tests/docs.rs"
+                                "{RAW_RS}: {name}: rename_all = {rule:?} is not understood by tests/docs.rs"
                             ));
                             v.ident.clone()
                         }
@@ -684,7 +410,7 @@ fn visit(
                 match &v.shape {
                     VariantShape::Unit => {}
                     VariantShape::Tuple => problems.push(format!(
-                        "src/config.rs: {name}::{}: a tuple variant in a tagged enum is not understood by tests/docs.rs",
+                        "{RAW_RS}: {name}::{}: a tuple variant in a tagged enum is not understood by tests/docs.rs",
                         v.ident
                     )),
                     VariantShape::Named(fields) => {
@@ -807,7 +533,7 @@ fn first_code_span(cell: &str) -> Option<String> {
 
 // ---- the checker -----------------------------------------------------------
 
-/// Every way `doc` (docs/configuration.md) and `config_rs` (src/config.rs)
+/// Every way `doc` (docs/configuration.md) and `config_rs` (src/config/raw.rs)
 /// disagree about config keys; empty when they agree.
 fn check_keys(config_rs: &str, doc: &str) -> Vec<String> {
     let (code, mut problems) = match code_tables(config_rs) {
@@ -826,19 +552,19 @@ fn check_keys(config_rs: &str, doc: &str) -> Vec<String> {
         let documented: BTreeSet<String> = rows.iter().map(|r| r.key.clone()).collect();
         for key in keys.difference(&documented) {
             problems.push(format!(
-                "{path}: `{key}` is a config key in src/config.rs but is not documented in docs/configuration.md"
+                "{path}: `{key}` is a config key in {RAW_RS} but is not documented in docs/configuration.md"
             ));
         }
         for key in documented.difference(keys) {
             problems.push(format!(
-                "{path}: `{key}` is documented in docs/configuration.md but src/config.rs has no such key"
+                "{path}: `{key}` is documented in docs/configuration.md but {RAW_RS} has no such key"
             ));
         }
     }
     for path in docs.keys() {
         if !code.contains_key(path) {
             problems.push(format!(
-                "{path}: docs/configuration.md documents this table but src/config.rs has none like it"
+                "{path}: docs/configuration.md documents this table but {RAW_RS} has none like it"
             ));
         }
     }
@@ -1007,16 +733,16 @@ fn report(what: &str, problems: &[String]) {
 
 #[test]
 fn every_config_key_is_documented_and_every_documented_key_exists() {
-    let problems = check_keys(&read("src/config.rs"), &read("docs/configuration.md"));
-    report("docs/configuration.md vs src/config.rs", &problems);
+    let problems = check_keys(&read(RAW_RS), &read("docs/configuration.md"));
+    report("docs/configuration.md vs src/config/raw.rs", &problems);
 }
 
 #[test]
 fn the_code_has_the_tables_the_docs_expect() {
     // A sanity check of the parser itself on the real file: if this fails,
     // the checker above may be passing for the wrong reason.
-    let (tables, problems) = code_tables(&read("src/config.rs")).unwrap();
-    report("src/config.rs", &problems);
+    let (tables, problems) = code_tables(&read(RAW_RS)).unwrap();
+    report(RAW_RS, &problems);
     for path in [
         "(top level)",
         "server",
@@ -1090,15 +816,11 @@ fn the_example_config_is_valid() {
 // ---- the checker on altered copies: it catches each kind of drift ----------
 
 /// `text` with `insertion` on a new line after the first line containing
-/// `anchor` in the raw stage.
+/// `anchor`.
 fn insert_after(text: &str, anchor: &str, insertion: &str) -> String {
-    let from = text
-        .find("// ---- raw stage")
-        .expect("the raw stage marker");
-    let at = from
-        + text[from..]
-            .find(anchor)
-            .unwrap_or_else(|| panic!("anchor {anchor:?} not found: update this test"));
+    let at = text
+        .find(anchor)
+        .unwrap_or_else(|| panic!("anchor {anchor:?} not found: update this test"));
     let eol = at + text[at..].find('\n').expect("a line end");
     format!("{}\n{insertion}{}", &text[..eol], &text[eol..])
 }
@@ -1114,7 +836,7 @@ fn new_problems(original: &[String], altered: &[String]) -> Vec<String> {
 }
 
 fn baseline() -> (String, String, Vec<String>) {
-    let config = read("src/config.rs");
+    let config = read(RAW_RS);
     let doc = read("docs/configuration.md");
     let problems = check_keys(&config, &doc);
     (config, doc, problems)
@@ -1131,7 +853,7 @@ fn checker_catches_a_field_added_without_docs() {
     let found = new_problems(&before, &check_keys(&altered, &doc));
     assert_eq!(
         found,
-        vec!["server: `dummy_undocumented` is a config key in src/config.rs but is not documented in docs/configuration.md".to_owned()],
+        vec!["server: `dummy_undocumented` is a config key in src/config/raw.rs but is not documented in docs/configuration.md".to_owned()],
     );
 
     // The same inside an enum variant, and in a struct reached through two paths.
@@ -1206,8 +928,8 @@ fn checker_catches_stale_and_renamed_keys() {
 
     // A serde rename is what users write, so it is what must be documented.
     let altered = config.replacen(
-        "    socket: Option<String>,",
-        "    #[serde(rename = \"listen\")]\n    socket: Option<String>,",
+        "    pub(super) socket: Option<String>,",
+        "    #[serde(rename = \"listen\")]\n    pub(super) socket: Option<String>,",
         1,
     );
     assert_ne!(altered, config, "RawServer.socket moved: update this test");
@@ -1243,8 +965,8 @@ fn checker_catches_stale_and_renamed_keys() {
 fn checker_insists_on_deny_unknown_fields() {
     let (config, doc, before) = baseline();
     let altered = config.replacen(
-        "#[serde(deny_unknown_fields)]\nstruct RawDefaults",
-        "struct RawDefaults",
+        "#[serde(deny_unknown_fields)]\npub(super) struct RawDefaults",
+        "pub(super) struct RawDefaults",
         1,
     );
     assert_ne!(
@@ -1260,11 +982,17 @@ fn checker_insists_on_deny_unknown_fields() {
 }
 
 #[test]
-fn checker_needs_its_markers() {
+fn checker_needs_raw_config_and_rust() {
     let doc = read("docs/configuration.md");
     assert_eq!(
-        check_keys("struct RawConfig {}", &doc),
-        vec!["src/config.rs: no `// ---- raw stage` marker".to_owned()]
+        check_keys("struct RawServer {}", &doc),
+        vec!["src/config/raw.rs: no `struct RawConfig` in it".to_owned()]
+    );
+    let broken = check_keys("struct RawConfig {", &doc);
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(
+        broken[0].starts_with("src/config/raw.rs: not Rust:"),
+        "{broken:?}"
     );
 }
 
@@ -1316,9 +1044,8 @@ not toml either, and not checked
 }
 
 #[test]
-fn tokenizer_ignores_comments_and_strings() {
+fn parser_ignores_comments_and_strings() {
     let src = r#"
-// ---- raw stage
 /// A doc comment mentioning `fake: Option<String>,`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1335,7 +1062,6 @@ enum RawValue {
     Text(String),
     Number(i64),
 }
-// ---- loading
 "#;
     let (tables, problems) = code_tables(src).unwrap();
     assert!(problems.is_empty(), "{problems:?}");

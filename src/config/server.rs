@@ -1,0 +1,109 @@
+//! `[server]`, `[defaults]` and `[twilio]`.
+
+use super::*;
+
+/// `[server]`.
+pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
+    let socket_mode = match raw.socket_mode {
+        None => 0o660,
+        Some(RawMode::Text(s)) => match u32::from_str_radix(&s, 8) {
+            Ok(m) if m <= 0o777 && !s.is_empty() => m,
+            _ => {
+                p.push(
+                    "server.socket_mode",
+                    format!("an octal mode such as \"0660\", not {s:?}"),
+                );
+                0o660
+            }
+        },
+        Some(RawMode::Number(n)) => match u32::try_from(n) {
+            Ok(m) if m <= 0o777 => m,
+            _ => {
+                p.push(
+                    "server.socket_mode",
+                    "an octal mode such as \"0660\" or 0o660",
+                );
+                0o660
+            }
+        },
+    };
+    if socket_mode & 0o600 != 0o600 {
+        p.push(
+            "server.socket_mode",
+            "a mode that lets the owner read and write (0600 at least)",
+        );
+    }
+    let socket = match raw.socket.as_deref() {
+        None => PathBuf::from(DEFAULT_SOCKET),
+        Some("") => {
+            p.push("server.socket", "a socket path");
+            PathBuf::from(DEFAULT_SOCKET)
+        }
+        Some(s) => PathBuf::from(s),
+    };
+    let metrics_addr = raw.metrics_addr.as_deref().and_then(|a| {
+        SocketAddr::from_str(a)
+            .map_err(|_| {
+                p.push(
+                    "server.metrics_addr",
+                    format!("an address such as \"127.0.0.1:9464\", not {a:?}"),
+                )
+            })
+            .ok()
+    });
+    ServerConfig {
+        socket,
+        socket_mode,
+        metrics_addr,
+        admin: allow_list(raw.admin),
+        lock_memory: raw.lock_memory.unwrap_or(true),
+        allow_root: raw.allow_root.unwrap_or(false),
+    }
+}
+
+/// `[defaults]`: what each credential's own keys fall back to.
+pub(super) struct Defaults {
+    pub(super) lease_ttl: Duration,
+    pub(super) refresh_interval: Duration,
+    pub(super) max_stale: Duration,
+}
+
+/// `[defaults]`.
+pub(super) fn defaults(p: &mut Problems, d: &RawDefaults) -> Defaults {
+    let lease_ttl = p.duration(
+        "defaults.lease_ttl",
+        d.lease_ttl.as_deref(),
+        DEFAULT_LEASE_TTL,
+    );
+    let refresh_interval = p.duration(
+        "defaults.refresh_interval",
+        d.refresh_interval.as_deref(),
+        DEFAULT_REFRESH_INTERVAL,
+    );
+    let max_stale = p.duration(
+        "defaults.max_stale",
+        d.max_stale.as_deref(),
+        DEFAULT_MAX_STALE,
+    );
+    if lease_ttl > MAX_ACCESS_TOKEN_TTL {
+        p.push("defaults.lease_ttl", "a lease of at most 24h");
+    }
+    Defaults {
+        lease_ttl,
+        refresh_interval,
+        max_stale,
+    }
+}
+
+/// `[twilio]`.
+pub(super) fn twilio(p: &mut Problems, raw: RawTwilio) -> TwilioConfig {
+    TwilioConfig {
+        api_base: p.url("twilio.api_base", raw.api_base, DEFAULT_API_BASE),
+        iam_base: p.url("twilio.iam_base", raw.iam_base, DEFAULT_IAM_BASE),
+        accounts_base: p.url(
+            "twilio.accounts_base",
+            raw.accounts_base,
+            DEFAULT_ACCOUNTS_BASE,
+        ),
+    }
+}

@@ -1,0 +1,192 @@
+//! The config's tests; each case's TOML is a file under
+//! `tests/fixtures/config/`, named for the case.
+
+use super::*;
+
+/// The fixture `name`.toml.
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(format!("{name}.toml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn parse_str(text: &str) -> Result<Config, ConfigError> {
+    parse(Path::new("test.toml"), text)
+}
+
+/// Parses fixture `name` as `test.toml`.
+fn parse_fixture(name: &str) -> Result<Config, ConfigError> {
+    parse_str(&fixture(name))
+}
+
+#[test]
+fn defaults_apply() {
+    let c = parse_fixture("minimal").unwrap();
+    assert_eq!(c.server.socket, PathBuf::from(DEFAULT_SOCKET));
+    assert_eq!(c.server.socket_mode, 0o660);
+    assert!(c.server.lock_memory);
+    assert!(!c.server.allow_root);
+    let v = &c.credentials["verify"];
+    assert_eq!(v.lease_ttl, DEFAULT_LEASE_TTL);
+    assert_eq!(v.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+    assert_eq!(v.max_stale, DEFAULT_MAX_STALE);
+    assert_eq!(c.twilio.api_base, DEFAULT_API_BASE);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_path() {
+    let msg = parse_fixture("unknown_key").unwrap_err().to_string();
+    assert!(msg.starts_with("test.toml: credentials.verify"), "{msg}");
+    assert!(msg.contains("alow"), "{msg}");
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let ConfigError::Invalid { problems, .. } = parse_fixture("every_problem").unwrap_err() else {
+        panic!("expected Invalid");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "server.socket_mode",
+        "defaults.lease_ttl",
+        "credentials.a.store",
+        "credentials.b.path",
+        "credentials.b.rotation.schedule",
+        "credentials.b.rotation.grace",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn validation_url_and_propagation_are_checked() {
+    let rotation = fixture("rotation");
+    let c = parse_str(&rotation).unwrap();
+    let r = c.credentials["verify"].rotation.clone().unwrap();
+    assert_eq!(r.validation_url, DEFAULT_VALIDATION_URL);
+    assert_eq!(r.propagation, Duration::from_secs(60));
+    let short = parse_fixture("rotation_short_grace").unwrap();
+    assert_eq!(
+        short.credentials["verify"]
+            .rotation
+            .as_ref()
+            .unwrap()
+            .propagation,
+        Duration::from_secs(30),
+        "unset, propagation is capped at grace"
+    );
+    for bad in [
+        "https://api.twilio.com/2010-04-01/Accounts.json",
+        "2010-04-01/Accounts.json",
+        "/Accounts/{account_sid}.json",
+        "/2010-04-01/",
+        "/2010-04-01/Accounts/../Keys.json",
+        "/2010-04-01/Accounts/{sid}/Calls.json",
+        "/2010-04-01/Accounts/{account_sid}/Calls.json#x",
+        "/v1/Services list",
+    ] {
+        let text = format!("{rotation}validation_url = {bad:?}\n");
+        let e = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("`credentials.verify.rotation.validation_url`: a Twilio REST API path"),
+            "{bad}: {e}"
+        );
+    }
+    for good in [
+        "/2010-04-01/Accounts/{account_sid}/Calls.json?PageSize=1",
+        "/v1/Services?PageSize=1",
+    ] {
+        let text = format!("{rotation}validation_url = {good:?}\n");
+        let c = parse_str(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(
+            c.credentials["verify"]
+                .rotation
+                .as_ref()
+                .unwrap()
+                .validation_url,
+            good
+        );
+    }
+    let long = format!("{rotation}propagation = \"5m\"\n");
+    let e = parse_str(&long).unwrap_err().to_string();
+    assert!(
+        e.contains("`credentials.verify.rotation.propagation`: at most rotation.grace (2m)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn grace_must_cover_lease() {
+    let e = parse_fixture("grace_below_lease").unwrap_err().to_string();
+    assert!(e.contains("credentials.verify.rotation.grace"), "{e}");
+    let c = parse_fixture("grace_above_lease").unwrap();
+    assert_eq!(
+        c.credentials["verify"].rotation.as_ref().unwrap().grace,
+        Duration::from_secs(3600)
+    );
+}
+
+#[test]
+fn dynamic_keys_are_checked() {
+    let c = parse_fixture("dynamic").unwrap();
+    assert!(matches!(c.credentials["dyn"].source, Source::Dynamic(_)));
+    assert!(
+        parse_fixture("dynamic_unknown_admin")
+            .unwrap_err()
+            .to_string()
+            .contains("there is no `nobody`")
+    );
+}
+
+#[test]
+fn vault_and_cloud_stores_parse() {
+    let c = parse_fixture("vault_and_cloud").unwrap();
+    match &c.stores["vault"] {
+        StoreConfig::Vault {
+            mount,
+            kv_version,
+            auth,
+            ..
+        } => {
+            assert_eq!(mount, "secret");
+            assert_eq!(*kv_version, 2);
+            assert!(matches!(auth, VaultAuth::Kubernetes { mount, .. } if mount == "kubernetes"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.stores.contains_key("aws") && c.stores.contains_key("gcp"));
+    let e = parse_fixture("vault_unknown_auth").unwrap_err().to_string();
+    assert!(
+        e.contains("stores.vault") && e.contains("unknown variant `ldap`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn relative_paths_follow_the_config_file() {
+    let c = parse(
+        Path::new("/etc/credbroker/config.toml"),
+        &fixture("relative_paths"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.stores["local"],
+        StoreConfig::File {
+            path: "/etc/credbroker/secrets.json".into()
+        }
+    );
+}
+
+#[test]
+fn allow_list_defaults_to_own_uid() {
+    let empty = AllowList::default();
+    assert!(empty.permits(1000, 1000, 1000));
+    assert!(!empty.permits(1001, 1000, 1000));
+    let by_gid = AllowList {
+        uids: vec![],
+        gids: vec![50],
+    };
+    assert!(by_gid.permits(7, 50, 0));
+    assert!(!by_gid.permits(7, 51, 0));
+}
