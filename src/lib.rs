@@ -31,6 +31,7 @@ pub mod broker;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod credential;
 #[allow(unsafe_code)]
 pub mod hygiene;
 pub mod issuer;

@@ -15,14 +15,14 @@ use super::BrokerError;
 use crate::clock::Clock;
 use crate::{
     config::CredentialConfig,
-    secret::{CredentialDocument, Kind, parse_document},
+    credential::{CredentialDocument, Kind, parse_document},
     store::SecretStore,
 };
 
 /// A document that parsed and validated.
 ///
 /// `Debug` on this, `Snapshot` and `Lease` is written by hand, as on the
-/// secret types they hold (see `secret::Secret`).
+/// secret types they hold (see `credential::Secret`).
 pub struct Loaded {
     /// The parsed document.
     pub document: CredentialDocument,

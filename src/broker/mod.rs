@@ -20,8 +20,8 @@ pub use entry::{Entry, Lease, Loaded, Snapshot};
 use crate::{
     clock::Clock,
     config::{Config, Source},
+    credential::DocumentError,
     retry,
-    secret::DocumentError,
     store::{self, StoreError},
 };
 

@@ -23,7 +23,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::secret::Kind;
+use crate::credential::Kind;
 
 mod credentials;
 mod problems;

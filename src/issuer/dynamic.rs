@@ -25,7 +25,7 @@ use crate::{
     broker::{Entry, Lease, Loaded},
     clock::Clock,
     config::{AllowList, CredentialConfig, DynamicKeyConfig},
-    secret::{CredentialDocument, Secret, TwilioCredential},
+    credential::{CredentialDocument, Secret, TwilioCredential},
     twilio::TwilioClient,
 };
 

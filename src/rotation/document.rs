@@ -19,7 +19,8 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
-use crate::secret::{FIELD_SPELLINGS, SecretBytes};
+use crate::credential::FIELD_SPELLINGS;
+use crate::secret::SecretBytes;
 
 /// A document as JSON. Holds secrets: no Debug, no Display.
 pub struct RawDocument(pub Map<String, Value>);

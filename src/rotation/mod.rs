@@ -39,7 +39,9 @@ pub use document::{Claim, RawDocument};
 use crate::{
     clock::Clock,
     config::{Config, CredentialConfig, RotationConfig, Source},
-    secret::{CredentialDocument, DocumentError, Kind, Secret, TwilioCredential, parse_document},
+    credential::{
+        CredentialDocument, DocumentError, Kind, Secret, TwilioCredential, parse_document,
+    },
     store::{SecretStore, StoreError},
     twilio::{TwilioClient, TwilioError},
 };
@@ -262,7 +264,7 @@ struct Location<'a> {
     cfg: &'a CredentialConfig,
     store: Arc<dyn SecretStore>,
     path: &'a str,
-    kind: Option<crate::secret::Kind>,
+    kind: Option<crate::credential::Kind>,
 }
 
 impl Rotator {

@@ -13,10 +13,10 @@ use super::{
 use crate::{
     broker::{Broker, Entry, Lease},
     config::{AccessTokenPolicy, AllowList},
+    credential::{Secret, TwilioCredential},
     issuer::{Issuer, Issuers},
     proto,
     rotation::{RotationError, Rotator},
-    secret::{Secret, TwilioCredential},
     twilio::{access_token, webhook},
 };
 

@@ -30,7 +30,8 @@ use std::{
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
-use crate::secret::{ApiKeySid, Secret, SecretBytes, SecretJson, SecretString, TwilioCredential};
+use crate::credential::{ApiKeySid, Secret, TwilioCredential};
+use crate::secret::{SecretBytes, SecretJson, SecretString};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

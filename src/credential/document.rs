@@ -1,0 +1,340 @@
+//! Stored documents, parsed once into the credential model; a parse error
+//! names the credential and the field and never quotes a value.
+
+use serde_json::{Map, Value};
+
+use super::model::*;
+use crate::secret::SecretString;
+
+/// A stored document that does not parse or fails validation.
+///
+/// Names the credential and the field; never carries the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("credential `{credential}`: {field}: {problem}")]
+pub struct DocumentError {
+    /// The credential's config name.
+    pub credential: String,
+    /// The JSON field, as a dotted path, or `document` for the whole thing.
+    pub field: String,
+    /// What was expected.
+    pub problem: String,
+}
+
+/// The two spellings of each field a document may use.
+const ACCOUNT_SID: [&str; 2] = ["account_sid", "accountSid"];
+const AUTH_TOKEN: [&str; 2] = ["auth_token", "authToken"];
+const API_KEY_SID: [&str; 2] = ["api_key_sid", "apiKeySid"];
+const API_KEY_SECRET: [&str; 2] = ["api_key_secret", "apiKeySecret"];
+
+/// Parses a stored document for credential `name`.
+///
+/// `kind` is the configured kind, when there is one; otherwise the kind is
+/// read off the fields present. Unknown fields are ignored, so documents that
+/// other tools write (AWS's managed Twilio secrets) are served as they are.
+pub fn parse_document(
+    name: &str,
+    bytes: &[u8],
+    kind: Option<Kind>,
+) -> Result<CredentialDocument, DocumentError> {
+    let err = |field: &str, problem: String| DocumentError {
+        credential: name.to_owned(),
+        field: field.to_owned(),
+        problem,
+    };
+    // serde_json's own messages can quote input; report only the position.
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        err(
+            "document",
+            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+        )
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(err("document", "expected a JSON object".into()));
+    };
+    let current = take_credential(&mut object, "", None, kind).map_err(|(f, p)| err(&f, p))?;
+    let pending = match object.remove("pending") {
+        None | Some(Value::Null) => None,
+        // A rotation's claim comes before its new value: no secret yet.
+        Some(Value::Object(o)) if !has_secret_field(&o) => None,
+        Some(Value::Object(mut o)) => Some(
+            take_credential(&mut o, "pending.", Some(&current.account_sid), kind)
+                .map_err(|(f, p)| err(&f, p))?,
+        ),
+        Some(_) => return Err(err("pending", "expected a JSON object".into())),
+    };
+    let previous = match object.remove("previous") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(mut o)) => {
+            let credential = take_credential(&mut o, "previous.", Some(&current.account_sid), kind)
+                .map_err(|(f, p)| err(&f, p))?;
+            let retire_at = match take_string(&mut o, &["retire_at", "retireAt"], "previous.")
+                .map_err(|(f, p)| err(&f, p))?
+            {
+                Some(s) => humantime::parse_rfc3339_weak(&s).map_err(|_| {
+                    err(
+                        "previous.retire_at",
+                        "expected an RFC 3339 timestamp".into(),
+                    )
+                })?,
+                None => {
+                    return Err(err(
+                        "previous.retire_at",
+                        "missing: a previous credential needs its retire time".into(),
+                    ));
+                }
+            };
+            let version =
+                take_string(&mut o, &["version"], "previous.").map_err(|(f, p)| err(&f, p))?;
+            Some(PreviousCredential {
+                credential,
+                version,
+                retire_at,
+            })
+        }
+        Some(_) => return Err(err("previous", "expected a JSON object".into())),
+    };
+    Ok(CredentialDocument {
+        current,
+        pending,
+        previous,
+    })
+}
+
+type FieldError = (String, String);
+
+/// Whether a (pending) object carries any secret field yet.
+fn has_secret_field(object: &Map<String, Value>) -> bool {
+    AUTH_TOKEN
+        .iter()
+        .chain(&API_KEY_SID)
+        .chain(&API_KEY_SECRET)
+        .any(|f| object.contains_key(*f))
+}
+
+/// The spellings a document may use for each credential field, snake_case
+/// first: rotation writes a field back under the spelling it found.
+pub const FIELD_SPELLINGS: [[&str; 2]; 4] = [ACCOUNT_SID, AUTH_TOKEN, API_KEY_SID, API_KEY_SECRET];
+
+/// Removes a string field under either spelling, moving it out of the JSON
+/// tree so that the only remaining copy is the one we zeroize.
+fn take_string(
+    object: &mut Map<String, Value>,
+    spellings: &[&str],
+    prefix: &str,
+) -> Result<Option<String>, FieldError> {
+    let mut found = None;
+    for spelling in spellings {
+        if let Some(v) = object.remove(*spelling) {
+            if found.is_some() {
+                return Err((
+                    format!("{prefix}{}", spellings[0]),
+                    format!("given twice (as `{}`)", spellings.join("` and `")),
+                ));
+            }
+            match v {
+                Value::String(s) => found = Some(s),
+                Value::Null => {}
+                _ => return Err((format!("{prefix}{spelling}"), "expected a string".into())),
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn take_credential(
+    object: &mut Map<String, Value>,
+    prefix: &str,
+    inherit_account: Option<&AccountSid>,
+    kind: Option<Kind>,
+) -> Result<TwilioCredential, FieldError> {
+    let field = |name: &str| format!("{prefix}{name}");
+    let account_sid = match take_string(object, &ACCOUNT_SID, prefix)? {
+        Some(s) => AccountSid::parse(&s).map_err(|p| (field(ACCOUNT_SID[0]), p.to_owned()))?,
+        None => match inherit_account {
+            Some(a) => a.clone(),
+            None => return Err((field(ACCOUNT_SID[0]), "missing".into())),
+        },
+    };
+    let token = take_string(object, &AUTH_TOKEN, prefix)?.map(SecretString::new);
+    let key_sid = take_string(object, &API_KEY_SID, prefix)?;
+    let key_secret = take_string(object, &API_KEY_SECRET, prefix)?.map(SecretString::new);
+    let want = match kind {
+        Some(Kind::ApiKey) => Kind::ApiKey,
+        Some(Kind::AuthToken) => Kind::AuthToken,
+        None => match (&token, &key_sid, &key_secret) {
+            (Some(_), None, None) => Kind::AuthToken,
+            (None, _, _) if key_sid.is_some() || key_secret.is_some() => Kind::ApiKey,
+            (None, None, None) => {
+                return Err((
+                    field("auth_token"),
+                    "missing: expected `auth_token`, or `api_key_sid` and `api_key_secret`".into(),
+                ));
+            }
+            _ => {
+                return Err((
+                    field("auth_token"),
+                    "both an Auth Token and an API key are present: set `kind` in the credential's config to choose one".into(),
+                ));
+            }
+        },
+    };
+    let secret = match want {
+        Kind::AuthToken => {
+            let token = token.ok_or_else(|| (field(AUTH_TOKEN[0]), "missing".to_owned()))?;
+            let t = token.expose_secret();
+            if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err((
+                    field(AUTH_TOKEN[0]),
+                    "expected 32 hexadecimal digits".into(),
+                ));
+            }
+            Secret::AuthToken(token)
+        }
+        _ => {
+            let sid = key_sid.ok_or_else(|| (field(API_KEY_SID[0]), "missing".to_owned()))?;
+            let sid = ApiKeySid::parse(&sid).map_err(|p| (field(API_KEY_SID[0]), p.to_owned()))?;
+            let secret =
+                key_secret.ok_or_else(|| (field(API_KEY_SECRET[0]), "missing".to_owned()))?;
+            let s = secret.expose_secret();
+            if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err((
+                    field(API_KEY_SECRET[0]),
+                    "expected 32 letters and digits".into(),
+                ));
+            }
+            Secret::ApiKey { sid, secret }
+        }
+    };
+    Ok(TwilioCredential {
+        account_sid,
+        secret,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+    const SK: &str = "SK0123456789abcdef0123456789abcdef";
+    const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
+    const KEY_SECRET: &str = "QuiteSecretValue0123456789abcdef";
+
+    #[test]
+    fn debug_of_parsed_document_hides_secrets() {
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","previous":{{"auth_token":"{}","retire_at":"2026-01-01T00:00:00Z"}}}}"#,
+            TOKEN.replace('f', "a")
+        );
+        let parsed = parse_document("verify", doc.as_bytes(), None).unwrap();
+        let shown = format!("{parsed:?}");
+        assert!(!shown.contains(TOKEN));
+        assert!(!shown.contains(&TOKEN.replace('f', "a")));
+        assert!(shown.contains(AC), "SIDs are not secret: {shown}");
+    }
+
+    #[test]
+    fn parses_both_spellings() {
+        let snake = format!(
+            r#"{{"account_sid":"{AC}","api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}"}}"#
+        );
+        let camel = format!(
+            r#"{{"accountSid":"{AC}","apiKeySid":"{SK}","apiKeySecret":"{KEY_SECRET}","other":1}}"#
+        );
+        for doc in [snake, camel] {
+            let d = parse_document("k", doc.as_bytes(), None).unwrap();
+            assert_eq!(d.kind(), Kind::ApiKey);
+            assert_eq!(d.current.account_sid.as_str(), AC);
+            match d.current.secret {
+                Secret::ApiKey { sid, secret } => {
+                    assert_eq!(sid.as_str(), SK);
+                    assert_eq!(secret.expose_secret(), KEY_SECRET);
+                }
+                Secret::AuthToken(_) => panic!("wrong kind"),
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_field_never_value() {
+        let bad_token = "not-a-token-but-a-secret-anyway!";
+        let doc = format!(r#"{{"account_sid":"{AC}","auth_token":"{bad_token}"}}"#);
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "auth_token");
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("verify"));
+        assert!(!shown.contains(bad_token), "{shown}");
+
+        let doc = format!(
+            r#"{{"account_sid":"XX{}","auth_token":"{TOKEN}"}}"#,
+            &AC[2..]
+        );
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "account_sid");
+        assert!(e.problem.contains("AC"));
+
+        let doc =
+            format!(r#"{{"account_sid":"{AC}","authToken":"{TOKEN}","auth_token":"{TOKEN}"}}"#);
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert!(e.problem.contains("twice"));
+        assert!(!e.to_string().contains(TOKEN));
+    }
+
+    #[test]
+    fn bad_json_reports_position_only() {
+        let doc = format!(r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}" oops"#);
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "document");
+        assert!(e.problem.contains("line 1"));
+        assert!(!e.to_string().contains(TOKEN));
+    }
+
+    #[test]
+    fn configured_kind_wins_and_missing_fields_are_named() {
+        let doc = format!(r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}"}}"#);
+        let e = parse_document("k", doc.as_bytes(), Some(Kind::ApiKey)).unwrap_err();
+        assert_eq!(e.field, "api_key_sid");
+        let both = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}"}}"#
+        );
+        let e = parse_document("k", both.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "auth_token");
+        assert!(
+            e.to_string().contains("credential `k`") && e.to_string().contains("set `kind`"),
+            "{e}"
+        );
+        let d = parse_document("k", both.as_bytes(), Some(Kind::AuthToken)).unwrap();
+        assert_eq!(d.kind(), Kind::AuthToken);
+    }
+
+    #[test]
+    fn previous_needs_retire_at_and_inherits_account() {
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","previous":{{"auth_token":"{TOKEN}"}}}}"#
+        );
+        let e = parse_document("k", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "previous.retire_at");
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","previous":{{"auth_token":"{TOKEN}","retire_at":"2030-01-02T03:04:05Z","version":"v1"}}}}"#
+        );
+        let d = parse_document("k", doc.as_bytes(), None).unwrap();
+        let p = d.previous.unwrap();
+        assert_eq!(p.credential.account_sid.as_str(), AC);
+        assert_eq!(p.version.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics_or_leaks() {
+        // A cheap property test: mutate a valid document byte by byte.
+        let doc = format!(r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}"}}"#).into_bytes();
+        for i in 0..doc.len() {
+            for b in [b'"', b'{', b'}', b'x', b'0', b' ', b'\\', 0xff] {
+                let mut m = doc.clone();
+                m[i] = b;
+                if let Err(e) = parse_document("k", &m, None) {
+                    assert!(!e.to_string().contains(TOKEN));
+                }
+            }
+        }
+    }
+}
