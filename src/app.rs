@@ -78,6 +78,8 @@ pub async fn run(
     let stores = store::build_all(&config, &env)
         .await
         .map_err(broker::StartError::from)?;
+    // The stores hold what they need of it (a Vault token); the rest goes.
+    drop(env);
     let broker = broker::Broker::start_with(&config, &stores, stopping.clone()).await?;
     let twilio = TwilioClient::new(Endpoints::from(&config.twilio));
     let refresh = Arc::clone(&broker);

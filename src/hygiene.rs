@@ -8,6 +8,9 @@
 //!   the kernel refuses), no core dumps (`RLIMIT_CORE = 0`), not dumpable
 //!   (`PR_SET_DUMPABLE = 0`, which also keeps other same-uid processes from
 //!   ptrace-attaching or reading `/proc/PID/mem`).
+//! - [`take_env`] takes a secret out of the environment (`VAULT_TOKEN`):
+//!   its bytes are wiped where the environment block holds them, so neither
+//!   /proc/PID/environ nor a memory scan finds it, and it is unset.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -126,6 +129,31 @@ pub fn harden(lock_memory: bool) -> Hardening {
         }
     }
     result
+}
+
+/// Takes `name` out of the environment: returns its value, overwrites the
+/// value's bytes where the environment holds them (for the environment the
+/// process started with, the block /proc/PID/environ shows), and unsets it.
+///
+/// Call it only while the process has one thread: `main` does, before it
+/// starts the runtime. (Nothing may read or write the environment meanwhile,
+/// which is why `remove_var` is `unsafe`.)
+pub fn take_env(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok();
+    let c_name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: the process has one thread (the caller's promise), so nothing
+    // reads or changes the environment while this runs. `getenv` returns
+    // null or a pointer to the NUL-terminated value inside the environment,
+    // which is writable; exactly its `strlen` bytes are overwritten, and the
+    // entry is then removed.
+    unsafe {
+        let found = libc::getenv(c_name.as_ptr());
+        if !found.is_null() {
+            wipe(found.cast::<u8>(), libc::strlen(found));
+        }
+        std::env::remove_var(name);
+    }
+    value
 }
 
 #[cfg(test)]

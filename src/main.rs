@@ -162,9 +162,19 @@ async fn shutdown_signal() {
     tracing::info!(signal = name, "shutdown requested");
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: VAULT_TOKEN leaves the environment (and
+    // /proc/PID/environ), and lives on only in a SecretString.
+    let env = credbroker::store::StoreEnv::new(credbroker::hygiene::take_env("VAULT_TOKEN"));
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime")
+        .block_on(run_command(cli, env))
+}
+
+async fn run_command(cli: Cli, env: credbroker::store::StoreEnv) -> ExitCode {
     match cli.command {
         Command::Serve { config } => {
             let _log = init_logging();
@@ -179,13 +189,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match credbroker::run(
-                config,
-                credbroker::store::StoreEnv::from_process(),
-                shutdown_signal(),
-            )
-            .await
-            {
+            match credbroker::run(config, env, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "credbroker stopped");
@@ -201,7 +205,7 @@ async fn main() -> ExitCode {
             config,
         } => {
             let _log = init_logging();
-            rotate(credential, all, !no_start, &config).await
+            rotate(credential, all, !no_start, &config, env).await
         }
         Command::CheckConfig { config } => match config::load(&config) {
             Ok(c) => {
@@ -291,6 +295,7 @@ async fn rotate(
     all: bool,
     start: bool,
     path: &std::path::Path,
+    env: credbroker::store::StoreEnv,
 ) -> ExitCode {
     use credbroker::rotation::{Outcome, RotationError, Rotator};
     let config = match config::load(path) {
@@ -320,16 +325,13 @@ async fn rotate(
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let stores =
-        match credbroker::store::build_all(&config, &credbroker::store::StoreEnv::from_process())
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("credbroker: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
+    let stores = match credbroker::store::build_all(&config, &env).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("credbroker: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let rotator = Rotator::new(
         &config,
         stores,

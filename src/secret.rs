@@ -46,6 +46,13 @@ impl SecretString {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Writes the secret itself into a serializer: for
+    /// `#[serde(serialize_with = "SecretString::serialize_exposed")]` on a
+    /// request body that [`SecretBytes::json`] turns straight into bytes.
+    pub fn serialize_exposed<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose_secret())
+    }
 }
 
 impl fmt::Debug for SecretString {
@@ -75,6 +82,12 @@ impl PartialEq for SecretBytes {
 impl Eq for SecretBytes {}
 
 impl SecretBytes {
+    /// `value` as JSON, for a request body that holds secrets: serialized
+    /// straight into secret bytes, with no JSON tree in between.
+    pub fn json(value: &impl serde::Serialize) -> Self {
+        Self::new(serde_json::to_vec(value).expect("a request body serializes"))
+    }
+
     /// Takes ownership of `value` without copying it.
     pub fn new(value: Vec<u8>) -> Self {
         Self(Zeroizing::new(value))

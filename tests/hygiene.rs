@@ -352,3 +352,45 @@ fn root_needs_allow_root_and_a_refused_mlock_only_warns() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `VAULT_TOKEN` is taken out of the environment at start: not in
+/// /proc/PID/environ, and (with a store that does not use it) nowhere in the
+/// daemon's memory, while the served credential is (so the scan works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_token_leaves_the_environment_and_memory() {
+    let dir = world_dir();
+    let s1 = token(0x5d01);
+    let vault_token = format!("hvs.{}", token(0x5d02));
+    fs::write(
+        dir.path().join("secrets.json"),
+        format!(r#"{{"twilio/verify": {}}}"#, auth_token_doc(&s1)),
+    )
+    .unwrap();
+    let store = "[stores.s]\ntype = \"file\"\npath = \"{dir}/secrets.json\"";
+    let daemon = Daemon::spawn_env(
+        dir.path(),
+        &config(store, ""),
+        &[("VAULT_TOKEN", &vault_token)],
+    )
+    .secrets(&[&s1, &vault_token]);
+    daemon.wait_ready();
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    assert_eq!(secret_of(&client.get("verify").await.unwrap()), s1);
+    let pid = daemon.pid();
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !environ
+            .windows(vault_token.len())
+            .any(|w| w == vault_token.as_bytes()),
+        "VAULT_TOKEN is still in /proc/{pid}/environ"
+    );
+    assert!(
+        count_in_memory(pid, s1.as_bytes()) > 0,
+        "the scan does not find the live secret: it proves nothing"
+    );
+    assert_eq!(
+        count_in_memory(pid, vault_token.as_bytes()),
+        0,
+        "VAULT_TOKEN is still in the daemon's memory"
+    );
+}

@@ -20,10 +20,13 @@ use std::time::SystemTime;
 use serde_json::{Map, Value, json};
 
 use crate::credential::FIELD_SPELLINGS;
-use crate::secret::SecretBytes;
+use crate::secret::{SecretBytes, SecretString};
 
-/// A document as JSON. Holds secrets: no Debug, no Display.
-pub struct RawDocument(pub Map<String, Value>);
+/// A document as JSON. Holds secrets: no Debug, no Display, and no way to
+/// its JSON but through the methods below; secrets go in only from the
+/// secret types, and come out only as the `SecretBytes` to store. Freed
+/// JSON is wiped by the zeroizing allocator.
+pub struct RawDocument(Map<String, Value>);
 
 /// Who holds a rotation's claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,15 +114,16 @@ impl RawDocument {
     }
 
     /// Records a new API key as pending.
-    pub fn set_pending_key(&mut self, sid: &str, secret: &str) {
+    pub fn set_pending_key(&mut self, sid: &str, secret: &SecretString) {
         let p = self.pending_mut();
         p.insert("api_key_sid".into(), sid.into());
-        p.insert("api_key_secret".into(), secret.into());
+        p.insert("api_key_secret".into(), secret.expose_secret().into());
     }
 
     /// Records a new Auth Token as pending.
-    pub fn set_pending_token(&mut self, token: &str) {
-        self.pending_mut().insert("auth_token".into(), token.into());
+    pub fn set_pending_token(&mut self, token: &SecretString) {
+        self.pending_mut()
+            .insert("auth_token".into(), token.expose_secret().into());
     }
 
     /// Drops the claim and anything pending.
@@ -205,7 +209,7 @@ mod tests {
         d.set_claim("r1", "host:1", now);
         assert_eq!(d.claim().unwrap().rotation_id, "r1");
         assert!(!d.has_pending_value());
-        d.set_pending_key("SK_new", "new");
+        d.set_pending_key("SK_new", &SecretString::new("new".into()));
         assert!(d.has_pending_value());
         d.promote(now + std::time::Duration::from_secs(3600), "v1", now);
         assert_eq!(d.0["apiKeySid"], "SK_new");

@@ -546,7 +546,7 @@ impl Rotator {
                     .create_key(&admin, &friendly, None)
                     .await
                     .map_err(|e| twilio_err("create key", e))?;
-                raw.set_pending_key(key.sid.as_str(), key.secret.expose_secret());
+                raw.set_pending_key(key.sid.as_str(), &key.secret);
             }
             Secret::AuthToken(_) => {
                 let current = &parsed.current;
@@ -565,7 +565,7 @@ impl Rotator {
                     }
                     Err(e) => return Err(twilio_err("create secondary token", e)),
                 };
-                raw.set_pending_token(token.expose_secret());
+                raw.set_pending_token(&token);
             }
         }
         raw.set_claim(&claim.rotation_id, &self.owner, now);

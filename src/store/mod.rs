@@ -173,8 +173,9 @@ pub(crate) fn digest_version(bytes: &[u8]) -> String {
     hex::encode(&sha2::Sha256::digest(bytes)[..8])
 }
 
-/// What stores take from the process environment, read once in `main` so
-/// tests can pass their own (the AWS and GCP SDKs read theirs themselves).
+/// What stores take from the process environment, taken out of it once in
+/// `main` before any thread starts (`hygiene::take_env`), so tests can pass
+/// their own (the AWS and GCP SDKs read theirs themselves).
 #[derive(Clone, Default)]
 pub struct StoreEnv {
     /// `VAULT_TOKEN`.
@@ -182,11 +183,10 @@ pub struct StoreEnv {
 }
 
 impl StoreEnv {
-    /// Reads the process environment.
-    pub fn from_process() -> Self {
+    /// `vault_token` as `VAULT_TOKEN` held it (empty is unset).
+    pub fn new(vault_token: Option<String>) -> Self {
         Self {
-            vault_token: std::env::var("VAULT_TOKEN")
-                .ok()
+            vault_token: vault_token
                 .filter(|t| !t.is_empty())
                 .map(crate::secret::SecretString::new),
         }

@@ -34,7 +34,7 @@ use std::{path::Path, time::Duration};
 
 use async_trait::async_trait;
 use reqwest::{Method, header::HeaderValue};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::{sync::RwLock, time::Instant};
 
 use super::{Document, SecretStore, StoreError, digest_version, errors::Class};
@@ -135,7 +135,7 @@ impl VaultStore {
         method: Method,
         api_path: &str,
         token: Option<&SecretString>,
-        body: Option<&Value>,
+        body: Option<&SecretBytes>,
     ) -> Result<SecretJson, Failure> {
         let url = format!(
             "{}/v1/{}",
@@ -154,7 +154,9 @@ impl VaultStore {
             request = request.header("X-Vault-Namespace", ns);
         }
         if let Some(body) = body {
-            request = request.json(body);
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.expose_secret().to_vec());
         }
         let response = request.send().await.map_err(|e| {
             Failure::Network(if e.is_timeout() {
@@ -266,22 +268,22 @@ impl VaultStore {
                 secret_id_file,
                 mount,
             } => {
-                let role_id = self.read_secret_file(role_id_file, "role_id_file")?;
-                let secret_id = self.read_secret_file(secret_id_file, "secret_id_file")?;
-                let body = json!({
-                    "role_id": role_id.expose_secret(),
-                    "secret_id": secret_id.expose_secret(),
+                let body = SecretBytes::json(&AppRoleLogin {
+                    role_id: self.read_secret_file(role_id_file, "role_id_file")?,
+                    secret_id: self.read_secret_file(secret_id_file, "secret_id_file")?,
                 });
-                ("AppRole login", mount, SecretJson(body))
+                ("AppRole login", mount, body)
             }
             VaultAuth::Kubernetes {
                 role,
                 jwt_file,
                 mount,
             } => {
-                let jwt = self.read_secret_file(jwt_file, "jwt_file")?;
-                let body = json!({ "role": role, "jwt": jwt.expose_secret() });
-                ("Kubernetes login", mount, SecretJson(body))
+                let body = SecretBytes::json(&KubernetesLogin {
+                    role,
+                    jwt: self.read_secret_file(jwt_file, "jwt_file")?,
+                });
+                ("Kubernetes login", mount, body)
             }
         };
         let mut answer = self
@@ -289,7 +291,7 @@ impl VaultStore {
                 Method::POST,
                 &format!("auth/{mount}/login"),
                 None,
-                Some(&body.0),
+                Some(&body),
             )
             .await
             .map_err(|f| fail(action, f))?;
@@ -329,7 +331,7 @@ impl VaultStore {
                     Method::POST,
                     "auth/token/renew-self",
                     Some(&session.token),
-                    Some(&json!({})),
+                    Some(&SecretBytes::new(b"{}".to_vec())),
                 )
                 .await
             {
@@ -369,7 +371,7 @@ impl VaultStore {
         &self,
         method: Method,
         api_path: &str,
-        body: Option<&Value>,
+        body: Option<&SecretBytes>,
         path: &str,
         action: &str,
     ) -> Result<SecretJson, StoreError> {
@@ -398,6 +400,40 @@ impl VaultStore {
             Err(f) => Err(self.error(path, action, f)),
         }
     }
+}
+
+/// `POST auth/<mount>/login` for AppRole.
+#[derive(serde::Serialize)]
+struct AppRoleLogin {
+    #[serde(serialize_with = "SecretString::serialize_exposed")]
+    role_id: SecretString,
+    #[serde(serialize_with = "SecretString::serialize_exposed")]
+    secret_id: SecretString,
+}
+
+/// `POST auth/<mount>/login` for Kubernetes.
+#[derive(serde::Serialize)]
+struct KubernetesLogin<'a> {
+    role: &'a str,
+    #[serde(serialize_with = "SecretString::serialize_exposed")]
+    jwt: SecretString,
+}
+
+/// A KV v2 write: the document and its check-and-set version.
+#[derive(serde::Serialize)]
+struct KvV2Write<'a> {
+    #[serde(serialize_with = "serialize_json")]
+    data: &'a SecretJson,
+    options: KvV2Options,
+}
+
+#[derive(serde::Serialize)]
+struct KvV2Options {
+    cas: u64,
+}
+
+fn serialize_json<S: serde::Serializer>(doc: &&SecretJson, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&doc.0, s)
 }
 
 impl Session {
@@ -510,12 +546,15 @@ impl SecretStore for VaultStore {
                 None => 0,
                 Some(v) => v.parse::<u64>().map_err(|_| conflict())?,
             };
-            let body = SecretJson(json!({ "data": doc.0, "options": { "cas": cas } }));
+            let body = SecretBytes::json(&KvV2Write {
+                data: &doc,
+                options: KvV2Options { cas },
+            });
             let answer = self
                 .authed(
                     Method::POST,
                     &format!("{mount}/data/{path}"),
-                    Some(&body.0),
+                    Some(&body),
                     path,
                     "KV v2 write",
                 )
@@ -544,7 +583,7 @@ impl SecretStore for VaultStore {
             self.authed(
                 Method::POST,
                 &format!("{mount}/{path}"),
-                Some(&doc.0),
+                Some(&SecretBytes::json(&doc.0)),
                 path,
                 "KV v1 write",
             )
