@@ -11,7 +11,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::BrokerError;
+use super::{BrokerError, Unavailability};
 use crate::clock::Clock;
 use crate::{
     config::CredentialConfig,
@@ -54,10 +54,10 @@ pub struct Snapshot {
     /// `max_stale` is ever served.
     pub confirmed_at: Option<SystemTime>,
     /// Why nothing may be served (never loaded, or stale past `max_stale`).
-    pub unavailable: Option<Arc<str>>,
+    pub unavailable: Option<Unavailability>,
     /// Why the last refresh failed, while stale: named in the UNAVAILABLE
     /// once `max_stale` has passed.
-    pub last_error: Option<Arc<str>>,
+    pub last_error: Option<Arc<BrokerError>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -150,7 +150,7 @@ impl Entry {
             path,
             kind,
             state: watch::Sender::new(Snapshot {
-                unavailable: Some("not loaded yet".into()),
+                unavailable: Some(Unavailability::NotLoaded),
                 ..Snapshot::default()
             }),
             reread: tokio::sync::Notify::new(),
@@ -192,22 +192,22 @@ impl Entry {
 
     /// A lease on `snapshot` at `now`, or why there is none.
     pub fn lease_from(&self, snapshot: &Snapshot, now: SystemTime) -> Result<Lease, BrokerError> {
-        let unavailable = |reason: &str| BrokerError::Unavailable {
+        let unavailable = |why: Unavailability| BrokerError::Unavailable {
             name: self.name().to_owned(),
-            reason: reason.to_owned(),
+            why,
         };
-        if let Some(reason) = &snapshot.unavailable {
-            return Err(unavailable(reason));
+        if let Some(why) = &snapshot.unavailable {
+            return Err(unavailable(why.clone()));
         }
         let Some(loaded) = &snapshot.loaded else {
-            return Err(unavailable("not loaded yet"));
+            return Err(unavailable(Unavailability::NotLoaded));
         };
         let mut expires_at = now + self.config.lease_ttl;
         if let Some(deadline) = self.stale_deadline(snapshot) {
             if now >= deadline {
-                return Err(unavailable(&past_max_stale(
+                return Err(unavailable(past_max_stale(
                     self.config.max_stale,
-                    snapshot.last_error.as_deref(),
+                    snapshot.last_error.clone(),
                 )));
             }
             expires_at = expires_at.min(deadline);
@@ -296,18 +296,20 @@ impl Entry {
     /// that went bad) turns the value stale, and unavailable once
     /// `max_stale` has passed; a permanent store error (the secret is gone,
     /// access was revoked) makes it unavailable at once.
-    pub(super) fn fail(&self, now: SystemTime, reason: &str, permanent: bool) {
+    pub(super) fn fail(&self, now: SystemTime, error: BrokerError, permanent: bool) {
+        let text = error.to_string();
+        let error = Arc::new(error);
         self.state.send_if_modified(|s| {
             if s.loaded.is_none() || permanent {
-                let changed = s.unavailable.as_deref() != Some(reason);
-                s.unavailable = Some(reason.into());
+                let changed = s.unavailable.as_ref().map(ToString::to_string) != Some(text);
+                s.unavailable = Some(Unavailability::Failed(error));
                 if s.stale_since.is_none() && s.loaded.is_some() {
                     s.stale_since = Some(now);
                 }
                 return changed;
             }
-            if s.last_error.as_deref() != Some(reason) {
-                s.last_error = Some(reason.into());
+            if s.last_error.as_ref().map(ToString::to_string) != Some(text) {
+                s.last_error = Some(error);
             }
             match s.stale_since {
                 None => {
@@ -319,7 +321,7 @@ impl Entry {
                         && s.unavailable.is_none() =>
                 {
                     s.unavailable =
-                        Some(past_max_stale(self.config.max_stale, s.last_error.as_deref()).into());
+                        Some(past_max_stale(self.config.max_stale, s.last_error.clone()));
                     true
                 }
                 Some(_) => false,
@@ -345,14 +347,10 @@ fn stale_deadline(snapshot: &Snapshot, max_stale: Duration) -> Option<SystemTime
 /// The UNAVAILABLE reason once a stale value may no longer be served: the
 /// limit, and the store's last error (which names the store, the path and
 /// what went wrong).
-fn past_max_stale(max_stale: Duration, last_error: Option<&str>) -> String {
-    let limit = format!(
-        "its store has failed for longer than max_stale ({})",
-        humantime::format_duration(max_stale)
-    );
-    match last_error {
-        Some(why) => format!("{limit}; last error: {why}"),
-        None => limit,
+fn past_max_stale(max_stale: Duration, last_error: Option<Arc<BrokerError>>) -> Unavailability {
+    Unavailability::PastMaxStale {
+        max_stale,
+        last_error,
     }
 }
 

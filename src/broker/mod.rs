@@ -31,13 +31,13 @@ pub enum BrokerError {
     /// No credential has that name.
     #[error("no credential named `{0}`")]
     NotFound(String),
-    /// Never loaded, or stale past `max_stale`.
-    #[error("credential `{name}` is unavailable: {reason}")]
+    /// Never loaded, gone from its store, or stale past `max_stale`.
+    #[error("credential `{name}` is unavailable: {why}")]
     Unavailable {
         /// Credential name.
         name: String,
         /// Why.
-        reason: String,
+        why: Unavailability,
     },
     /// The store failed.
     #[error("credential `{name}`: {source}")]
@@ -53,6 +53,31 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("credbroker is shutting down")]
     ShuttingDown,
+}
+
+/// Why nothing of a credential may be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailability {
+    /// The first load has not finished.
+    #[error("not loaded yet")]
+    NotLoaded,
+    /// A read failed for good (the document is gone, access was revoked),
+    /// or before anything was ever loaded.
+    #[error("{0}")]
+    Failed(Arc<BrokerError>),
+    /// The store has failed for longer than `max_stale`.
+    #[error(
+        "its store has failed for longer than max_stale ({}){}",
+        humantime::format_duration(*.max_stale),
+        .last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+    )]
+    PastMaxStale {
+        /// The limit.
+        max_stale: Duration,
+        /// The store's last error (which names the store, the path and
+        /// what went wrong).
+        last_error: Option<Arc<BrokerError>>,
+    },
 }
 
 impl BrokerError {
@@ -420,7 +445,7 @@ async fn refresh_loop(
                         "cannot refresh credential; serving the last good value as stale until max_stale"
                     );
                 }
-                entry.fail(clock.now(), &e.to_string(), permanent);
+                entry.fail(clock.now(), e, permanent);
             }
         }
     }

@@ -76,15 +76,24 @@ pub enum RotationError {
     /// A stored document is bad.
     #[error(transparent)]
     Document(#[from] DocumentError),
-    /// The admin credential is missing, of the wrong kind, or unreadable.
-    #[error("credential `{name}`: admin credential `{admin}`: {reason}")]
+    /// API key rotation without `rotation.admin_credential` (the config
+    /// check refuses that; a hand-built config may not).
+    #[error(
+        "credential `{name}`: admin credential `(none)`: API key rotation needs `rotation.admin_credential`"
+    )]
+    NoAdmin {
+        /// Credential being rotated.
+        name: String,
+    },
+    /// The admin credential could not be read.
+    #[error("credential `{name}`: admin credential `{admin}`: {source}")]
     Admin {
         /// Credential being rotated.
         name: String,
         /// The admin credential.
         admin: String,
-        /// What is wrong.
-        reason: String,
+        /// Why it could not be read.
+        source: Box<RotationError>,
     },
     /// Twilio refused or failed a call.
     #[error("credential `{name}`: step `{step}`: {source}")]
@@ -369,15 +378,13 @@ impl Rotator {
         let admin = cfg
             .admin_credential
             .as_deref()
-            .ok_or_else(|| RotationError::Admin {
+            .ok_or_else(|| RotationError::NoAdmin {
                 name: name.to_owned(),
-                admin: "(none)".into(),
-                reason: "API key rotation needs `rotation.admin_credential`".into(),
             })?;
         let read = self.read(admin).await.map_err(|e| RotationError::Admin {
             name: name.to_owned(),
             admin: admin.to_owned(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
         Ok(read.parsed.current)
     }
