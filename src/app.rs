@@ -7,7 +7,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     broker,
@@ -98,25 +98,7 @@ pub async fn run(
             .map_err(|e| RunError::Metrics(addr, e))?;
     }
 
-    let hup_broker = Arc::clone(&broker);
-    let hup_stop = stopping.clone();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(mut hup) => {
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = hup_stop.cancelled() => return,
-                        got = hup.recv() => {
-                            if got.is_none() { return }
-                            tracing::info!("SIGHUP: re-reading every store");
-                            hup_broker.refresh_all();
-                        }
-                    }
-                }
-            });
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
-    }
+    spawn_sighup(&broker, &stopping);
 
     let issuers = Arc::new(issuer::Issuers::start(&config, &broker, &twilio, &stopping));
     let served = server::serve(
@@ -128,8 +110,37 @@ pub async fn run(
         shutdown,
     )
     .await;
-    // Every task the daemon spawned stops with `stopping`; wait for them
-    // (up to the drain deadline), so nothing is cut off mid-write.
+    drain(&stopping, &tasks).await;
+    served?;
+    Ok(())
+}
+
+/// Re-reads every store on SIGHUP, until `stopping`.
+fn spawn_sighup(broker: &Arc<broker::Broker>, stopping: &CancellationToken) {
+    let (broker, stopping) = (Arc::clone(broker), stopping.clone());
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            broker.tasks().clone().spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stopping.cancelled() => return,
+                        got = hup.recv() => {
+                            if got.is_none() { return }
+                            tracing::info!("SIGHUP: re-reading every store");
+                            broker.refresh_all();
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+    }
+}
+
+/// Stops every task the daemon spawned (they stop with `stopping`) and
+/// waits for them, up to the drain deadline, so nothing is cut off
+/// mid-write.
+async fn drain(stopping: &CancellationToken, tasks: &TaskTracker) {
     stopping.cancel();
     tasks.close();
     match tokio::time::timeout(server::DRAIN_DEADLINE, tasks.wait()).await {
@@ -139,6 +150,4 @@ pub async fn run(
             "tasks still running after the drain deadline; exiting anyway"
         ),
     }
-    served?;
-    Ok(())
 }

@@ -297,7 +297,7 @@ async fn rotate(
     path: &std::path::Path,
     env: credbroker::store::StoreEnv,
 ) -> ExitCode {
-    use credbroker::rotation::{Outcome, RotationError, Rotator};
+    use credbroker::rotation::Rotator;
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -341,34 +341,46 @@ async fn rotate(
     );
     let mut code = ExitCode::SUCCESS;
     for name in names {
-        let when = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-        match rotator.rotate(&name, start).await {
-            Ok(Outcome::Promoted { retire_at }) => {
-                println!(
-                    "{name}: rotated; the previous value retires at {}",
-                    when(retire_at)
-                )
-            }
-            Ok(Outcome::Waiting { retire_at }) => println!(
-                "{name}: the previous rotation's grace window runs until {}; rotate again after it",
-                when(retire_at)
-            ),
-            Ok(Outcome::InProgress { owner }) => {
-                println!("{name}: being rotated by {owner}; nothing done")
-            }
-            Ok(Outcome::Retired) => println!("{name}: previous value retired"),
-            Ok(Outcome::Idle) => println!("{name}: nothing to do"),
-            Err(e @ (RotationError::NotFound(_) | RotationError::NotConfigured(_))) => {
-                eprintln!("credbroker: {e}");
-                code = ExitCode::from(EXIT_CONFIG);
-            }
-            Err(e) => {
-                eprintln!("credbroker: {e}");
-                code = ExitCode::FAILURE;
-            }
+        let result = rotator.rotate(&name, start).await;
+        if let Some(failed) = report_rotation(&name, result) {
+            code = failed;
         }
     }
     code
+}
+
+/// Prints what one rotation did; the exit code when it failed (64 for a
+/// credential the config does not name or rotate, 1 otherwise).
+fn report_rotation(
+    name: &str,
+    result: Result<credbroker::rotation::Outcome, credbroker::rotation::RotationError>,
+) -> Option<ExitCode> {
+    use credbroker::rotation::{Outcome, RotationError};
+    let when = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    match result {
+        Ok(Outcome::Promoted { retire_at }) => println!(
+            "{name}: rotated; the previous value retires at {}",
+            when(retire_at)
+        ),
+        Ok(Outcome::Waiting { retire_at }) => println!(
+            "{name}: the previous rotation's grace window runs until {}; rotate again after it",
+            when(retire_at)
+        ),
+        Ok(Outcome::InProgress { owner }) => {
+            println!("{name}: being rotated by {owner}; nothing done")
+        }
+        Ok(Outcome::Retired) => println!("{name}: previous value retired"),
+        Ok(Outcome::Idle) => println!("{name}: nothing to do"),
+        Err(e @ (RotationError::NotFound(_) | RotationError::NotConfigured(_))) => {
+            eprintln!("credbroker: {e}");
+            return Some(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => {
+            eprintln!("credbroker: {e}");
+            return Some(ExitCode::FAILURE);
+        }
+    }
+    None
 }
 
 fn rfc3339(t: &Option<prost_types::Timestamp>) -> Option<String> {

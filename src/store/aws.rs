@@ -21,7 +21,7 @@ use aws_sdk_secretsmanager::{
     error::{ProvideErrorMetadata, SdkError},
 };
 
-use super::{Document, SecretStore, StoreError, errors::Class};
+use super::{Document, SecretStore, StoreError, cas, errors::Class};
 use crate::secret::SecretBytes;
 
 /// How long one call may take, retries included.
@@ -183,11 +183,6 @@ impl SecretStore for AwsStore {
         document: SecretBytes,
         expected_version: Option<&str>,
     ) -> Result<String, StoreError> {
-        let conflict = |expected: Option<&str>| StoreError::Conflict {
-            store: self.name.clone(),
-            path: path.to_owned(),
-            expected: expected.unwrap_or("(none)").to_owned(),
-        };
         let text =
             std::str::from_utf8(document.expose_secret()).map_err(|_| StoreError::Malformed {
                 store: self.name.clone(),
@@ -195,31 +190,44 @@ impl SecretStore for AwsStore {
                 problem: "the new document is not UTF-8".into(),
             })?;
         let current = self.current_version(path).await?;
-        if current.as_deref() != expected_version {
-            return Err(conflict(expected_version));
+        cas::check(&self.name, path, current.as_deref(), expected_version)?;
+        match expected_version {
+            None => self.create(path, text).await,
+            Some(expected) => self.replace(path, text, expected).await,
         }
+    }
+}
+
+impl AwsStore {
+    /// A new secret: creation itself is the compare-and-set.
+    async fn create(&self, path: &str, text: &str) -> Result<String, StoreError> {
         let token = uuid::Uuid::new_v4().to_string();
-        let Some(expected) = expected_version else {
-            // A new secret: creation itself is the compare-and-set.
-            let out = self
-                .client
-                .create_secret()
-                .name(path)
-                .client_request_token(&token)
-                .secret_string(text)
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_resource_exists_exception())
-                    {
-                        conflict(None)
-                    } else {
-                        self.error(path, "CreateSecret", e)
-                    }
-                })?;
-            return Ok(out.version_id.unwrap_or(token));
-        };
+        let out = self
+            .client
+            .create_secret()
+            .name(path)
+            .client_request_token(&token)
+            .secret_string(text)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_exists_exception())
+                {
+                    cas::conflict(&self.name, path, None)
+                } else {
+                    self.error(path, "CreateSecret", e)
+                }
+            })?;
+        Ok(out.version_id.unwrap_or(token))
+    }
+
+    /// A new version of secret `path` whose AWSCURRENT is `expected`: put as
+    /// AWSPENDING, then AWSCURRENT moved onto it from `expected` (refused
+    /// when AWSCURRENT has moved on: the compare-and-set).
+    async fn replace(&self, path: &str, text: &str, expected: &str) -> Result<String, StoreError> {
+        let conflict = || cas::conflict(&self.name, path, Some(expected));
+        let token = uuid::Uuid::new_v4().to_string();
         let put = self
             .client
             .put_secret_value()
@@ -244,14 +252,14 @@ impl SecretStore for AwsStore {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_invalid_parameter_exception())
                 {
-                    conflict(Some(expected))
+                    conflict()
                 } else {
                     self.error(path, "UpdateSecretVersionStage", e)
                 }
             })?;
         // Belt and braces for emulators that do not check RemoveFromVersionId.
         if self.current_version(path).await?.as_deref() != Some(new_version.as_str()) {
-            return Err(conflict(Some(expected)));
+            return Err(conflict());
         }
         // The write is done; AWSPENDING is for versions not yet promoted.
         if let Err(e) = self

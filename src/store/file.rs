@@ -29,7 +29,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::{Document, SecretStore, StoreError, digest_version};
+use super::{Document, SecretStore, StoreError, cas, digest_version};
 use crate::secret::SecretBytes;
 
 /// How long one parse of a single-file store serves reads.
@@ -234,11 +234,6 @@ impl FileStore {
         document: &SecretBytes,
         expected: Option<&str>,
     ) -> Result<String, StoreError> {
-        let conflict = |expected: &str| StoreError::Conflict {
-            store: self.name.clone(),
-            path: path.to_owned(),
-            expected: expected.to_owned(),
-        };
         // Cross-process exclusion (the daemon and `credbroker rotate`): an
         // advisory lock on a file beside the data, which survives the rename.
         let (target, lock_path) = if self.root.is_dir() {
@@ -260,14 +255,8 @@ impl FileStore {
         lock.lock()
             .map_err(|e| self.io_error(path, &lock_path, e))?;
 
-        let current = match self.read_blocking(path, true) {
-            Ok(doc) => Some(doc.version),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        if current.as_deref() != expected {
-            return Err(conflict(expected.unwrap_or("(none)")));
-        }
+        let current = cas::version_of(self.read_blocking(path, true))?;
+        cas::check(&self.name, path, current.as_deref(), expected)?;
         let bytes = if self.root.is_dir() {
             SecretBytes::new(document.expose_secret().to_vec())
         } else {

@@ -51,7 +51,7 @@ use google_cloud_secretmanager_v1::{
     model::{Replication, Secret, SecretPayload, replication::Automatic, secret_version::State},
 };
 
-use super::{Document, SecretStore, StoreError, errors::Class};
+use super::{Document, SecretStore, StoreError, cas, errors::Class};
 use crate::secret::SecretBytes;
 
 /// Upper bound on one store operation's every SDK call, retries included.
@@ -190,11 +190,7 @@ impl GcpStore {
     }
 
     fn conflict(&self, path: &str, expected: Option<&str>) -> StoreError {
-        StoreError::Conflict {
-            store: self.name.clone(),
-            path: path.to_owned(),
-            expected: expected.unwrap_or("(none)").to_owned(),
-        }
+        cas::conflict(&self.name, path, expected)
     }
 
     fn malformed(&self, path: &str, problem: String) -> StoreError {

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+mod cas;
 mod errors;
 pub mod file;
 #[cfg(feature = "gcp")]

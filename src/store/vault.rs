@@ -37,7 +37,7 @@ use reqwest::{Method, header::HeaderValue};
 use serde_json::Value;
 use tokio::{sync::RwLock, time::Instant};
 
-use super::{Document, SecretStore, StoreError, digest_version, errors::Class};
+use super::{Document, SecretStore, StoreError, cas, digest_version, errors::Class};
 use crate::{
     config::VaultAuth,
     secret::{SecretBytes, SecretJson, SecretString},
@@ -526,11 +526,7 @@ impl SecretStore for VaultStore {
         document: SecretBytes,
         expected_version: Option<&str>,
     ) -> Result<String, StoreError> {
-        let conflict = || StoreError::Conflict {
-            store: self.name.clone(),
-            path: path.to_owned(),
-            expected: expected_version.unwrap_or("(none)").to_owned(),
-        };
+        let conflict = || cas::conflict(&self.name, path, expected_version);
         let doc: Value = serde_json::from_slice(document.expose_secret())
             .ok()
             .filter(Value::is_object)
@@ -572,14 +568,8 @@ impl SecretStore for VaultStore {
                     problem: "the KV v2 write answer has no version".into(),
                 })
         } else {
-            let current = match self.read(path).await {
-                Ok(doc) => Some(doc.version),
-                Err(StoreError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            if current.as_deref() != expected_version {
-                return Err(conflict());
-            }
+            let current = cas::version_of(self.read(path).await)?;
+            cas::check(&self.name, path, current.as_deref(), expected_version)?;
             self.authed(
                 Method::POST,
                 &format!("{mount}/{path}"),

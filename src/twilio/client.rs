@@ -228,48 +228,16 @@ impl TwilioClient {
                     continue;
                 }
             };
-            let status = response.status();
-            let retry_after = retry_after(&response);
-            let bytes = SecretBytes::new(
-                response
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default(),
-            );
-            let body: Value = serde_json::from_slice(bytes.expose_secret()).unwrap_or(Value::Null);
-            if status.is_success() {
-                return Ok(SecretJson(body));
+            match answer(action, response).await {
+                Answer::Done(result) => return result,
+                Answer::Passing { why, retry_after } => {
+                    last = why;
+                    if retry == Retry::OnlyUnsent {
+                        return Err(not_retried(action, &last));
+                    }
+                    wait = retry_after;
+                }
             }
-            let code = body["code"].as_u64();
-            let detail = match (code, body["message"].as_str()) {
-                (Some(code), Some(message)) => format!(", code {code}: {message}"),
-                (None, Some(message)) => format!(": {message}"),
-                _ => String::new(),
-            };
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                last = format!("HTTP {}{detail}", status.as_u16());
-                if retry == Retry::OnlyUnsent {
-                    return Err(not_retried(action, &last));
-                }
-                wait = retry_after;
-                continue;
-            }
-            let (action, status) = (action.to_owned(), status.as_u16());
-            return Err(if status == 401 || status == 403 {
-                TwilioError::Unauthorized {
-                    action,
-                    status,
-                    code,
-                    detail,
-                }
-            } else {
-                TwilioError::Rejected {
-                    action,
-                    status,
-                    detail,
-                }
-            });
         }
         Err(TwilioError::Unavailable {
             action: action.to_owned(),
@@ -446,6 +414,63 @@ impl TwilioClient {
         .await
         .map(drop)
     }
+}
+
+/// What one answer from Twilio means.
+enum Answer {
+    /// The call succeeded, or failed in a way retrying will not fix.
+    Done(Result<SecretJson, TwilioError>),
+    /// Throttled or a server error: worth another attempt, after
+    /// `retry_after` when Twilio said how long.
+    Passing {
+        why: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Reads `response` to `action`; a failure's error names the status,
+/// Twilio's code and its message.
+async fn answer(action: &str, response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let retry_after = retry_after(&response);
+    let bytes = SecretBytes::new(
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default(),
+    );
+    let body: Value = serde_json::from_slice(bytes.expose_secret()).unwrap_or(Value::Null);
+    if status.is_success() {
+        return Answer::Done(Ok(SecretJson(body)));
+    }
+    let code = body["code"].as_u64();
+    let detail = match (code, body["message"].as_str()) {
+        (Some(code), Some(message)) => format!(", code {code}: {message}"),
+        (None, Some(message)) => format!(": {message}"),
+        _ => String::new(),
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Answer::Passing {
+            why: format!("HTTP {}{detail}", status.as_u16()),
+            retry_after,
+        };
+    }
+    let (action, status) = (action.to_owned(), status.as_u16());
+    Answer::Done(Err(if status == 401 || status == 403 {
+        TwilioError::Unauthorized {
+            action,
+            status,
+            code,
+            detail,
+        }
+    } else {
+        TwilioError::Rejected {
+            action,
+            status,
+            detail,
+        }
+    }))
 }
 
 /// A create that failed after it may have reached Twilio: not sent again.
