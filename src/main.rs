@@ -176,28 +176,7 @@ fn main() -> ExitCode {
 
 async fn run_command(cli: Cli, env: credbroker::store::StoreEnv) -> ExitCode {
     match cli.command {
-        Command::Serve { config } => {
-            let _log = init_logging();
-            #[cfg(not(feature = "zeroize-alloc"))]
-            tracing::warn!(
-                "built without the zeroizing allocator (feature `zeroize-alloc`): freed memory is not wiped; for benchmarks only"
-            );
-            let config = match config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("credbroker: invalid configuration:\n{e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            match credbroker::run(config, env, shutdown_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "credbroker stopped");
-                    eprintln!("credbroker: {e}");
-                    ExitCode::from(e.exit_code() as u8)
-                }
-            }
-        }
+        Command::Serve { config } => serve(&config, env).await,
         Command::Rotate {
             credential,
             all,
@@ -207,34 +186,7 @@ async fn run_command(cli: Cli, env: credbroker::store::StoreEnv) -> ExitCode {
             let _log = init_logging();
             rotate(credential, all, !no_start, &config, env).await
         }
-        Command::CheckConfig { config } => match config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: OK ({} stores, {} credentials)",
-                    config.display(),
-                    c.stores.len(),
-                    c.credentials.len()
-                );
-                for (name, r) in c
-                    .credentials
-                    .iter()
-                    .filter_map(|(n, c)| Some((n, c.rotation.as_ref()?)))
-                {
-                    println!(
-                        "  {name}: rotates on \"{}\", grace {}; tests a new value with GET {} (retried while refused for up to {})",
-                        r.schedule,
-                        humantime::format_duration(r.grace),
-                        r.validation_url,
-                        humantime::format_duration(r.propagation),
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        Command::CheckConfig { config } => check_config(&config),
         command => match client_command(command).await {
             Ok(code) => code,
             Err(e) => {
@@ -243,6 +195,61 @@ async fn run_command(cli: Cli, env: credbroker::store::StoreEnv) -> ExitCode {
             }
         },
     }
+}
+
+/// `credbroker serve`: the daemon, until SIGTERM or SIGINT.
+async fn serve(path: &std::path::Path, env: credbroker::store::StoreEnv) -> ExitCode {
+    let _log = init_logging();
+    #[cfg(not(feature = "zeroize-alloc"))]
+    tracing::warn!(
+        "built without the zeroizing allocator (feature `zeroize-alloc`): freed memory is not wiped; for benchmarks only"
+    );
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("credbroker: invalid configuration:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match credbroker::run(config, env, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "credbroker stopped");
+            eprintln!("credbroker: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// `credbroker check-config`: validates, and says what each rotation does.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let c = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    println!(
+        "{}: OK ({} stores, {} credentials)",
+        path.display(),
+        c.stores.len(),
+        c.credentials.len()
+    );
+    for (name, r) in c
+        .credentials
+        .iter()
+        .filter_map(|(n, c)| Some((n, c.rotation.as_ref()?)))
+    {
+        println!(
+            "  {name}: rotates on \"{}\", grace {}; tests a new value with GET {} (retried while refused for up to {})",
+            r.schedule,
+            humantime::format_duration(r.grace),
+            r.validation_url,
+            humantime::format_duration(r.propagation),
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn client_command(command: Command) -> anyhow::Result<ExitCode> {

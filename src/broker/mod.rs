@@ -9,6 +9,7 @@
 //! passed; then the credential is unavailable until a read succeeds again.
 
 mod entry;
+mod refresh;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -16,12 +17,12 @@ use tokio::{sync::mpsc, sync::watch, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use entry::{Entry, Lease, Loaded, Snapshot};
+use refresh::{load_retrying, refresh_loop};
 
 use crate::{
     clock::Clock,
     config::{Config, Source},
     credential::DocumentError,
-    retry,
     store::{self, StoreError},
 };
 
@@ -322,132 +323,6 @@ impl Broker {
             }
         });
         rx
-    }
-}
-
-async fn next_change(rx: &mut Option<watch::Receiver<u64>>) {
-    match rx {
-        Some(r) => {
-            if r.changed().await.is_err() {
-                *rx = None;
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// How long a burst of file events is given to settle before the re-read.
-const SETTLE: Duration = Duration::from_millis(50);
-
-/// Loads `entry`, retrying a passing failure with backoff until it loads,
-/// fails for good, or the daemon stops.
-async fn load_retrying(
-    entry: &Entry,
-    clock: Clock,
-    stopping: &CancellationToken,
-) -> Result<Loaded, BrokerError> {
-    let mut attempts = 0u32;
-    loop {
-        match entry.load(&clock).await {
-            Err(e) if e.is_transient() && !stopping.is_cancelled() => {
-                attempts += 1;
-                let wait = retry::backoff(
-                    attempts,
-                    Duration::from_secs(1),
-                    entry.refresh_interval().max(Duration::from_secs(1)),
-                );
-                tracing::warn!(
-                    credential = %entry.name(),
-                    error = %e,
-                    attempts,
-                    retry_in = ?wait,
-                    "cannot load credential yet; retrying"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stopping.cancelled() => {}
-                }
-            }
-            result => return result,
-        }
-    }
-}
-
-async fn refresh_loop(
-    entry: Arc<Entry>,
-    clock: Clock,
-    mut store_changes: Option<watch::Receiver<u64>>,
-    mut reload: watch::Receiver<u64>,
-    stopping: CancellationToken,
-) {
-    let mut failures = 0u32;
-    loop {
-        let mut wait = if failures == 0 {
-            retry::jitter(entry.refresh_interval())
-        } else {
-            retry::backoff(failures, Duration::from_secs(1), entry.refresh_interval())
-        };
-        let snapshot = entry.snapshot();
-        if snapshot.unavailable.is_none()
-            && let Some(deadline) = entry.stale_deadline(&snapshot)
-        {
-            // Wake at the deadline so watchers learn the value is gone.
-            wait = wait.min(
-                deadline
-                    .duration_since(clock.now())
-                    .unwrap_or(Duration::ZERO),
-            );
-        }
-        tokio::select! {
-            _ = stopping.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-            _ = next_change(&mut store_changes) => {
-                tokio::time::sleep(SETTLE).await;
-                if let Some(r) = store_changes.as_mut() {
-                    r.borrow_and_update();
-                }
-            }
-            _ = reload.changed() => {}
-            _ = entry.reread.notified() => {}
-        }
-        match entry.load(&clock).await {
-            Ok(loaded) => {
-                let version = loaded.version.clone();
-                let was_stale = entry.snapshot().stale_since.is_some();
-                if let entry::Refreshed::Changed = entry.publish(loaded) {
-                    if was_stale || failures > 0 {
-                        tracing::info!(credential = %entry.name(), %version, "credential recovered");
-                    } else {
-                        tracing::info!(credential = %entry.name(), %version, "credential changed");
-                    }
-                } else {
-                    tracing::trace!(credential = %entry.name(), %version, "credential re-read, unchanged");
-                }
-                failures = 0;
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                let permanent = e.is_permanent();
-                if permanent {
-                    tracing::error!(
-                        credential = %entry.name(),
-                        error = %e,
-                        failures,
-                        "cannot refresh credential; unavailable until its store serves it again"
-                    );
-                } else {
-                    tracing::error!(
-                        credential = %entry.name(),
-                        error = %e,
-                        transient = e.is_transient(),
-                        failures,
-                        "cannot refresh credential; serving the last good value as stale until max_stale"
-                    );
-                }
-                entry.fail(clock.now(), e, permanent);
-            }
-        }
     }
 }
 

@@ -49,30 +49,9 @@ pub(super) fn credential(
     admins: &Admins,
 ) -> CredentialConfig {
     let key = format!("credentials.{name}");
-    // `:` separates the name in the friendly names of the keys rotation
-    // and dynamic credentials create, which are matched by prefix.
-    if name.is_empty()
-        || name
-            .chars()
-            .any(|ch| ch.is_control() || ch == '/' || ch == ':')
-    {
-        p.push(&key, "a name without control characters, `/` or `:`");
-    }
+    check_name(p, &key, &name);
     let dynamic = c.kind.as_deref() == Some(DYNAMIC_API_KEY);
-    let kind = match c.kind.as_deref() {
-        None => None,
-        Some(_) if dynamic => Some(Kind::ApiKey),
-        Some(k) => match Kind::parse(k) {
-            Some(k) => Some(k),
-            None => {
-                p.push(
-                    format!("{key}.kind"),
-                    format!("one of \"auth_token\", \"api_key\", \"{DYNAMIC_API_KEY}\", not {k:?}"),
-                );
-                None
-            }
-        },
-    };
+    let kind = kind(p, &key, c.kind.as_deref());
     let lease_ttl = p.duration(
         &format!("{key}.lease_ttl"),
         c.lease_ttl.as_deref(),
@@ -114,6 +93,34 @@ pub(super) fn credential(
         max_stale,
         rotation,
         access_tokens,
+    }
+}
+
+/// `:` separates the name in the friendly names of the keys rotation and
+/// dynamic credentials create, which are matched by prefix.
+fn check_name(p: &mut Problems, key: &str, name: &str) {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|ch| ch.is_control() || ch == '/' || ch == ':')
+    {
+        p.push(key, "a name without control characters, `/` or `:`");
+    }
+}
+
+/// `kind`: a stored kind, `None` to read it off the document; the keys of
+/// a `dynamic_api_key` are API keys.
+fn kind(p: &mut Problems, key: &str, raw: Option<&str>) -> Option<Kind> {
+    match raw {
+        None => None,
+        Some(DYNAMIC_API_KEY) => Some(Kind::ApiKey),
+        Some(k) => Kind::parse(k).or_else(|| {
+            p.push(
+                format!("{key}.kind"),
+                format!("one of \"auth_token\", \"api_key\", \"{DYNAMIC_API_KEY}\", not {k:?}"),
+            );
+            None
+        }),
     }
 }
 
@@ -256,24 +263,7 @@ pub(super) fn rotation(
         );
         cron::Schedule::from_str("0 0 0 1 1 *").expect("a valid fallback")
     });
-    let grace = p.duration(
-        &format!("{key}.rotation.grace"),
-        Some(&r.grace),
-        limits.lease_ttl,
-    );
-    // A broker may serve the old value until its next refresh, and a
-    // lease issued then runs lease_ttl more: the old value must stay
-    // valid that long after the switch.
-    let overlap = limits.lease_ttl + limits.refresh_interval;
-    if grace < overlap {
-        p.push(
-            format!("{key}.rotation.grace"),
-            format!(
-                "at least lease_ttl + refresh_interval ({}), so no lease handed out on the old value outlives it",
-                humantime::format_duration(overlap)
-            ),
-        );
-    }
+    let grace = grace(p, key, &r.grace, limits);
     if let Some(admin) = &r.admin_credential {
         admins.check(p, format!("{key}.rotation.admin_credential"), admin, name);
     } else if limits.kind == Some(Kind::ApiKey) {
@@ -288,15 +278,48 @@ pub(super) fn rotation(
     if let Err(why) = check_validation_url(&validation_url) {
         p.push(format!("{key}.rotation.validation_url"), why);
     }
-    // Unset, it is 60 s, or the grace window when that is shorter.
+    let propagation = propagation(p, key, r.propagation.as_deref(), grace);
+    RotationConfig {
+        schedule,
+        grace,
+        admin_credential: r.admin_credential,
+        validation_url,
+        propagation,
+    }
+}
+
+/// `rotation.grace`. A broker may serve the old value until its next
+/// refresh, and a lease issued then runs lease_ttl more: the old value must
+/// stay valid that long after the switch.
+fn grace(p: &mut Problems, key: &str, raw: &str, limits: &RotationLimits) -> Duration {
+    let grace = p.duration(
+        &format!("{key}.rotation.grace"),
+        Some(raw),
+        limits.lease_ttl,
+    );
+    let overlap = limits.lease_ttl + limits.refresh_interval;
+    if grace < overlap {
+        p.push(
+            format!("{key}.rotation.grace"),
+            format!(
+                "at least lease_ttl + refresh_interval ({}), so no lease handed out on the old value outlives it",
+                humantime::format_duration(overlap)
+            ),
+        );
+    }
+    grace
+}
+
+/// `rotation.propagation`: unset, 60 s, or the grace window when that is
+/// shorter. The old value must outlive the wait for the new one: a grace
+/// shorter than propagation can retire a value still being served when the
+/// new one was slow to start working.
+fn propagation(p: &mut Problems, key: &str, raw: Option<&str>, grace: Duration) -> Duration {
     let propagation = p.duration(
         &format!("{key}.rotation.propagation"),
-        r.propagation.as_deref(),
+        raw,
         DEFAULT_PROPAGATION.min(grace),
     );
-    // The old value must outlive the wait for the new one: a grace
-    // shorter than propagation can retire a value still being served
-    // when the new one was slow to start working.
     if propagation > grace {
         p.push(
             format!("{key}.rotation.propagation"),
@@ -306,13 +329,7 @@ pub(super) fn rotation(
             ),
         );
     }
-    RotationConfig {
-        schedule,
-        grace,
-        admin_credential: r.admin_credential,
-        validation_url,
-        propagation,
-    }
+    propagation
 }
 
 /// A credential's `[credentials.NAME.access_tokens]`.

@@ -63,20 +63,13 @@ pub async fn serve(
     let own_uid = rustix::process::geteuid().as_raw();
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CredentialBrokerServer<service::BrokerService>>()
-        .await;
-    health
-        .set_serving::<RotationAdminServer<service::AdminService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    set_health(&health, true).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     let broker_service = service::BrokerService::new(Arc::clone(&issuers), broker, own_uid);
     let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
@@ -105,15 +98,7 @@ pub async fn serve(
         _ = shutdown => {}
     }
     tracing::info!(deadline = ?DRAIN_DEADLINE, "shutting down: no new connections, draining calls in flight");
-    health
-        .set_not_serving::<CredentialBrokerServer<service::BrokerService>>()
-        .await;
-    health
-        .set_not_serving::<RotationAdminServer<service::AdminService>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    set_health(&health, false).await;
     stopping.cancel();
     let _ = drain_tx.send(());
     match tokio::time::timeout(DRAIN_DEADLINE, &mut server).await {
@@ -123,4 +108,26 @@ pub async fn serve(
     drop(socket_guard);
     tracing::info!(socket = %config.server.socket.display(), "stopped; socket removed");
     Ok(())
+}
+
+/// Health of both services, and of the server as a whole (""), as
+/// `grpc.health.v1` reports it.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    let status = if serving { Serving } else { NotServing };
+    health
+        .set_service_status(
+            <CredentialBrokerServer<service::BrokerService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <RotationAdminServer<service::AdminService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    if !serving {
+        health.set_service_status("", status).await;
+    }
 }

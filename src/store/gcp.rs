@@ -326,44 +326,58 @@ impl SecretStore for GcpStore {
                 Some(created) => created,
                 None => return Err(self.conflict(path, expected_version)),
             },
-            Some(secret) => {
-                // 2. Is the latest version still the one the writer read?
-                let latest = self.latest_version(path).await?;
-                let current = match (&latest, expected_version) {
-                    (None, None) => true,
-                    (Some((n, State::Enabled)), Some(expected)) => n == expected,
-                    _ => false,
-                };
-                if !current {
-                    return Err(self.conflict(path, expected_version));
-                }
-                // 3. Claim the base version, unless another writer holds it.
-                let base = expected_version.unwrap_or(NO_VERSION);
-                if claim_is_live(&secret.annotations, base, now) {
-                    return Err(self.conflict(path, expected_version));
-                }
-                let update = Secret::new()
-                    .set_name(self.secret_name(path))
-                    .set_etag(secret.etag.clone())
-                    .set_annotations(claim_annotations(secret.annotations, base, now));
-                let req = self
-                    .client
-                    .update_secret()
-                    .set_secret(update)
-                    .set_update_mask(
-                        google_cloud_wkt::FieldMask::default().set_paths(["annotations"]),
-                    );
-                match self.call(path, Step::Claim, req.send()).await {
-                    Ok(s) => s,
-                    Err(StoreError::Conflict { .. }) => {
-                        return Err(self.conflict(path, expected_version));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            Some(secret) => self.claim(path, secret, expected_version, now).await?,
         };
+        self.add_version(path, document, &claimed).await
+    }
+}
 
-        // 4. Add the version. The copy into `Bytes` is the SDK's to send; the
+impl GcpStore {
+    /// Steps 2 and 3 of a write over an existing secret: the latest version
+    /// must still be the one the writer read (`expected`), and the writer
+    /// claims it (an annotation, set under the secret's etag) unless another
+    /// writer's claim is live.
+    async fn claim(
+        &self,
+        path: &str,
+        secret: Secret,
+        expected: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Secret, StoreError> {
+        let latest = self.latest_version(path).await?;
+        let current = match (&latest, expected) {
+            (None, None) => true,
+            (Some((n, State::Enabled)), Some(expected)) => n == expected,
+            _ => false,
+        };
+        let base = expected.unwrap_or(NO_VERSION);
+        if !current || claim_is_live(&secret.annotations, base, now) {
+            return Err(self.conflict(path, expected));
+        }
+        let update = Secret::new()
+            .set_name(self.secret_name(path))
+            .set_etag(secret.etag.clone())
+            .set_annotations(claim_annotations(secret.annotations, base, now));
+        let req = self
+            .client
+            .update_secret()
+            .set_secret(update)
+            .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["annotations"]));
+        match self.call(path, Step::Claim, req.send()).await {
+            Err(StoreError::Conflict { .. }) => Err(self.conflict(path, expected)),
+            result => result,
+        }
+    }
+
+    /// Step 4: adds `document` as the secret's new version; on failure,
+    /// drops the `claimed` claim.
+    async fn add_version(
+        &self,
+        path: &str,
+        document: SecretBytes,
+        claimed: &Secret,
+    ) -> Result<String, StoreError> {
+        // The copy into `Bytes` is the SDK's to send; the
         // zeroizing allocator wipes it when the request is dropped.
         let data = bytes::Bytes::copy_from_slice(document.expose_secret());
         let payload = SecretPayload::new()
@@ -380,7 +394,7 @@ impl SecretStore for GcpStore {
                 self.malformed(path, "the new version has no version number".into())
             }),
             Err(e) => {
-                self.release_claim(path, &claimed).await;
+                self.release_claim(path, claimed).await;
                 Err(e)
             }
         }
