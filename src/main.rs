@@ -447,22 +447,28 @@ fn print_credential(c: &proto::Credential, reveal: bool, json: bool) {
     if json {
         println!("{}", serde_json::Value::Object(fields));
     } else {
-        for (k, v) in &fields {
-            match v {
-                serde_json::Value::String(s) => println!("{k}: {s}"),
-                serde_json::Value::Object(o) => {
-                    for (pk, pv) in o {
-                        println!(
-                            "{k}.{pk}: {}",
-                            pv.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| pv.to_string())
-                        );
-                    }
-                }
-                other => println!("{k}: {other}"),
-            }
-        }
-        println!();
+        print_fields(&fields);
     }
+}
+
+/// `fields` as `key: value` lines (`previous.key: value` for the previous
+/// value's), then a blank line.
+fn print_fields(fields: &serde_json::Map<String, serde_json::Value>) {
+    for (k, v) in fields {
+        match v {
+            serde_json::Value::String(s) => println!("{k}: {s}"),
+            serde_json::Value::Object(o) => {
+                for (pk, pv) in o {
+                    println!(
+                        "{k}.{pk}: {}",
+                        pv.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| pv.to_string())
+                    );
+                }
+            }
+            other => println!("{k}: {other}"),
+        }
+    }
+    println!();
 }

@@ -322,9 +322,15 @@ async fn gcp_writes_check_and_set_and_a_503() {
     let dir = world_dir();
     let gcp = Service::python_fake("gcp_fake.py", dir.path(), &[]);
     let proxy = FaultProxy::start(&gcp.url());
-    let store = GcpStore::new("gcp", PROJECT.into(), Some(proxy.url()))
-        .await
-        .unwrap();
+    let store = GcpStore::new(
+        "gcp",
+        &credbroker::config::GcpConfig {
+            project: PROJECT.into(),
+            endpoint: Some(proxy.url()),
+        },
+    )
+    .await
+    .unwrap();
     let doc = |seed: u32| SecretBytes::new(auth_token_doc(&token(seed)).into_bytes());
     let held = |d: &credbroker::store::Document| {
         serde_json::from_slice::<serde_json::Value>(d.bytes.expose_secret()).unwrap()["auth_token"]

@@ -450,12 +450,9 @@ async fn openbao_namespace_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openbao_kv2_check_and_set_one_writer_wins() {
     use credbroker::{
-        config::VaultAuth,
+        config::{VaultAuth, VaultConfig},
         secret::SecretBytes,
-        store::{
-            SecretStore, StoreError,
-            vault::{VaultSettings, VaultStore},
-        },
+        store::{SecretStore, StoreError, vault::VaultStore},
     };
     let dir = world_dir();
     let bao = OpenBao::start(dir.path(), "1h", "24h");
@@ -463,7 +460,7 @@ async fn openbao_kv2_check_and_set_one_writer_wins() {
     bao.api("POST", "secret/config", r#"{"cas_required": true}"#);
     let (t1, t2, t3) = (token(0xf101), token(0xf102), token(0xf103));
     bao.put_v2_cas("twilio/verify", &auth_token_doc(&t1), 0);
-    let settings = VaultSettings {
+    let settings = VaultConfig {
         address: bao.url(),
         mount: "secret".into(),
         kv_version: 2,
@@ -474,10 +471,9 @@ async fn openbao_kv2_check_and_set_one_writer_wins() {
         },
         namespace: None,
         ca_cert: None,
-        env_token: None,
     };
-    let a = VaultStore::new("vault", settings.clone()).unwrap();
-    let b = VaultStore::new("vault", settings).unwrap();
+    let a = VaultStore::new("vault", settings.clone(), None).unwrap();
+    let b = VaultStore::new("vault", settings, None).unwrap();
     let read = a.read("twilio/verify").await.unwrap();
     assert_eq!(read.version, "1");
     let doc = |t: &str| SecretBytes::new(auth_token_doc(t).into_bytes());

@@ -216,7 +216,7 @@ pub(super) fn store_source(
             format!("{key}.store"),
             format!("the name of a [stores.NAME] table; there is no `{store}`"),
         ),
-        Some(StoreConfig::File { .. }) => {
+        Some(StoreConfig::File(_)) => {
             let path = c.path.as_deref().unwrap_or_default();
             if !path.is_empty()
                 && !Path::new(path)

@@ -114,53 +114,70 @@ impl AllowList {
     }
 }
 
-/// `[stores.NAME]`: where documents come from.
+/// `[stores.NAME]`: where documents come from. Each backend is built from
+/// its own section's type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// A JSON file of documents, or a directory of one file per document.
-    File {
-        /// The file or directory.
-        path: PathBuf,
-    },
+    File(FileConfig),
     /// HashiCorp Vault KV.
-    Vault {
-        /// `https://host:8200`.
-        address: String,
-        /// The KV mount.
-        mount: String,
-        /// 1 or 2.
-        kv_version: u8,
-        /// How to log in.
-        auth: VaultAuth,
-        /// Vault Enterprise namespace.
-        namespace: Option<String>,
-        /// CA bundle for the server's certificate.
-        ca_cert: Option<PathBuf>,
-    },
+    Vault(VaultConfig),
     /// AWS Secrets Manager.
-    AwsSecretsManager {
-        /// Region; else the AWS default chain's.
-        region: Option<String>,
-        /// Emulator endpoint.
-        endpoint_url: Option<String>,
-    },
+    AwsSecretsManager(AwsConfig),
     /// GCP Secret Manager.
-    GcpSecretManager {
-        /// The project id.
-        project: String,
-        /// Emulator endpoint (then no credentials are sent).
-        endpoint: Option<String>,
-    },
+    GcpSecretManager(GcpConfig),
+}
+
+/// `type = "file"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// The file or directory.
+    pub path: PathBuf,
+}
+
+/// `type = "vault"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// `https://host:8200`.
+    pub address: String,
+    /// The KV mount.
+    pub mount: String,
+    /// 1 or 2.
+    pub kv_version: u8,
+    /// How to log in.
+    pub auth: VaultAuth,
+    /// Vault Enterprise namespace.
+    pub namespace: Option<String>,
+    /// CA bundle for the server's certificate.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// `type = "aws_secrets_manager"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// Region; else the AWS default chain's.
+    pub region: Option<String>,
+    /// Emulator endpoint.
+    pub endpoint_url: Option<String>,
+}
+
+/// `type = "gcp_secret_manager"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcpConfig {
+    /// The project id.
+    pub project: String,
+    /// Emulator endpoint (then no credentials are sent).
+    pub endpoint: Option<String>,
 }
 
 impl StoreConfig {
     /// The `type` spelling.
     pub fn type_name(&self) -> &'static str {
         match self {
-            StoreConfig::File { .. } => "file",
-            StoreConfig::Vault { .. } => "vault",
-            StoreConfig::AwsSecretsManager { .. } => "aws_secrets_manager",
-            StoreConfig::GcpSecretManager { .. } => "gcp_secret_manager",
+            StoreConfig::File(_) => "file",
+            StoreConfig::Vault(_) => "vault",
+            StoreConfig::AwsSecretsManager(_) => "aws_secrets_manager",
+            StoreConfig::GcpSecretManager(_) => "gcp_secret_manager",
         }
     }
 }
@@ -383,8 +400,8 @@ impl Config {
         fix(&mut self.server.socket);
         for store in self.stores.values_mut() {
             match store {
-                StoreConfig::File { path } => fix(path),
-                StoreConfig::Vault { auth, ca_cert, .. } => {
+                StoreConfig::File(FileConfig { path }) => fix(path),
+                StoreConfig::Vault(VaultConfig { auth, ca_cert, .. }) => {
                     if let Some(ca) = ca_cert {
                         fix(ca);
                     }
@@ -405,7 +422,7 @@ impl Config {
                         VaultAuth::Kubernetes { jwt_file, .. } => fix(jwt_file),
                     }
                 }
-                StoreConfig::AwsSecretsManager { .. } | StoreConfig::GcpSecretManager { .. } => {}
+                StoreConfig::AwsSecretsManager(_) | StoreConfig::GcpSecretManager(_) => {}
             }
         }
     }

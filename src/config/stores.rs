@@ -9,7 +9,7 @@ pub(super) fn store(p: &mut Problems, key: &str, raw: RawStore) -> StoreConfig {
             if path.is_empty() {
                 p.push(format!("{key}.path"), "a file or directory path");
             }
-            StoreConfig::File { path: path.into() }
+            StoreConfig::File(FileConfig { path: path.into() })
         }
         RawStore::Vault {
             address,
@@ -28,30 +28,30 @@ pub(super) fn store(p: &mut Problems, key: &str, raw: RawStore) -> StoreConfig {
                     2
                 }
             };
-            StoreConfig::Vault {
+            StoreConfig::Vault(VaultConfig {
                 address,
                 mount: mount.unwrap_or_else(|| "secret".into()),
                 kv_version,
                 auth: vault_auth(auth),
                 namespace,
                 ca_cert: ca_cert.map(PathBuf::from),
-            }
+            })
         }
         RawStore::AwsSecretsManager {
             region,
             endpoint_url,
-        } => StoreConfig::AwsSecretsManager {
+        } => StoreConfig::AwsSecretsManager(AwsConfig {
             region,
             endpoint_url: endpoint_url.map(|u| p.url(&format!("{key}.endpoint_url"), Some(u), "")),
-        },
+        }),
         RawStore::GcpSecretManager { project, endpoint } => {
             if project.is_empty() {
                 p.push(format!("{key}.project"), "a GCP project id");
             }
-            StoreConfig::GcpSecretManager {
+            StoreConfig::GcpSecretManager(GcpConfig {
                 project,
                 endpoint: endpoint.map(|u| p.url(&format!("{key}.endpoint"), Some(u), "")),
-            }
+            })
         }
     }
 }

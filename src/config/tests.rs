@@ -143,12 +143,12 @@ fn dynamic_keys_are_checked() {
 fn vault_and_cloud_stores_parse() {
     let c = parse_fixture("vault_and_cloud").unwrap();
     match &c.stores["vault"] {
-        StoreConfig::Vault {
+        StoreConfig::Vault(VaultConfig {
             mount,
             kv_version,
             auth,
             ..
-        } => {
+        }) => {
             assert_eq!(mount, "secret");
             assert_eq!(*kv_version, 2);
             assert!(matches!(auth, VaultAuth::Kubernetes { mount, .. } if mount == "kubernetes"));
@@ -172,9 +172,9 @@ fn relative_paths_follow_the_config_file() {
     .unwrap();
     assert_eq!(
         c.stores["local"],
-        StoreConfig::File {
+        StoreConfig::File(FileConfig {
             path: "/etc/credbroker/secrets.json".into()
-        }
+        })
     );
 }
 

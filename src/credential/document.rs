@@ -65,31 +65,7 @@ pub fn parse_document(
     let previous = match object.remove("previous") {
         None | Some(Value::Null) => None,
         Some(Value::Object(mut o)) => {
-            let credential = take_credential(&mut o, "previous.", Some(&current.account_sid), kind)
-                .map_err(|(f, p)| err(&f, p))?;
-            let retire_at = match take_string(&mut o, &["retire_at", "retireAt"], "previous.")
-                .map_err(|(f, p)| err(&f, p))?
-            {
-                Some(s) => humantime::parse_rfc3339_weak(&s).map_err(|_| {
-                    err(
-                        "previous.retire_at",
-                        "expected an RFC 3339 timestamp".into(),
-                    )
-                })?,
-                None => {
-                    return Err(err(
-                        "previous.retire_at",
-                        "missing: a previous credential needs its retire time".into(),
-                    ));
-                }
-            };
-            let version =
-                take_string(&mut o, &["version"], "previous.").map_err(|(f, p)| err(&f, p))?;
-            Some(PreviousCredential {
-                credential,
-                version,
-                retire_at,
-            })
+            Some(take_previous(&mut o, &current.account_sid, kind).map_err(|(f, p)| err(&f, p))?)
         }
         Some(_) => return Err(err("previous", "expected a JSON object".into())),
     };
@@ -101,6 +77,36 @@ pub fn parse_document(
 }
 
 type FieldError = (String, String);
+
+/// The `previous` object: the replaced credential (its account inherited
+/// from the current one when not given), when it retires, its version.
+fn take_previous(
+    o: &mut Map<String, Value>,
+    account: &AccountSid,
+    kind: Option<Kind>,
+) -> Result<PreviousCredential, FieldError> {
+    let credential = take_credential(o, "previous.", Some(account), kind)?;
+    let retire_at = match take_string(o, &["retire_at", "retireAt"], "previous.")? {
+        Some(s) => humantime::parse_rfc3339_weak(&s).map_err(|_| {
+            (
+                "previous.retire_at".to_owned(),
+                "expected an RFC 3339 timestamp".to_owned(),
+            )
+        })?,
+        None => {
+            return Err((
+                "previous.retire_at".into(),
+                "missing: a previous credential needs its retire time".into(),
+            ));
+        }
+    };
+    let version = take_string(o, &["version"], "previous.")?;
+    Ok(PreviousCredential {
+        credential,
+        version,
+        retire_at,
+    })
+}
 
 /// Whether a (pending) object carries any secret field yet.
 fn has_secret_field(object: &Map<String, Value>) -> bool {
@@ -158,57 +164,74 @@ fn take_credential(
     let token = take_string(object, &AUTH_TOKEN, prefix)?.map(SecretString::new);
     let key_sid = take_string(object, &API_KEY_SID, prefix)?;
     let key_secret = take_string(object, &API_KEY_SECRET, prefix)?.map(SecretString::new);
-    let want = match kind {
-        Some(Kind::ApiKey) => Kind::ApiKey,
-        Some(Kind::AuthToken) => Kind::AuthToken,
-        None => match (&token, &key_sid, &key_secret) {
-            (Some(_), None, None) => Kind::AuthToken,
-            (None, _, _) if key_sid.is_some() || key_secret.is_some() => Kind::ApiKey,
-            (None, None, None) => {
-                return Err((
-                    field("auth_token"),
-                    "missing: expected `auth_token`, or `api_key_sid` and `api_key_secret`".into(),
-                ));
-            }
-            _ => {
-                return Err((
-                    field("auth_token"),
-                    "both an Auth Token and an API key are present: set `kind` in the credential's config to choose one".into(),
-                ));
-            }
-        },
-    };
-    let secret = match want {
-        Kind::AuthToken => {
-            let token = token.ok_or_else(|| (field(AUTH_TOKEN[0]), "missing".to_owned()))?;
-            let t = token.expose_secret();
-            if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err((
-                    field(AUTH_TOKEN[0]),
-                    "expected 32 hexadecimal digits".into(),
-                ));
-            }
-            Secret::AuthToken(token)
-        }
-        _ => {
-            let sid = key_sid.ok_or_else(|| (field(API_KEY_SID[0]), "missing".to_owned()))?;
-            let sid = ApiKeySid::parse(&sid).map_err(|p| (field(API_KEY_SID[0]), p.to_owned()))?;
-            let secret =
-                key_secret.ok_or_else(|| (field(API_KEY_SECRET[0]), "missing".to_owned()))?;
-            let s = secret.expose_secret();
-            if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err((
-                    field(API_KEY_SECRET[0]),
-                    "expected 32 letters and digits".into(),
-                ));
-            }
-            Secret::ApiKey { sid, secret }
-        }
+    let secret = match kind_of(kind, &token, &key_sid, &key_secret, &field)? {
+        Kind::AuthToken => auth_token(token, &field)?,
+        Kind::ApiKey => api_key(key_sid, key_secret, &field)?,
     };
     Ok(TwilioCredential {
         account_sid,
         secret,
     })
+}
+
+/// The configured kind, or the one the fields present show.
+fn kind_of(
+    kind: Option<Kind>,
+    token: &Option<SecretString>,
+    key_sid: &Option<String>,
+    key_secret: &Option<SecretString>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Kind, FieldError> {
+    if let Some(kind) = kind {
+        return Ok(kind);
+    }
+    match (token, key_sid, key_secret) {
+        (Some(_), None, None) => Ok(Kind::AuthToken),
+        (None, _, _) if key_sid.is_some() || key_secret.is_some() => Ok(Kind::ApiKey),
+        (None, None, None) => Err((
+            field("auth_token"),
+            "missing: expected `auth_token`, or `api_key_sid` and `api_key_secret`".into(),
+        )),
+        _ => Err((
+            field("auth_token"),
+            "both an Auth Token and an API key are present: set `kind` in the credential's config to choose one".into(),
+        )),
+    }
+}
+
+/// An Auth Token: 32 hexadecimal digits.
+fn auth_token(
+    token: Option<SecretString>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Secret, FieldError> {
+    let token = token.ok_or_else(|| (field(AUTH_TOKEN[0]), "missing".to_owned()))?;
+    let t = token.expose_secret();
+    if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err((
+            field(AUTH_TOKEN[0]),
+            "expected 32 hexadecimal digits".into(),
+        ));
+    }
+    Ok(Secret::AuthToken(token))
+}
+
+/// An API key: its SID, and a secret of 32 letters and digits.
+fn api_key(
+    key_sid: Option<String>,
+    key_secret: Option<SecretString>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Secret, FieldError> {
+    let sid = key_sid.ok_or_else(|| (field(API_KEY_SID[0]), "missing".to_owned()))?;
+    let sid = ApiKeySid::parse(&sid).map_err(|p| (field(API_KEY_SID[0]), p.to_owned()))?;
+    let secret = key_secret.ok_or_else(|| (field(API_KEY_SECRET[0]), "missing".to_owned()))?;
+    let s = secret.expose_secret();
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err((
+            field(API_KEY_SECRET[0]),
+            "expected 32 letters and digits".into(),
+        ));
+    }
+    Ok(Secret::ApiKey { sid, secret })
 }
 
 #[cfg(test)]

@@ -142,6 +142,19 @@ impl DynamicKeys {
                 max: self.dynamic.max_live_keys,
             });
         }
+        let key = self.mint(caller, now).await?;
+        live.keys
+            .push((key.sid.clone(), key.expires_at, Some(Arc::clone(&key))));
+        live.by_caller.insert(caller, Arc::clone(&key));
+        self.count_live(&live);
+        drop(live);
+        self.wake.notify_one();
+        Ok(self.lease_on(&key, now))
+    }
+
+    /// Creates a restricted key for `caller` at Twilio, named with its
+    /// expiry so a later process can sweep it.
+    async fn mint(&self, caller: Caller, now: SystemTime) -> Result<Arc<LiveKey>, IssueError> {
         let admin = self.admin_credential()?;
         let expires_at = now + self.dynamic.ttl;
         let friendly = format!("{}{}", key_prefix(self.name()), unix(expires_at));
@@ -149,10 +162,7 @@ impl DynamicKeys {
             .twilio
             .create_key(&admin, &friendly, Some(&self.dynamic.policy))
             .await
-            .map_err(|source| IssueError::Twilio {
-                name: self.name().to_owned(),
-                source,
-            })?;
+            .map_err(|source| self.twilio_error(source))?;
         let sid = created.sid.as_str().to_owned();
         let document = CredentialDocument {
             current: TwilioCredential {
@@ -165,7 +175,15 @@ impl DynamicKeys {
             pending: None,
             previous: None,
         };
-        let key = Arc::new(LiveKey {
+        tracing::info!(
+            credential = %self.name(),
+            key = %sid,
+            peer_uid = caller.0,
+            peer_pid = caller.1,
+            expires_at = %humantime::format_rfc3339_seconds(expires_at),
+            "restricted key created"
+        );
+        Ok(Arc::new(LiveKey {
             loaded: Arc::new(Loaded {
                 document,
                 version: sid.clone(),
@@ -174,22 +192,14 @@ impl DynamicKeys {
             sid,
             created_at: now,
             expires_at,
-        });
-        tracing::info!(
-            credential = %self.name(),
-            key = %key.sid,
-            peer_uid = caller.0,
-            peer_pid = caller.1,
-            expires_at = %humantime::format_rfc3339_seconds(expires_at),
-            "restricted key created"
-        );
-        live.keys
-            .push((key.sid.clone(), expires_at, Some(Arc::clone(&key))));
-        live.by_caller.insert(caller, Arc::clone(&key));
-        self.count_live(&live);
-        drop(live);
-        self.wake.notify_one();
-        Ok(self.lease_on(&key, now))
+        }))
+    }
+
+    fn twilio_error(&self, source: crate::twilio::TwilioError) -> IssueError {
+        IssueError::Twilio {
+            name: self.name().to_owned(),
+            source,
+        }
     }
 
     fn count_live(&self, live: &Live) {
@@ -208,10 +218,7 @@ impl DynamicKeys {
             .twilio
             .list_keys(&admin)
             .await
-            .map_err(|source| IssueError::Twilio {
-                name: self.name().to_owned(),
-                source,
-            })?;
+            .map_err(|source| self.twilio_error(source))?;
         let prefix = key_prefix(self.name());
         let mut live = self.live.lock().await;
         for key in keys {
@@ -228,6 +235,42 @@ impl DynamicKeys {
             live.keys.push((key.sid, expires, None));
         }
         Ok(())
+    }
+
+    /// Deletes at Twilio every key whose TTL has ended; whether a delete
+    /// failed (it is retried).
+    async fn delete_due(&self) -> bool {
+        let now = self.clock.now();
+        let due: Vec<String> = {
+            let live = self.live.lock().await;
+            live.keys
+                .iter()
+                .filter(|(_, expires, _)| *expires <= now)
+                .map(|(sid, _, _)| sid.clone())
+                .collect()
+        };
+        let mut failed = false;
+        for sid in due {
+            let deleted = match self.admin_credential() {
+                Ok(admin) => self
+                    .twilio
+                    .delete_key(&admin, &sid)
+                    .await
+                    .map_err(|source| self.twilio_error(source)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = deleted {
+                failed = true;
+                tracing::warn!(credential = %self.name(), key = %sid, error = %e, "cannot delete an expired key; retrying");
+                continue;
+            }
+            tracing::info!(credential = %self.name(), key = %sid, "expired restricted key deleted");
+            let mut live = self.live.lock().await;
+            live.keys.retain(|(s, _, _)| *s != sid);
+            live.by_caller.retain(|_, k| k.sid != sid);
+            self.count_live(&live);
+        }
+        failed
     }
 
     /// Deletes each key at Twilio when it expires.
@@ -250,39 +293,7 @@ impl DynamicKeys {
                     }
                 }
             }
-            let now = self.clock.now();
-            let due: Vec<String> = {
-                let live = self.live.lock().await;
-                live.keys
-                    .iter()
-                    .filter(|(_, expires, _)| *expires <= now)
-                    .map(|(sid, _, _)| sid.clone())
-                    .collect()
-            };
-            let mut failed = false;
-            for sid in due {
-                let result = match self.admin_credential() {
-                    Ok(admin) => self
-                        .twilio
-                        .delete_key(&admin, &sid)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(credential = %self.name(), key = %sid, "expired restricted key deleted");
-                        let mut live = self.live.lock().await;
-                        live.keys.retain(|(s, _, _)| *s != sid);
-                        live.by_caller.retain(|_, k| k.sid != sid);
-                        self.count_live(&live);
-                    }
-                    Err(e) => {
-                        failed = true;
-                        tracing::warn!(credential = %self.name(), key = %sid, error = %e, "cannot delete an expired key; retrying")
-                    }
-                }
-            }
+            let failed = self.delete_due().await;
             let next = {
                 let live = self.live.lock().await;
                 live.keys.iter().map(|(_, e, _)| *e).min()

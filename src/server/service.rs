@@ -233,41 +233,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         }
         let entry = Self::entry(self.authorize(&peer, "ValidateWebhook", name)?.as_ref())?;
         let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
-        let doc = &lease.loaded.document;
-        let Secret::AuthToken(current) = &doc.current.secret else {
-            return Err(status::wrong_kind(
-                name,
-                "an API key",
-                "webhook signatures are made with the Auth Token",
-            ));
-        };
-        let params: Vec<(String, String)> = r
-            .params
-            .iter()
-            .map(|p| (p.key.clone(), p.value.clone()))
-            .collect();
-        let webhook = webhook::WebhookRequest {
-            url: &r.url,
-            params: &params,
-            body: &r.body,
-            signature: &r.signature,
-        };
-        // The current token, then (during a rotation's grace window) the previous.
-        let previous = doc
-            .previous
-            .as_ref()
-            .filter(|p| p.retire_at > lease.issued_at)
-            .and_then(|p| match &p.credential.secret {
-                Secret::AuthToken(t) => Some(t),
-                Secret::ApiKey { .. } => None,
-            });
-        let matched = if webhook::validate(current, &webhook) {
-            "current"
-        } else if previous.is_some_and(|t| webhook::validate(t, &webhook)) {
-            "previous"
-        } else {
-            ""
-        };
+        let matched = webhook_match(name, &lease, r)?;
         peer::audit(
             &peer,
             "ValidateWebhook",
@@ -335,6 +301,49 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
             expires_at: Some(timestamp(now + ttl)),
         }))
     }
+}
+
+/// Which Auth Token of `lease` signed the webhook request `r`: "current",
+/// "previous" (during a rotation's grace window) or "" for neither.
+fn webhook_match(
+    name: &str,
+    lease: &Lease,
+    r: &proto::ValidateWebhookRequest,
+) -> Result<&'static str, Status> {
+    let doc = &lease.loaded.document;
+    let Secret::AuthToken(current) = &doc.current.secret else {
+        return Err(status::wrong_kind(
+            name,
+            "an API key",
+            "webhook signatures are made with the Auth Token",
+        ));
+    };
+    let params: Vec<(String, String)> = r
+        .params
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    let webhook = webhook::WebhookRequest {
+        url: &r.url,
+        params: &params,
+        body: &r.body,
+        signature: &r.signature,
+    };
+    let previous = doc
+        .previous
+        .as_ref()
+        .filter(|p| p.retire_at > lease.issued_at)
+        .and_then(|p| match &p.credential.secret {
+            Secret::AuthToken(t) => Some(t),
+            Secret::ApiKey { .. } => None,
+        });
+    Ok(if webhook::validate(current, &webhook) {
+        "current"
+    } else if previous.is_some_and(|t| webhook::validate(t, &webhook)) {
+        "previous"
+    } else {
+        ""
+    })
 }
 
 /// Why a MintAccessToken request breaks its credential's policy.

@@ -22,7 +22,7 @@ use aws_sdk_secretsmanager::{
 };
 
 use super::{Document, SecretStore, StoreError, cas, errors::Class};
-use crate::secret::SecretBytes;
+use crate::{config::AwsConfig, secret::SecretBytes};
 
 /// How long one call may take, retries included.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +39,7 @@ pub struct AwsStore {
 impl AwsStore {
     /// Loads the AWS default chain, with `region` and `endpoint_url` from
     /// the config taking precedence over the environment.
-    pub async fn new(name: &str, region: Option<String>, endpoint_url: Option<String>) -> Self {
+    pub async fn new(name: &str, config: &AwsConfig) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -49,14 +49,14 @@ impl AwsStore {
             )
             // The broker retries with its own backoff and serves stale meanwhile.
             .retry_config(RetryConfig::standard().with_max_attempts(2));
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region));
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
         }
-        if let Some(url) = endpoint_url {
+        if let Some(url) = &config.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        let config = loader.load().await;
-        Self::with_client(name, Client::new(&config))
+        let sdk = loader.load().await;
+        Self::with_client(name, Client::new(&sdk))
     }
 
     /// A store on a client the caller built (its own credentials provider,

@@ -52,7 +52,7 @@ use google_cloud_secretmanager_v1::{
 };
 
 use super::{Document, SecretStore, StoreError, cas, errors::Class};
-use crate::secret::SecretBytes;
+use crate::{config::GcpConfig, secret::SecretBytes};
 
 /// Upper bound on one store operation's every SDK call, retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,17 +92,13 @@ enum Step {
 }
 
 impl GcpStore {
-    /// A store over `project`. With `endpoint` (e.g. `http://127.0.0.1:8085`)
-    /// requests go there without credentials; otherwise to Google with
-    /// Application Default Credentials.
+    /// A store over `config.project`. With `config.endpoint` (e.g.
+    /// `http://127.0.0.1:8085`) requests go there without credentials;
+    /// otherwise to Google with Application Default Credentials.
     ///
     /// Async because the SDK resolves credentials and the universe domain
     /// while building its client.
-    pub async fn new(
-        name: &str,
-        project: String,
-        endpoint: Option<String>,
-    ) -> Result<GcpStore, StoreError> {
+    pub async fn new(name: &str, config: &GcpConfig) -> Result<GcpStore, StoreError> {
         // The SDK retries idempotent calls for up to a minute by default; the
         // broker has its own backoff and stale-serving, so bound the SDK's
         // loop by our timeout and keep retries few.
@@ -113,7 +109,7 @@ impl GcpStore {
                     .with_time_limit(REQUEST_TIMEOUT),
             )
             .with_attempt_timeout(REQUEST_TIMEOUT);
-        if let Some(endpoint) = endpoint {
+        if let Some(endpoint) = &config.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
                 .with_credentials(Anonymous::new().build());
@@ -143,7 +139,7 @@ impl GcpStore {
         };
         Ok(GcpStore {
             name: name.to_owned(),
-            project,
+            project: config.project.clone(),
             client,
         })
     }

@@ -213,38 +213,17 @@ pub async fn build(
     env: &StoreEnv,
 ) -> Result<Arc<dyn SecretStore>, StoreError> {
     match config {
-        StoreConfig::File { path } => Ok(Arc::new(file::FileStore::new(name, path.clone()))),
+        StoreConfig::File(c) => Ok(Arc::new(file::FileStore::new(name, c.path.clone()))),
         #[cfg(feature = "aws")]
-        StoreConfig::AwsSecretsManager {
-            region,
-            endpoint_url,
-        } => Ok(Arc::new(
-            aws::AwsStore::new(name, region.clone(), endpoint_url.clone()).await,
-        )),
+        StoreConfig::AwsSecretsManager(c) => Ok(Arc::new(aws::AwsStore::new(name, c).await)),
         #[cfg(feature = "vault")]
-        StoreConfig::Vault {
-            address,
-            mount,
-            kv_version,
-            auth,
-            namespace,
-            ca_cert,
-        } => Ok(Arc::new(vault::VaultStore::new(
+        StoreConfig::Vault(c) => Ok(Arc::new(vault::VaultStore::new(
             name,
-            vault::VaultSettings {
-                address: address.clone(),
-                mount: mount.clone(),
-                kv_version: *kv_version,
-                auth: auth.clone(),
-                namespace: namespace.clone(),
-                ca_cert: ca_cert.clone(),
-                env_token: env.vault_token.clone(),
-            },
+            c.clone(),
+            env.vault_token.clone(),
         )?)),
         #[cfg(feature = "gcp")]
-        StoreConfig::GcpSecretManager { project, endpoint } => Ok(Arc::new(
-            gcp::GcpStore::new(name, project.clone(), endpoint.clone()).await?,
-        )),
+        StoreConfig::GcpSecretManager(c) => Ok(Arc::new(gcp::GcpStore::new(name, c).await?)),
         #[allow(unreachable_patterns)]
         other => Err(StoreError::Unsupported {
             store: name.to_owned(),

@@ -39,32 +39,12 @@ use tokio::{sync::RwLock, time::Instant};
 
 use super::{Document, SecretStore, StoreError, cas, digest_version, errors::Class};
 use crate::{
-    config::VaultAuth,
+    config::{VaultAuth, VaultConfig},
     secret::{SecretBytes, SecretJson, SecretString},
 };
 
 /// How long one HTTP request to Vault may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Settings of one `[stores.NAME]` of type `vault`.
-#[derive(Clone)]
-pub struct VaultSettings {
-    /// `https://host:8200`.
-    pub address: String,
-    /// KV mount.
-    pub mount: String,
-    /// 1 or 2.
-    pub kv_version: u8,
-    /// How to log in.
-    pub auth: VaultAuth,
-    /// Vault Enterprise namespace.
-    pub namespace: Option<String>,
-    /// Extra CA bundle (PEM).
-    pub ca_cert: Option<std::path::PathBuf>,
-    /// `VAULT_TOKEN`, for token auth without a file; passed in, not read
-    /// here, so tests need not touch the process environment.
-    pub env_token: Option<SecretString>,
-}
 
 struct Session {
     token: SecretString,
@@ -77,7 +57,8 @@ struct Session {
 /// A Vault KV store with its login session.
 pub struct VaultStore {
     name: String,
-    settings: VaultSettings,
+    settings: VaultConfig,
+    env_token: Option<SecretString>,
     http: reqwest::Client,
     session: RwLock<Option<Session>>,
 }
@@ -97,8 +78,14 @@ enum Failure {
 }
 
 impl VaultStore {
-    /// A store that logs in on first use.
-    pub fn new(name: &str, settings: VaultSettings) -> Result<Self, StoreError> {
+    /// A store that logs in on first use; `env_token` is `VAULT_TOKEN`, for
+    /// token auth without a file (passed in, not read here, so tests need
+    /// not touch the process environment).
+    pub fn new(
+        name: &str,
+        settings: VaultConfig,
+        env_token: Option<SecretString>,
+    ) -> Result<Self, StoreError> {
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(3));
@@ -124,6 +111,7 @@ impl VaultStore {
         Ok(Self {
             name: name.to_owned(),
             settings,
+            env_token,
             http,
             session: RwLock::new(None),
         })
@@ -173,31 +161,7 @@ impl VaultStore {
                 .map_err(|_| Failure::Network("the answer was cut short".into()))?
                 .to_vec(),
         );
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(bytes.expose_secret()).map_err(|_| {
-                Failure::Other(format!("HTTP {status} with a body that is not JSON"))
-            })?
-        };
-        if (200..300).contains(&status) {
-            Ok(SecretJson(json))
-        } else {
-            // Vault says {"errors": [...]}; some compatible servers {"error": "..."}.
-            let why = match (&json["errors"], &json["error"]) {
-                (Value::Array(errors), _) => errors
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                (_, Value::String(e)) => e.clone(),
-                _ => String::new(),
-            };
-            if status == 400 && why.contains("check-and-set parameter did not match") {
-                return Err(Failure::CasMismatch);
-            }
-            Err(Failure::Status(status, why))
-        }
+        answer(status, &bytes)
     }
 
     fn error(&self, path: &str, action: &str, failure: Failure) -> StoreError {
@@ -249,7 +213,7 @@ impl VaultStore {
             VaultAuth::Token { token_file } => {
                 let token = match token_file {
                     Some(file) => self.read_secret_file(file, "token_file")?,
-                    None => self.settings.env_token.clone().ok_or_else(|| {
+                    None => self.env_token.clone().ok_or_else(|| {
                         self.login_error(
                             "auth method `token` needs `token_file` or VAULT_TOKEN".into(),
                         )
@@ -399,6 +363,35 @@ impl VaultStore {
             }
             Err(f) => Err(self.error(path, action, f)),
         }
+    }
+}
+
+/// What Vault's answer (`status`, `bytes`) means: its JSON (Null if
+/// empty), or the failure, with Vault's own error text.
+fn answer(status: u16, bytes: &SecretBytes) -> Result<SecretJson, Failure> {
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes.expose_secret())
+            .map_err(|_| Failure::Other(format!("HTTP {status} with a body that is not JSON")))?
+    };
+    if (200..300).contains(&status) {
+        Ok(SecretJson(json))
+    } else {
+        // Vault says {"errors": [...]}; some compatible servers {"error": "..."}.
+        let why = match (&json["errors"], &json["error"]) {
+            (Value::Array(errors), _) => errors
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; "),
+            (_, Value::String(e)) => e.clone(),
+            _ => String::new(),
+        };
+        if status == 400 && why.contains("check-and-set parameter did not match") {
+            return Err(Failure::CasMismatch);
+        }
+        Err(Failure::Status(status, why))
     }
 }
 
