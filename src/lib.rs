@@ -1,26 +1,40 @@
 //! credbroker keeps Twilio credentials for the workloads beside it and
 //! serves them as short leases over gRPC on a Unix socket.
 //!
-//! Data flows one way: stores feed the broker, the broker feeds the server.
+//! Data flows one way: stores feed the broker, the broker feeds the
+//! issuers, the issuers feed the server. Imports run the same way, down
+//! this list (`scripts/check-layout` enforces it):
 //!
-//! - [`config`]: raw TOML → validated [`config::Config`], with errors that
-//!   name the file, the key and what was expected.
-//! - [`secret`]: zeroizing secret types and the Twilio credential model;
-//!   parses stored documents.
-//! - [`store`]: the [`store::SecretStore`] trait and its backends.
-//! - [`broker`]: the cache of current credentials, leases, refresh loop,
-//!   staleness and watch fan-out.
-//! - [`server`]: the gRPC services on the Unix socket, peer checks, audit.
-//! - [`rotation`]: the rotation state machine and its schedule.
-//! - [`twilio`]: the Twilio REST client rotation uses.
-//! - [`hygiene`]: the zeroizing allocator, mlock, no core dumps.
-//! - [`metrics`]: the Prometheus registry every layer counts into (a leaf);
-//!   `server::metrics_http` serves it with /healthz and /readyz.
-//! - [`retry`]: the one backoff with jitter every retry loop uses.
-//! - [`clock`]: wall-clock time that follows tokio's clock (a leaf: the
-//!   broker and rotation both read it, neither through the other).
+//! - Leaves, importing nothing of ours: [`secret`] (zeroizing secret
+//!   types), [`clock`] (wall clock that follows tokio's), [`retry`] (the one
+//!   backoff with jitter), [`metrics`] (the Prometheus registry every layer
+//!   counts into), [`hygiene`] (the zeroizing allocator, mlock, no core
+//!   dumps, taking a secret out of the environment), [`proto`].
+//! - [`credential`]: the Twilio credential model and the stored documents
+//!   it is parsed from.
+//! - [`config`]: raw TOML → validated [`config::Config`], one file per
+//!   section, with errors that name the file, the key and what was expected.
+//! - [`store`]: the [`store::SecretStore`] trait, its backends, and the
+//!   compare-and-set step and error mapping they share.
+//! - [`twilio`]: the Twilio REST client, webhook signatures, Access Tokens.
+//! - [`broker`]: the cache of the stored credentials: entries and their
+//!   snapshots, leases, staleness, the refresh tasks, watch fan-out.
+//! - [`rotation`]: the rotation state machine, its steps and its schedule.
+//! - [`issuer`]: one [`issuer::Issuer`] per configured credential, whatever
+//!   its kind: a stored one leases the broker's entry; a dynamic one mints
+//!   a restricted key per caller.
+//! - [`server`]: the gRPC services on the Unix socket, peer checks, audit,
+//!   the one error → `Status` mapping, and the metrics listener.
+//! - [`app`]: the wiring, which owns every task the daemon spawns and
+//!   drains them at shutdown; [`run`] is the daemon.
 //! - [`client`]: the Rust client the CLI uses and workloads can depend on.
-//! - [`proto`]: the generated `credbroker.v1` types.
+//!
+//! GetCredential, end to end: `server::service` authorizes the peer against
+//! the issuer's allow list, the issuer leases (`broker::Entry::lease` for a
+//! stored credential), and the lease becomes the wire type. A stored
+//! credential stays fresh through its refresh task (`broker::refresh`),
+//! which reads the store and publishes each new snapshot to the leases and
+//! watchers that follow.
 
 // `unsafe` is denied everywhere but `hygiene`, the allocator and process
 // hardening, where every block says why it is sound.
