@@ -101,6 +101,8 @@ pub async fn run(
     spawn_sighup(&broker, &stopping);
 
     let issuers = Arc::new(issuer::Issuers::start(&config, &broker, &twilio, &stopping));
+    // Only these names become `credential` labels; any other is "(unknown)".
+    crate::metrics::metrics().set_credentials(issuers.iter().map(|i| i.name().to_owned()));
     let served = server::serve(
         &config,
         issuers,

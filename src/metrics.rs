@@ -6,8 +6,16 @@
 //! scrape time by the listener, `server::metrics_http`. No label ever
 //! carries a secret: credential names, methods, codes, store names, peer
 //! uids.
+//!
+//! No label is chosen by a caller: a credential name the config does not
+//! define is counted under [`UNKNOWN_CREDENTIAL`], so a caller asking for
+//! ever new names cannot grow the registry (or `/metrics`, or memory).
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{OnceLock, RwLock},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -67,9 +75,15 @@ pub struct RotationLabels {
     pub result: String,
 }
 
+/// The `credential` label of every name the config does not define.
+pub const UNKNOWN_CREDENTIAL: &str = "(unknown)";
+
 /// Every metric credbroker exports.
 pub struct Metrics {
     registry: Registry,
+    /// The credential names the config defines: the only `credential`
+    /// labels a call can create.
+    known: RwLock<BTreeSet<String>>,
     /// Calls by credential, method and code.
     pub calls: Family<CallLabels, Counter>,
     /// Refused peers by method and uid.
@@ -108,6 +122,7 @@ pub fn metrics() -> &'static Metrics {
             rotation_last_success: Family::default(),
             dynamic_keys: Family::default(),
             registry: Registry::default(),
+            known: RwLock::default(),
         };
         registry.register(
             "calls",
@@ -165,6 +180,23 @@ pub struct CredentialGauge {
 }
 
 impl Metrics {
+    /// The credential names the config defines (set once the daemon has
+    /// built its issuers).
+    pub fn set_credentials(&self, names: impl IntoIterator<Item = String>) {
+        *self.known.write().unwrap_or_else(|e| e.into_inner()) = names.into_iter().collect();
+    }
+
+    /// `name` as a `credential` label: itself when the config defines it,
+    /// else [`UNKNOWN_CREDENTIAL`]. (`*`, ListCredentials' name, is kept.)
+    pub fn credential_label(&self, name: &str) -> String {
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        if name == "*" || known.contains(name) {
+            name.to_owned()
+        } else {
+            UNKNOWN_CREDENTIAL.to_owned()
+        }
+    }
+
     /// The text exposition, with the per-credential gauges set from
     /// `credentials` first.
     pub fn render(&self, credentials: impl IntoIterator<Item = CredentialGauge>) -> String {

@@ -88,3 +88,98 @@ path = "verify"
     );
     daemon.assert_log_clean();
 }
+
+/// Series lines (not comments) in a /metrics text.
+fn series(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with('#')).collect()
+}
+
+/// Names the config does not define are counted under one label, so a
+/// caller asking for ever new names cannot grow the registry; over-long
+/// names are refused at the boundary, and caller text is cut in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_names_do_not_grow_the_metrics() {
+    let dir = world_dir();
+    let t1 = token(0x6b01);
+    fs::write(
+        dir.path().join("secrets.json"),
+        format!(r#"{{"verify": {}}}"#, auth_token_doc(&t1)),
+    )
+    .unwrap();
+    let port = free_port();
+    let cfg = format!(
+        r#"
+[server]
+socket = "{{socket}}"
+socket_mode = "0666"
+allow_root = true
+metrics_addr = "127.0.0.1:{port}"
+[stores.local]
+type = "file"
+path = "{{dir}}/secrets.json"
+[credentials.verify]
+store = "local"
+path = "verify"
+"#
+    );
+    let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    // One unknown name first: its shared series exists from here on.
+    assert!(client.get("no-such-0").await.is_err());
+    let sock = daemon.socket.display().to_string();
+    assert!(
+        !cli(&["get", "stranger-0", "--socket", &sock], Some((65533, 65533)))
+            .status
+            .success()
+    );
+    let (_, before) = http("GET", &metrics, None, &[]);
+    let before = series(&before).len();
+
+    for i in 1..=10_000 {
+        let e = client.get(&format!("no-such-{i}")).await.unwrap_err();
+        assert!(e.to_string().starts_with("NotFound"), "{e}");
+    }
+    // A peer on no allow list asking for names of its own: denied, and
+    // still no new series.
+    for i in 1..=5 {
+        let out = cli(
+            &["get", &format!("stranger-{i}"), "--socket", &sock],
+            Some((65533, 65533)),
+        );
+        assert!(!out.status.success());
+    }
+    // Longest name accepted: 256 bytes; the log shows it cut.
+    let long = "n".repeat(256);
+    assert!(client.get(&long).await.is_err());
+    let e = client.get(&"n".repeat(257)).await.unwrap_err();
+    assert!(
+        e.to_string().starts_with("InvalidArgument") && e.to_string().contains("at most 256 bytes"),
+        "{e}"
+    );
+    // A request larger than the decoder takes is refused before it is read whole.
+    let e = client.get(&"n".repeat(1 << 20)).await.unwrap_err();
+    assert!(
+        e.to_string().starts_with("OutOfRange") || e.to_string().starts_with("ResourceExhausted"),
+        "{e}"
+    );
+
+    let (_, after) = http("GET", &metrics, None, &[]);
+    let new: Vec<&str> = series(&after)
+        .into_iter()
+        .filter(|l| l.contains("no-such") || l.contains("stranger") || l.contains("nnnn"))
+        .collect();
+    assert!(new.is_empty(), "caller-chosen names became labels: {new:?}");
+    assert_eq!(
+        series(&after).len(),
+        before,
+        "10,000 unknown names changed the number of series"
+    );
+    assert!(
+        after.contains(r#"credbroker_calls_total{credential="(unknown)",method="GetCredential",code="NOT_FOUND"}"#),
+        "{after}"
+    );
+    let log = daemon.log_text();
+    assert!(!log.contains(&long), "a 256-byte name is in the log whole");
+    assert!(log.contains("…(256 bytes)"), "the cut name is not in the log");
+}

@@ -98,13 +98,19 @@ pub(super) fn credential(
 
 /// `:` separates the name in the friendly names of the keys rotation and
 /// dynamic credentials create, which are matched by prefix.
+/// Names are at most 256 bytes: the server refuses longer ones in
+/// requests.
 fn check_name(p: &mut Problems, key: &str, name: &str) {
     if name.is_empty()
+        || name.len() > 256
         || name
             .chars()
             .any(|ch| ch.is_control() || ch == '/' || ch == ':')
     {
-        p.push(key, "a name without control characters, `/` or `:`");
+        p.push(
+            key,
+            "a name of at most 256 bytes without control characters, `/` or `:`",
+        );
     }
 }
 

@@ -31,6 +31,13 @@ use crate::{
     rotation::Rotator,
 };
 
+/// Largest CredentialBroker request decoded: a ValidateWebhook with its
+/// form parameters or JSON body (Twilio's are a few KiB). Larger requests
+/// are refused (RESOURCE_EXHAUSTED) before they are buffered whole.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest RotationAdmin request decoded (a credential name).
+pub const MAX_ADMIN_REQUEST_BYTES: usize = 4 * 1024;
+
 /// How long in-flight calls get to finish after shutdown starts.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -80,8 +87,14 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(CredentialBrokerServer::new(broker_service))
-        .add_service(RotationAdminServer::new(admin_service))
+        .add_service(
+            CredentialBrokerServer::new(broker_service)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            RotationAdminServer::new(admin_service)
+                .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, async {
             let _ = drain_rx.await;
         });

@@ -65,6 +65,23 @@ pub fn permits(allow: &AllowList, peer: &Peer, own_uid: u32) -> bool {
     allow.permits(peer.uid, peer.gid, own_uid)
 }
 
+/// The longest caller-chosen text a log line shows whole.
+const SHOWN_BYTES: usize = 128;
+
+/// Caller-chosen `text` as a log line shows it: cut at [`SHOWN_BYTES`]
+/// (on a character boundary) with the full length said, so a caller cannot
+/// grow the log by sending long names.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= SHOWN_BYTES {
+        return text.into();
+    }
+    let mut end = SHOWN_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &text[..end], text.len()).into()
+}
+
 /// Writes one audit event. Never given a secret: only who, what, which
 /// version, and the decision.
 pub fn audit(
@@ -83,7 +100,7 @@ pub fn audit(
     };
     m.calls
         .get_or_create(&crate::metrics::CallLabels {
-            credential: credential.to_owned(),
+            credential: m.credential_label(credential),
             method: method.to_owned(),
             code: code.to_owned(),
         })
@@ -102,9 +119,23 @@ pub fn audit(
         peer_gid = peer.gid,
         peer_pid = peer.pid.unwrap_or(0),
         method,
-        credential,
+        credential = %shown(credential),
         version = version.unwrap_or(""),
         decision = decision.as_str(),
         "access decision"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_caller_text_is_cut_in_logs() {
+        assert_eq!(shown("verify"), "verify");
+        let long = "é".repeat(200);
+        let cut = shown(&long);
+        assert!(cut.len() < SHOWN_BYTES + 20, "{cut}");
+        assert!(cut.ends_with("…(400 bytes)"), "{cut}");
+    }
 }

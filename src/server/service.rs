@@ -89,12 +89,40 @@ impl BrokerService {
     }
 }
 
+/// Longest credential name a request may carry (the config refuses longer
+/// names, so no longer one can exist).
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest MintAccessToken identity.
+pub const MAX_IDENTITY_BYTES: usize = 256;
+/// Longest ValidateWebhook URL.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// Longest X-Twilio-Signature (base64 of an HMAC-SHA1 is 28 bytes).
+pub const MAX_SIGNATURE_BYTES: usize = 256;
+
+/// A credential name from field `field`: present and at most
+/// [`MAX_NAME_BYTES`], refused before anything else looks at it.
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     if value.is_empty() {
         Err(status::invalid(field, "a credential name"))
+    } else if value.len() > MAX_NAME_BYTES {
+        Err(status::invalid(
+            field,
+            &format!("a credential name of at most {MAX_NAME_BYTES} bytes"),
+        ))
     } else {
         Ok(value)
     }
+}
+
+/// Refuses text field `field` longer than `max` bytes.
+fn at_most(field: &str, value: &str, max: usize, what: &str) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(status::invalid(
+            field,
+            &format!("{what} of at most {max} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
@@ -231,6 +259,8 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
                 "the X-Twilio-Signature header",
             ));
         }
+        at_most("url", &r.url, MAX_URL_BYTES, "a URL")?;
+        at_most("signature", &r.signature, MAX_SIGNATURE_BYTES, "a signature")?;
         let entry = Self::entry(self.authorize(&peer, "ValidateWebhook", name)?.as_ref())?;
         let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
         let matched = webhook_match(name, &lease, r)?;
@@ -367,6 +397,7 @@ fn token_ttl(
             "the identity the token is for",
         )));
     }
+    at_most("identity", &r.identity, MAX_IDENTITY_BYTES, "an identity").map_err(Refusal::Invalid)?;
     if !r.identity.starts_with(&policy.identity_prefix) {
         return Err(Refusal::Denied(format!(
             "credential `{name}`: identities must start with {:?}",
