@@ -260,7 +260,12 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
             ));
         }
         at_most("url", &r.url, MAX_URL_BYTES, "a URL")?;
-        at_most("signature", &r.signature, MAX_SIGNATURE_BYTES, "a signature")?;
+        at_most(
+            "signature",
+            &r.signature,
+            MAX_SIGNATURE_BYTES,
+            "a signature",
+        )?;
         let entry = Self::entry(self.authorize(&peer, "ValidateWebhook", name)?.as_ref())?;
         let lease = entry.lease(self.broker.clock()).map_err(Status::from)?;
         let matched = webhook_match(name, &lease, r)?;
@@ -397,7 +402,8 @@ fn token_ttl(
             "the identity the token is for",
         )));
     }
-    at_most("identity", &r.identity, MAX_IDENTITY_BYTES, "an identity").map_err(Refusal::Invalid)?;
+    at_most("identity", &r.identity, MAX_IDENTITY_BYTES, "an identity")
+        .map_err(Refusal::Invalid)?;
     if !r.identity.starts_with(&policy.identity_prefix) {
         return Err(Refusal::Denied(format!(
             "credential `{name}`: identities must start with {:?}",
