@@ -37,7 +37,7 @@ use self::{
     credentials::{Admins, credential},
     problems::{Problems, allow_list},
     raw::*,
-    server::{Defaults, defaults, server, twilio},
+    server::{Defaults, check_socket, defaults, server, twilio},
     stores::store,
 };
 
@@ -59,6 +59,9 @@ pub const DEFAULT_ACCOUNTS_BASE: &str = "https://accounts.twilio.com";
 pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(86_400);
 /// Grants a `[credentials.X.access_tokens]` policy may list.
 pub const GRANTS: [&str; 4] = ["voice", "video", "chat", "sync"];
+/// The longest duration any key takes: sums of durations, and times plus
+/// durations, stay far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 /// The `kind` of a credential whose restricted keys are minted per caller
 /// (`Source::Dynamic`); the other kinds are stored ([`Kind`]).
 pub const DYNAMIC_API_KEY: &str = "dynamic_api_key";
@@ -431,6 +434,7 @@ impl Config {
 fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut p = Problems::default();
     let server = server(&mut p, raw.server);
+    check_socket(&mut p, file, &server.socket);
     let defaults = defaults(&mut p, &raw.defaults);
     let stores: BTreeMap<String, StoreConfig> = raw
         .stores

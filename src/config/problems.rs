@@ -15,6 +15,8 @@ impl Problems {
         });
     }
 
+    /// Duration `value` of `key`: positive and at most [`MAX_DURATION`], so
+    /// that sums of durations and times plus durations cannot overflow.
     pub(super) fn duration(
         &mut self,
         key: &str,
@@ -24,6 +26,13 @@ impl Problems {
         match value {
             None => fallback,
             Some(v) => match humantime::parse_duration(v) {
+                Ok(d) if d > MAX_DURATION => {
+                    self.push(
+                        key,
+                        format!("a duration of at most 365 days (\"365d\"), not {v:?}"),
+                    );
+                    fallback
+                }
                 Ok(d) if !d.is_zero() => d,
                 _ => {
                     self.push(

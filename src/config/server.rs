@@ -107,3 +107,30 @@ pub(super) fn twilio(p: &mut Problems, raw: RawTwilio) -> TwilioConfig {
         ),
     }
 }
+
+/// The longest socket path the kernel takes: `sun_path` is 108 bytes, the
+/// terminating NUL included.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// `server.socket` as it will be bound (relative to the config file's
+/// directory): no NUL byte, and short enough for `sun_path`.
+pub(super) fn check_socket(p: &mut Problems, file: &Path, socket: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let resolved = match file.parent() {
+        Some(base) if socket.is_relative() => base.join(socket),
+        _ => socket.to_owned(),
+    };
+    let bytes = resolved.as_os_str().as_bytes();
+    if bytes.contains(&0) {
+        p.push("server.socket", "a path without NUL bytes");
+    } else if bytes.len() > MAX_SOCKET_PATH {
+        p.push(
+            "server.socket",
+            format!(
+                "a path of at most {MAX_SOCKET_PATH} bytes (the kernel's limit for a Unix socket), not {} bytes ({})",
+                bytes.len(),
+                resolved.display()
+            ),
+        );
+    }
+}

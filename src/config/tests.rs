@@ -190,3 +190,54 @@ fn allow_list_defaults_to_own_uid() {
     assert!(by_gid.permits(7, 50, 0));
     assert!(!by_gid.permits(7, 51, 0));
 }
+
+#[test]
+fn durations_are_bounded() {
+    let ConfigError::Invalid { problems, .. } = parse_fixture("durations_too_long").unwrap_err()
+    else {
+        panic!("expected Invalid");
+    };
+    for key in [
+        "defaults.refresh_interval",
+        "defaults.max_stale",
+        "credentials.verify.rotation.grace",
+    ] {
+        let p = problems
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("{key} missing from {problems:?}"));
+        assert!(p.expected.contains("at most 365 days"), "{p}");
+    }
+}
+
+#[test]
+fn socket_path_fits_sun_path() {
+    let e = parse_fixture("socket_path_too_long")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`server.socket`: a path of at most 107 bytes"),
+        "{e}"
+    );
+    let nul = fixture("minimal").replace(
+        "[stores.local]",
+        "[server]\nsocket = \"/run/a\\u0000b.sock\"\n[stores.local]",
+    );
+    let e = parse_str(&nul).unwrap_err().to_string();
+    assert!(
+        e.contains("`server.socket`: a path without NUL bytes"),
+        "{e}"
+    );
+    // Relative paths are measured once resolved against the config's directory.
+    let deep = format!("/{}/config.toml", "d".repeat(100));
+    let e = parse(
+        Path::new(&deep),
+        &fixture("minimal").replace(
+            "[stores.local]",
+            "[server]\nsocket = \"broker.sock\"\n[stores.local]",
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a path of at most 107 bytes"), "{e}");
+}
