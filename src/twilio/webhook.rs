@@ -60,7 +60,8 @@ pub struct WebhookRequest<'a> {
 /// parameters. A JSON webhook (its URL's query has a non-empty
 /// `bodySHA256`) passes when the body's hex SHA-256 equals that value and
 /// the signature matches the URL alone. A JSON webhook that also comes with
-/// form parameters is refused: Twilio never sends both, and the parameters
+/// form parameters is refused, and so is a form webhook (no `bodySHA256`)
+/// that comes with a body: Twilio never sends both, and the extra part
 /// would not be covered by anything.
 ///
 /// All candidates are computed and compared before deciding, so the time
@@ -74,6 +75,7 @@ pub fn validate(auth_token: &SecretString, req: &WebhookRequest<'_>) -> bool {
             let actual = hex::encode(Sha256::digest(req.body));
             (&[], ct_eq(actual.as_bytes(), &expected))
         }
+        None if !req.body.is_empty() => return false,
         None => (req.params, Choice::from(1)),
     };
     let mut signature_ok = Choice::from(0);
@@ -499,11 +501,19 @@ mod tests {
         let upper = url.replace(hash, &hash.to_uppercase());
         let sig_upper = signature(&token("12345"), &upper, &[]);
         assert!(!valid_json("12345", &upper, body, &[], &sig_upper));
-        // Without bodySHA256 the body is not read: a form webhook.
+        // Without bodySHA256 it is a form webhook: with the form's
+        // parameters and no body it passes; a body nothing covers is refused.
         assert!(valid_json(
             "12345",
             DOCS_URL,
-            b"ignored",
+            b"",
+            &python_params(),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        assert!(!valid_json(
+            "12345",
+            DOCS_URL,
+            b"uncovered",
             &python_params(),
             "RSOYDt4T1cUTdK1PDd93/VVr8B8="
         ));
