@@ -272,7 +272,21 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM, so the daemon drains and flushes its log (the audit lines
+    /// are counted after this; a SIGKILL lost the last few), then SIGKILL
+    /// if it has not exited within 15 s.
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
