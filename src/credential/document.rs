@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::model::*;
+use super::{model::*, strict_json};
 use crate::secret::SecretString;
 
 /// A stored document that does not parse or fails validation.
@@ -41,12 +41,18 @@ pub fn parse_document(
         field: field.to_owned(),
         problem,
     };
-    // serde_json's own messages can quote input; report only the position.
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        err(
+    // serde_json's own messages can quote input; report only the position,
+    // or the path of a key given twice.
+    let value = strict_json::parse(bytes).map_err(|refused| match refused {
+        strict_json::Refused::Syntax { line, column } => err(
             "document",
-            format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-        )
+            format!("not valid JSON (line {line}, column {column})"),
+        ),
+        strict_json::Refused::Duplicate(path) => err(
+            &path,
+            "given twice: a field may appear once (JSON readers differ on which copy counts)"
+                .into(),
+        ),
     })?;
     let Value::Object(mut object) = value else {
         return Err(err("document", "expected a JSON object".into()));
@@ -301,6 +307,24 @@ mod tests {
         let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
         assert!(e.problem.contains("twice"));
         assert!(!e.to_string().contains(TOKEN));
+
+        // The same key twice: serde_json would keep the last one silently.
+        let other = "f00dfeedf00dfeedf00dfeedf00dfee2";
+        let doc =
+            format!(r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","auth_token":"{other}"}}"#);
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(
+            (e.credential.as_str(), e.field.as_str()),
+            ("verify", "auth_token")
+        );
+        assert!(e.problem.starts_with("given twice"), "{e}");
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(TOKEN) && !shown.contains(other), "{shown}");
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","previous":{{"auth_token":"{other}","auth_token":"{other}","retire_at":"2030-01-01T00:00:00Z"}}}}"#
+        );
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "previous.auth_token");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod document;
 mod model;
+mod strict_json;
 
 pub use document::{DocumentError, FIELD_SPELLINGS, parse_document};
 pub use model::{
