@@ -36,6 +36,16 @@ pub enum RunError {
         "refusing to run as root: run credbroker as an unprivileged user, or set `allow_root = true` under [server] in {0}"
     )]
     Root(String),
+    /// Refusing to run as the overflow uid without `allow_overflow_uid`.
+    #[error(
+        "refusing to run as uid {uid}, the kernel's overflow uid: every peer whose uid is not mapped into this user namespace shows as {uid} too, and would be taken for the daemon itself (an empty allow list admits the daemon's uid); run credbroker as a uid of its own, or set `allow_overflow_uid = true` under [server] in {file}"
+    )]
+    OverflowUid {
+        /// The overflow uid.
+        uid: u32,
+        /// The config file.
+        file: String,
+    },
     /// The broker could not start (a store, or a credential's first load).
     #[error("{0}")]
     Start(#[from] broker::StartError),
@@ -51,7 +61,7 @@ impl RunError {
     /// Configuration problems exit with 64 (EX_USAGE); anything else with 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Root(_) | RunError::Start(_) => 64,
+            RunError::Root(_) | RunError::OverflowUid { .. } | RunError::Start(_) => 64,
             RunError::Server(_) | RunError::Metrics(..) => 1,
         }
     }
@@ -64,8 +74,16 @@ pub async fn run(
     env: store::StoreEnv,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    if rustix::process::geteuid().is_root() && !config.server.allow_root {
+    let euid = rustix::process::geteuid();
+    if euid.is_root() && !config.server.allow_root {
         return Err(RunError::Root(config.source.display().to_string()));
+    }
+    let overflow = overflow_uid();
+    if euid.as_raw() == overflow && !config.server.allow_overflow_uid {
+        return Err(RunError::OverflowUid {
+            uid: overflow,
+            file: config.source.display().to_string(),
+        });
     }
     let hardening = hygiene::harden(config.server.lock_memory);
     tracing::info!(
@@ -152,4 +170,13 @@ async fn drain(stopping: &CancellationToken, tasks: &TaskTracker) {
             "tasks still running after the drain deadline; exiting anyway"
         ),
     }
+}
+
+/// The uid the kernel shows for uids not mapped into this user namespace
+/// (`/proc/sys/kernel/overflowuid`, 65534 when it cannot be read).
+fn overflow_uid() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65534)
 }

@@ -302,7 +302,8 @@ fn root_needs_allow_root_and_a_refused_mlock_only_warns() {
         d.log_text()
     );
 
-    // As uid 65534 with RLIMIT_MEMLOCK 0: mlockall is refused; it warns and serves.
+    // As uid 65534 (allowed explicitly) with RLIMIT_MEMLOCK 0: mlockall is
+    // refused; it warns and serves.
     let run = dir.path().join("run");
     fs::create_dir_all(&run).unwrap();
     std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
@@ -315,8 +316,32 @@ fn root_needs_allow_root_and_a_refused_mlock_only_warns() {
         .replace("{socket}", &run.join("broker.sock").display().to_string())
         .replace("{dir}", &dir.path().display().to_string());
     let cfg_path = dir.path().join("nobody.toml");
+    let as_nobody = |cfg: &str| {
+        fs::write(&cfg_path, cfg).unwrap();
+        fs::set_permissions(&cfg_path, fs::Permissions::from_mode(0o644)).unwrap();
+        std::process::Command::new(shared_bin())
+            .args(["serve", "--config"])
+            .arg(&cfg_path)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    // 65534 is the kernel's overflow uid: every unmapped peer shows as it,
+    // so the daemon refuses it unless the config says so.
+    let refused = as_nobody(&cfg);
+    assert_eq!(refused.status.code(), Some(64), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("the kernel's overflow uid")
+            && stderr(&refused).contains("allow_overflow_uid = true"),
+        "{}",
+        stderr(&refused)
+    );
+    let cfg = cfg.replace(
+        "allow_root = true",
+        "allow_root = true\nallow_overflow_uid = true",
+    );
     fs::write(&cfg_path, cfg).unwrap();
-    fs::set_permissions(&cfg_path, fs::Permissions::from_mode(0o644)).unwrap();
     let log = dir.path().join("nobody.log");
     let mut child = std::process::Command::new("prlimit")
         .arg("--memlock=0:0")

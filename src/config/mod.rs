@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub lock_memory: bool,
     /// Whether `serve` may run as root.
     pub allow_root: bool,
+    /// Whether `serve` may run as the kernel's overflow uid (65534, what
+    /// unmapped uids show as), which every unmapped peer would equal.
+    pub allow_overflow_uid: bool,
 }
 
 /// Peers allowed by uid or by (primary) gid. Empty: only the daemon's own uid.

@@ -27,6 +27,7 @@ pub(super) struct RawServer {
     pub(super) admin: Option<RawAllow>,
     pub(super) lock_memory: Option<bool>,
     pub(super) allow_root: Option<bool>,
+    pub(super) allow_overflow_uid: Option<bool>,
 }
 
 #[derive(Deserialize)]

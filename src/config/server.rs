@@ -58,6 +58,7 @@ pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
         admin: allow_list(raw.admin),
         lock_memory: raw.lock_memory.unwrap_or(true),
         allow_root: raw.allow_root.unwrap_or(false),
+        allow_overflow_uid: raw.allow_overflow_uid.unwrap_or(false),
     }
 }
 
