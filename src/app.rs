@@ -88,6 +88,7 @@ pub async fn run(
     let hardening = hygiene::harden(config.server.lock_memory);
     tracing::info!(
         memory_locked = hardening.locked,
+        max_fds = hardening.max_fds.unwrap_or(u64::MAX),
         core_dumps = false,
         "process hardened"
     );

@@ -95,6 +95,9 @@ pub struct Hardening {
     pub locked: bool,
     /// Why locking was refused, when it was.
     pub lock_error: Option<String>,
+    /// The descriptors the process may open (soft `RLIMIT_NOFILE`, raised
+    /// to the hard limit).
+    pub max_fds: Option<u64>,
 }
 
 /// Start-of-process hardening: no core dumps, not dumpable, and memory
@@ -114,7 +117,10 @@ pub fn harden(lock_memory: bool) -> Hardening {
     if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
         tracing::warn!(error = %e, "cannot clear PR_SET_DUMPABLE");
     }
-    let mut result = Hardening::default();
+    let mut result = Hardening {
+        max_fds: raise_nofile(),
+        ..Hardening::default()
+    };
     if lock_memory {
         use rustix::mm::{MlockAllFlags, mlockall};
         match mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE) {
@@ -129,6 +135,24 @@ pub fn harden(lock_memory: bool) -> Hardening {
         }
     }
     result
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so connections run
+/// into the daemon's own caps before they run out of descriptors; returns
+/// the limit now in force.
+fn raise_nofile() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE to its hard limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 /// Takes `name` out of the environment: returns its value, overwrites the

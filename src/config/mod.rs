@@ -99,6 +99,37 @@ pub struct ServerConfig {
     /// Whether `serve` may run as the kernel's overflow uid (65534, what
     /// unmapped uids show as), which every unmapped peer would equal.
     pub allow_overflow_uid: bool,
+    /// What one caller can make the daemon hold.
+    pub limits: Limits,
+}
+
+/// What callers can make the daemon hold: connections, streams, time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections on the socket, in all (also bounded by the
+    /// descriptors the process may open).
+    pub max_connections: u32,
+    /// Open connections per peer uid.
+    pub max_connections_per_uid: u32,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub max_streams_per_connection: u32,
+    /// Open WatchCredential streams per peer uid.
+    pub max_watches_per_uid: u32,
+    /// How long a new connection may take to send its first bytes (the
+    /// HTTP/2 preface) before it is closed.
+    pub preface_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_uid: 64,
+            max_streams_per_connection: 100,
+            max_watches_per_uid: 256,
+            preface_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Peers allowed by uid or by (primary) gid. Empty: only the daemon's own uid.

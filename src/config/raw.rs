@@ -28,6 +28,11 @@ pub(super) struct RawServer {
     pub(super) lock_memory: Option<bool>,
     pub(super) allow_root: Option<bool>,
     pub(super) allow_overflow_uid: Option<bool>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) max_connections_per_uid: Option<i64>,
+    pub(super) max_streams_per_connection: Option<i64>,
+    pub(super) max_watches_per_uid: Option<i64>,
+    pub(super) preface_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,24 @@
 
 use super::*;
 
+/// A `[server]` limit `key`: a count from 1 to 1,000,000.
+fn count(p: &mut Problems, key: &str, raw: Option<i64>, fallback: u32) -> u32 {
+    match raw {
+        None => fallback,
+        Some(n) if (1..=1_000_000).contains(&n) => n as u32,
+        Some(n) => {
+            p.push(
+                format!("server.{key}"),
+                format!("a number from 1 to 1000000, not {n}"),
+            );
+            fallback
+        }
+    }
+}
+
 /// `[server]`.
 pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
+    let defaults = Limits::default();
     let socket_mode = match raw.socket_mode {
         None => 0o660,
         Some(RawMode::Text(s)) => match u32::from_str_radix(&s, 8) {
@@ -59,6 +75,37 @@ pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
         lock_memory: raw.lock_memory.unwrap_or(true),
         allow_root: raw.allow_root.unwrap_or(false),
         allow_overflow_uid: raw.allow_overflow_uid.unwrap_or(false),
+        limits: Limits {
+            max_connections: count(
+                p,
+                "max_connections",
+                raw.max_connections,
+                defaults.max_connections,
+            ),
+            max_connections_per_uid: count(
+                p,
+                "max_connections_per_uid",
+                raw.max_connections_per_uid,
+                defaults.max_connections_per_uid,
+            ),
+            max_streams_per_connection: count(
+                p,
+                "max_streams_per_connection",
+                raw.max_streams_per_connection,
+                defaults.max_streams_per_connection,
+            ),
+            max_watches_per_uid: count(
+                p,
+                "max_watches_per_uid",
+                raw.max_watches_per_uid,
+                defaults.max_watches_per_uid,
+            ),
+            preface_timeout: p.duration(
+                "server.preface_timeout",
+                raw.preface_timeout.as_deref(),
+                defaults.preface_timeout,
+            ),
+        },
     }
 }
 

@@ -5,6 +5,7 @@
 //! health turns NOT_SERVING, watch streams end with UNAVAILABLE, in-flight
 //! calls finish within [`DRAIN_DEADLINE`], and the socket file is removed.
 
+mod conn;
 pub mod metrics_http;
 mod peer;
 mod service;
@@ -13,7 +14,6 @@ mod status;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
@@ -37,6 +37,11 @@ use crate::{
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest RotationAdmin request decoded (a credential name).
 pub const MAX_ADMIN_REQUEST_BYTES: usize = 4 * 1024;
+
+/// How often an idle connection is pinged (HTTP/2 keepalive), and how long
+/// the peer has to answer before the connection is closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long in-flight calls get to finish after shutdown starts.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -68,6 +73,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let (listener, socket_guard) = socket::bind(&config.server.socket, config.server.socket_mode)?;
     let own_uid = rustix::process::geteuid().as_raw();
+    let broker_tasks = &broker.tasks().clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, true).await;
@@ -78,12 +84,22 @@ pub async fn serve(
     };
     let (reflection, reflection_alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
-    let broker_service = service::BrokerService::new(Arc::clone(&issuers), broker, own_uid);
+    let broker_service = service::BrokerService::new(
+        Arc::clone(&issuers),
+        broker,
+        own_uid,
+        config.server.limits.max_watches_per_uid,
+    );
     let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = UnixListenerStream::new(listener);
+    let limits = &config.server.limits;
+    let caps = conn::Caps::of(limits);
+    let incoming = conn::incoming(listener, caps, stopping.clone(), broker_tasks);
     let server = Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -103,6 +119,8 @@ pub async fn serve(
         socket = %config.server.socket.display(),
         mode = format!("{:04o}", config.server.socket_mode),
         credentials = issuers.len(),
+        max_connections = caps.total,
+        max_connections_per_uid = caps.per_uid,
         "serving"
     );
 

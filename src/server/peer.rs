@@ -119,7 +119,7 @@ pub fn audit(
         peer_gid = peer.gid,
         peer_pid = peer.pid.unwrap_or(0),
         method,
-        credential = %shown(credential),
+        credential = &*shown(credential),
         version = version.unwrap_or(""),
         decision = decision.as_str(),
         "access decision"

@@ -25,16 +25,68 @@ pub struct BrokerService {
     issuers: Arc<Issuers>,
     broker: Arc<Broker>,
     own_uid: u32,
+    watches: Watches,
+}
+
+/// Open WatchCredential streams per peer uid, capped.
+#[derive(Clone)]
+struct Watches {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<u32, u32>>>,
+    max_per_uid: u32,
+}
+
+/// One open watch stream; its count is given back when the stream ends.
+struct WatchSlot {
+    watches: Watches,
+    uid: u32,
+}
+
+impl Watches {
+    /// A slot for one more stream of `uid`, or RESOURCE_EXHAUSTED.
+    fn take(&self, uid: u32) -> Result<WatchSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(uid).or_default();
+        if *n >= self.max_per_uid {
+            return Err(status::too_many_watches(uid, *n));
+        }
+        *n += 1;
+        Ok(WatchSlot {
+            watches: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watches.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
 }
 
 impl BrokerService {
     /// Serves `issuers` (and watches on `broker`'s entries); `own_uid` is
-    /// who an empty allow list admits.
-    pub fn new(issuers: Arc<Issuers>, broker: Arc<Broker>, own_uid: u32) -> Self {
+    /// who an empty allow list admits; each uid may hold
+    /// `max_watches_per_uid` watch streams.
+    pub fn new(
+        issuers: Arc<Issuers>,
+        broker: Arc<Broker>,
+        own_uid: u32,
+        max_watches_per_uid: u32,
+    ) -> Self {
         Self {
             issuers,
             broker,
             own_uid,
+            watches: Watches {
+                open: Arc::default(),
+                max_per_uid: max_watches_per_uid,
+            },
         }
     }
 
@@ -200,19 +252,24 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         let entry = Self::entry(self.authorize(&peer, "WatchCredential", name)?.as_ref())?;
         // Refuse up front rather than open a stream that ends at once.
         entry.lease(self.broker.clock()).map_err(Status::from)?;
+        let slot = self.watches.take(peer.uid)?;
         let rx = self.broker.watch(Arc::clone(&entry));
-        let stream = ReceiverStream::new(rx).map(move |item| match item {
-            Ok(lease) => {
-                peer::audit(
-                    &peer,
-                    "WatchCredential",
-                    &lease.name,
-                    Some(&lease.loaded.version),
-                    Decision::Allowed,
-                );
-                Ok(to_proto(&lease))
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            // The slot lives as long as the stream.
+            let _held = &slot;
+            match item {
+                Ok(lease) => {
+                    peer::audit(
+                        &peer,
+                        "WatchCredential",
+                        &lease.name,
+                        Some(&lease.loaded.version),
+                        Decision::Allowed,
+                    );
+                    Ok(to_proto(&lease))
+                }
+                Err(e) => Err(Status::from(e)),
             }
-            Err(e) => Err(Status::from(e)),
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -571,7 +628,7 @@ mod tests {
             .unwrap();
         let twilio = crate::twilio::TwilioClient::new((&cfg.twilio).into());
         let issuers = Issuers::start(&cfg, &broker, &twilio, &stopping);
-        BrokerService::new(Arc::new(issuers), broker, OWN)
+        BrokerService::new(Arc::new(issuers), broker, OWN, 256)
     }
 
     #[tokio::test]

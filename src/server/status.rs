@@ -80,3 +80,10 @@ pub fn policy_refuses(why: String) -> Status {
 pub fn wrong_kind(name: &str, holds: &str, because: &str) -> Status {
     Status::failed_precondition(format!("credential `{name}` is {holds}: {because}"))
 }
+
+/// A uid at `server.max_watches_per_uid` opening one more watch stream.
+pub fn too_many_watches(uid: u32, open: u32) -> Status {
+    Status::resource_exhausted(format!(
+        "uid {uid} has {open} watch streams open (server.max_watches_per_uid)"
+    ))
+}
