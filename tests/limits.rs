@@ -15,7 +15,7 @@ use std::{
 };
 
 use credbroker::client::Client;
-use support::{services::repo, *};
+use support::{services::*, *};
 
 /// Descriptors the daemon may open: fewer than a flood's connections.
 const NOFILE: u32 = 256;
@@ -100,12 +100,14 @@ async fn floods_leave_room_for_allowed_callers() {
     )
     .unwrap();
     fs::set_permissions(&low, fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
     let cfg = format!(
         r#"
 [server]
 socket = "{{socket}}"
 socket_mode = "0666"
 allow_root = true
+metrics_addr = "127.0.0.1:{port}"
 max_connections_per_uid = {PER_UID}
 max_watches_per_uid = 8
 preface_timeout = "1s"
@@ -156,6 +158,46 @@ path = "verify"
     wait_until(Duration::from_secs(5), "descriptors back to normal", || {
         fd_count(pid) <= fds_before + 2
     });
+
+    // The metrics port: 300 requests that never finish their headers. The
+    // listener holds 64 at a time and closes each after 5 s without
+    // headers; the socket is not touched.
+    let mut half_sent = Vec::new();
+    for _ in 0..300 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+            half_sent.push(s);
+        }
+    }
+    served_within_a_second(&daemon.socket, &t1).await;
+    assert!(
+        fd_count(pid) <= fds_before + 64 + 4,
+        "{} descriptors open during the metrics flood",
+        fd_count(pid)
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let still_open = half_sent
+        .iter()
+        .filter(|s| {
+            let mut s: &std::net::TcpStream = s;
+            use std::io::Read;
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .count();
+    assert_eq!(still_open, 0, "half-sent metrics requests still open after 6 s");
+    drop(half_sent);
+    let (status, _) = http("GET", &format!("http://127.0.0.1:{port}/healthz"), None, &[]);
+    assert_eq!(status, 200);
 
     // Watch streams per uid: the ninth is refused until one ends.
     let client = Client::connect(&daemon.socket).await.unwrap();

@@ -38,7 +38,18 @@ fn ready(broker: &Broker) -> bool {
     broker.entries().all(|e| e.snapshot().loaded.is_some())
 }
 
-/// Serves `/metrics`, `/healthz`, `/readyz` on `addr` until `stop`.
+/// Connections the listener holds at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may stay open, requests and idle time together
+/// (a scraper reconnects; a client that trickles bytes is cut off).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves `/metrics`, `/healthz`, `/readyz` on `addr` until `stop`: at most
+/// [`MAX_CONNECTIONS`] at once, headers within [`HEADER_TIMEOUT`], each
+/// connection closed after [`CONNECTION_LIFETIME`]; accept errors (EMFILE)
+/// back off rather than spin.
 pub async fn serve(
     addr: SocketAddr,
     broker: Arc<Broker>,
@@ -47,59 +58,84 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
     let tasks = broker.tasks().clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tasks.clone().spawn(async move {
+        let mut failures = 0u32;
         loop {
-            let (stream, _) = tokio::select! {
+            let accepted = tokio::select! {
                 _ = stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics: accept failed");
-                        continue;
-                    }
-                },
+                accepted = listener.accept() => accepted,
             };
-            let broker = Arc::clone(&broker);
-            let stop = stop.clone();
-            tasks.spawn(async move {
-                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let broker = Arc::clone(&broker);
-                    async move {
-                        let (status, body, kind) = match req.uri().path() {
-                            "/metrics" => (
-                                200,
-                                metrics().render(gauges(&broker)),
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                            "/healthz" => (200, "ok\n".to_owned(), "text/plain"),
-                            "/readyz" if ready(&broker) => {
-                                (200, "ready\n".to_owned(), "text/plain")
-                            }
-                            "/readyz" => (
-                                503,
-                                "not every credential is loaded yet\n".to_owned(),
-                                "text/plain",
-                            ),
-                            _ => (404, "not found\n".to_owned(), "text/plain"),
-                        };
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("content-type", kind)
-                                .body(Full::new(Bytes::from(body)))
-                                .expect("a valid response"),
-                        )
-                    }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                // At shutdown an open connection is dropped, not waited for.
-                tokio::select! {
-                    _ = connection => {}
-                    _ = stop.cancelled() => {}
+            let stream = match accepted {
+                Ok((stream, _)) => {
+                    failures = 0;
+                    stream
                 }
-            });
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = crate::retry::backoff(
+                        failures,
+                        Duration::from_millis(10),
+                        Duration::from_secs(1),
+                    );
+                    tracing::warn!(error = %e, retry_in = ?wait, "metrics: accept failed");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::debug!("metrics: {MAX_CONNECTIONS} connections open; closing a new one");
+                continue;
+            };
+            tasks.spawn(serve_connection(stream, Arc::clone(&broker), stop.clone(), slot));
         }
     });
     Ok(())
+}
+
+/// One HTTP/1 connection, until it ends, its lifetime is up, or `stop`.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    broker: Arc<Broker>,
+    stop: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let broker = Arc::clone(&broker);
+        async move { Ok::<_, Infallible>(answer(req.uri().path(), &broker)) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    // At shutdown an open connection is dropped, not waited for.
+    tokio::select! {
+        _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// The answer to a GET of `path`.
+fn answer(path: &str, broker: &Broker) -> Response<Full<Bytes>> {
+    let (status, body, kind) = match path {
+        "/metrics" => (
+            200,
+            metrics().render(gauges(broker)),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/healthz" => (200, "ok\n".to_owned(), "text/plain"),
+        "/readyz" if ready(broker) => (200, "ready\n".to_owned(), "text/plain"),
+        "/readyz" => (
+            503,
+            "not every credential is loaded yet\n".to_owned(),
+            "text/plain",
+        ),
+        _ => (404, "not found\n".to_owned(), "text/plain"),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", kind)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
 }
