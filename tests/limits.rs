@@ -119,8 +119,8 @@ store = "local"
 path = "verify"
 "#
     );
-    let daemon = Daemon::spawn_bin(&low, dir.path(), &cfg, &[("CREDBROKER_LOG", "info")])
-        .secrets(&[&t1]);
+    let daemon =
+        Daemon::spawn_bin(&low, dir.path(), &cfg, &[("CREDBROKER_LOG", "info")]).secrets(&[&t1]);
     daemon.wait_ready();
     let pid = daemon.pid();
     let fds_before = fd_count(pid);
@@ -194,9 +194,17 @@ path = "verify"
             }
         })
         .count();
-    assert_eq!(still_open, 0, "half-sent metrics requests still open after 6 s");
+    assert_eq!(
+        still_open, 0,
+        "half-sent metrics requests still open after 6 s"
+    );
     drop(half_sent);
-    let (status, _) = http("GET", &format!("http://127.0.0.1:{port}/healthz"), None, &[]);
+    let (status, _) = http(
+        "GET",
+        &format!("http://127.0.0.1:{port}/healthz"),
+        None,
+        &[],
+    );
     assert_eq!(status, 200);
 
     // Watch streams per uid: the ninth is refused until one ends.
@@ -205,7 +213,9 @@ path = "verify"
     for _ in 0..8 {
         watches.push(client.watch("verify").await.unwrap());
     }
-    let e = client.watch("verify").await.err().expect("a ninth watch");
+    let Err(e) = client.watch("verify").await else {
+        panic!("a ninth watch stream was accepted");
+    };
     assert!(
         e.to_string().contains("ResourceExhausted")
             && e.to_string().contains("server.max_watches_per_uid"),

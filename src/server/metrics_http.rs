@@ -87,7 +87,12 @@ pub async fn serve(
                 tracing::debug!("metrics: {MAX_CONNECTIONS} connections open; closing a new one");
                 continue;
             };
-            tasks.spawn(serve_connection(stream, Arc::clone(&broker), stop.clone(), slot));
+            tasks.spawn(serve_connection(
+                stream,
+                Arc::clone(&broker),
+                stop.clone(),
+                slot,
+            ));
         }
     });
     Ok(())
