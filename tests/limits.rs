@@ -82,13 +82,15 @@ async fn served_within_a_second(socket: &Path, token: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_leave_room_for_allowed_callers() {
-    let dir = world_dir();
-    let t1 = token(0x7101);
-    fs::write(
-        dir.path().join("secrets.json"),
-        format!(r#"{{"verify": {}}}"#, auth_token_doc(&t1)),
-    )
-    .unwrap();
+    let port = free_port();
+    let (dir, t1, cfg) = verify_world(
+        0x7101,
+        &format!(
+            "metrics_addr = \"127.0.0.1:{port}\"\nmax_connections_per_uid = {PER_UID}\n\
+             max_watches_per_uid = 8\npreface_timeout = \"1s\""
+        ),
+        "",
+    );
     // The daemon under a low descriptor limit, soft and hard.
     let low = dir.path().join("credbroker-lowfd");
     fs::write(
@@ -100,25 +102,6 @@ async fn floods_leave_room_for_allowed_callers() {
     )
     .unwrap();
     fs::set_permissions(&low, fs::Permissions::from_mode(0o755)).unwrap();
-    let port = free_port();
-    let cfg = format!(
-        r#"
-[server]
-socket = "{{socket}}"
-socket_mode = "0666"
-allow_root = true
-metrics_addr = "127.0.0.1:{port}"
-max_connections_per_uid = {PER_UID}
-max_watches_per_uid = 8
-preface_timeout = "1s"
-[stores.local]
-type = "file"
-path = "{{dir}}/secrets.json"
-[credentials.verify]
-store = "local"
-path = "verify"
-"#
-    );
     let daemon =
         Daemon::spawn_bin(&low, dir.path(), &cfg, &[("CREDBROKER_LOG", "info")]).secrets(&[&t1]);
     daemon.wait_ready();

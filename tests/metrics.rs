@@ -2,37 +2,16 @@
 
 mod support;
 
-use std::fs;
-
 use credbroker::client::Client;
 use support::{services::*, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_calls_denials_and_store_reads() {
-    let dir = world_dir();
-    let t1 = token(0x6a01);
-    fs::write(
-        dir.path().join("secrets.json"),
-        format!(r#"{{"verify": {}}}"#, auth_token_doc(&t1)),
-    )
-    .unwrap();
     let port = free_port();
-    let cfg = format!(
-        r#"
-[server]
-socket = "{{socket}}"
-socket_mode = "0666"
-allow_root = true
-metrics_addr = "127.0.0.1:{port}"
-[defaults]
-refresh_interval = "1s"
-[stores.local]
-type = "file"
-path = "{{dir}}/secrets.json"
-[credentials.verify]
-store = "local"
-path = "verify"
-"#
+    let (dir, t1, cfg) = verify_world(
+        0x6a01,
+        &format!("metrics_addr = \"127.0.0.1:{port}\""),
+        "[defaults]\nrefresh_interval = \"1s\"",
     );
     let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1]);
     let client = Client::connect(&daemon.socket).await.unwrap();
@@ -99,29 +78,8 @@ fn series(text: &str) -> Vec<&str> {
 /// names are refused at the boundary, and caller text is cut in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_names_do_not_grow_the_metrics() {
-    let dir = world_dir();
-    let t1 = token(0x6b01);
-    fs::write(
-        dir.path().join("secrets.json"),
-        format!(r#"{{"verify": {}}}"#, auth_token_doc(&t1)),
-    )
-    .unwrap();
     let port = free_port();
-    let cfg = format!(
-        r#"
-[server]
-socket = "{{socket}}"
-socket_mode = "0666"
-allow_root = true
-metrics_addr = "127.0.0.1:{port}"
-[stores.local]
-type = "file"
-path = "{{dir}}/secrets.json"
-[credentials.verify]
-store = "local"
-path = "verify"
-"#
-    );
+    let (dir, t1, cfg) = verify_world(0x6b01, &format!("metrics_addr = \"127.0.0.1:{port}\""), "");
     let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1]);
     let client = Client::connect(&daemon.socket).await.unwrap();
     let metrics = format!("http://127.0.0.1:{port}/metrics");

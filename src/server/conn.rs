@@ -135,7 +135,7 @@ async fn accept_loop(
 ) {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let mut refused = Refused::default();
-    let mut failures = 0u32;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = stopping.cancelled() => return,
@@ -144,19 +144,11 @@ async fn accept_loop(
         };
         let stream = match accepted {
             Ok((stream, _)) => {
-                failures = 0;
+                backoff.ok();
                 stream
             }
             Err(e) => {
-                // EMFILE and the like: wait for descriptors to free up
-                // rather than spin on an accept that fails at once.
-                failures = failures.saturating_add(1);
-                let wait = crate::retry::backoff(
-                    failures,
-                    Duration::from_millis(10),
-                    Duration::from_secs(1),
-                );
-                tracing::warn!(error = %e, retry_in = ?wait, "cannot accept a connection");
+                let wait = backoff.failed(&e, "socket");
                 tokio::select! {
                     _ = stopping.cancelled() => return,
                     _ = tokio::time::sleep(wait) => continue,
@@ -214,6 +206,33 @@ async fn first_bytes(stream: &UnixStream) -> io::Result<bool> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Accept failures in a row (EMFILE and the like): the wait before the
+/// next accept, so a listener out of descriptors waits for some to free up
+/// rather than spin on an accept that fails at once.
+#[derive(Default)]
+pub(super) struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    /// An accept succeeded.
+    pub(super) fn ok(&mut self) {
+        self.failures = 0;
+    }
+
+    /// An accept on `listener` failed with `e`: logged, and how long to wait.
+    pub(super) fn failed(&mut self, e: &io::Error, listener: &str) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let wait = crate::retry::backoff(
+            self.failures,
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+        );
+        tracing::warn!(error = %e, retry_in = ?wait, listener, "cannot accept a connection");
+        wait
     }
 }
 

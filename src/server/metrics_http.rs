@@ -60,7 +60,7 @@ pub async fn serve(
     let tasks = broker.tasks().clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tasks.clone().spawn(async move {
-        let mut failures = 0u32;
+        let mut backoff = super::conn::AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -68,18 +68,11 @@ pub async fn serve(
             };
             let stream = match accepted {
                 Ok((stream, _)) => {
-                    failures = 0;
+                    backoff.ok();
                     stream
                 }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let wait = crate::retry::backoff(
-                        failures,
-                        Duration::from_millis(10),
-                        Duration::from_secs(1),
-                    );
-                    tracing::warn!(error = %e, retry_in = ?wait, "metrics: accept failed");
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(backoff.failed(&e, "metrics")).await;
                     continue;
                 }
             };

@@ -58,6 +58,38 @@ pub fn world_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A world-readable directory whose `secrets.json` holds one credential,
+/// `verify` (an Auth Token made from `seed`), and a config serving it on a
+/// socket every uid may connect to, as root: `server` is added under
+/// `[server]`, `tables` after it. The token and the config text.
+#[allow(dead_code)]
+pub fn verify_world(seed: u32, server: &str, tables: &str) -> (tempfile::TempDir, String, String) {
+    let dir = world_dir();
+    let t1 = token(seed);
+    fs::write(
+        dir.path().join("secrets.json"),
+        format!(r#"{{"verify": {}}}"#, auth_token_doc(&t1)),
+    )
+    .unwrap();
+    let cfg = format!(
+        r#"
+[server]
+socket = "{{socket}}"
+socket_mode = "0666"
+allow_root = true
+{server}
+{tables}
+[stores.local]
+type = "file"
+path = "{{dir}}/secrets.json"
+[credentials.verify]
+store = "local"
+path = "verify"
+"#
+    );
+    (dir, t1, cfg)
+}
+
 /// A running daemon.
 pub struct Daemon {
     pub child: Child,
