@@ -142,13 +142,9 @@ async fn accept_loop(
             _ = tx.closed() => return,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => {
-                backoff.ok();
-                stream
-            }
-            Err(e) => {
-                let wait = backoff.failed(&e, "socket");
+        let stream = match backoff.check(accepted, "socket") {
+            Ok((stream, _)) => stream,
+            Err(wait) => {
                 tokio::select! {
                     _ = stopping.cancelled() => return,
                     _ = tokio::time::sleep(wait) => continue,
@@ -218,13 +214,20 @@ pub(super) struct AcceptBackoff {
 }
 
 impl AcceptBackoff {
-    /// An accept succeeded.
-    pub(super) fn ok(&mut self) {
-        self.failures = 0;
-    }
-
-    /// An accept on `listener` failed with `e`: logged, and how long to wait.
-    pub(super) fn failed(&mut self, e: &io::Error, listener: &str) -> Duration {
+    /// What an accept on `listener` gave: the connection, or (logged) how
+    /// long to wait before the next accept.
+    pub(super) fn check<T>(
+        &mut self,
+        accepted: io::Result<T>,
+        listener: &str,
+    ) -> Result<T, Duration> {
+        let e = match accepted {
+            Ok(connection) => {
+                self.failures = 0;
+                return Ok(connection);
+            }
+            Err(e) => e,
+        };
         self.failures = self.failures.saturating_add(1);
         let wait = crate::retry::backoff(
             self.failures,
@@ -232,7 +235,7 @@ impl AcceptBackoff {
             Duration::from_secs(1),
         );
         tracing::warn!(error = %e, retry_in = ?wait, listener, "cannot accept a connection");
-        wait
+        Err(wait)
     }
 }
 

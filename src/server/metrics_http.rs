@@ -66,13 +66,10 @@ pub async fn serve(
                 _ = stop.cancelled() => return,
                 accepted = listener.accept() => accepted,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => {
-                    backoff.ok();
-                    stream
-                }
-                Err(e) => {
-                    tokio::time::sleep(backoff.failed(&e, "metrics")).await;
+            let stream = match backoff.check(accepted, "metrics") {
+                Ok((stream, _)) => stream,
+                Err(wait) => {
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
