@@ -592,6 +592,75 @@ fn socket_path_held_by_a_regular_file_is_not_replaced() {
     drop(d);
 }
 
+/// A live socket the daemon may not connect to (EACCES) is left alone:
+/// only a socket that refuses connections (ECONNREFUSED) is stale.
+#[test]
+fn live_foreign_socket_is_not_replaced() {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    let dir = world_dir();
+    let (t1, k1) = (token(0x9101), key_secret(9101));
+    fs::write(dir.path().join("secrets.json"), secrets_json(&t1, &k1)).unwrap();
+    fs::set_permissions(
+        dir.path().join("secrets.json"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    // A directory anyone may write (no sticky bit), and in it uid 65533's
+    // live socket, mode 0600: uid 65532 cannot connect to it.
+    let run = dir.path().join("run");
+    fs::create_dir(&run).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = run.join("broker.sock");
+    let mut foreign = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, socket, sys, time\n\
+             s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o600)\n\
+             s.listen(8); print('ready', flush=True); time.sleep(60)",
+        ])
+        .arg(&sock)
+        .uid(65533)
+        .gid(65533)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(foreign.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let cfg = config("")
+        .replace("{socket}", &sock.display().to_string())
+        .replace("{dir}", &dir.path().display().to_string())
+        .replace("allow_root = true", "lock_memory = false");
+    let cfg_path = dir.path().join("other-uid.toml");
+    fs::write(&cfg_path, cfg).unwrap();
+    fs::set_permissions(&cfg_path, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(shared_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .uid(65532)
+        .gid(65532)
+        .output()
+        .unwrap();
+    let _ = foreign.kill();
+    let _ = foreign.wait();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("may be in use; refusing to replace it"),
+        "{}",
+        stderr(&out)
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::symlink_metadata(&sock).unwrap().uid(),
+        65533,
+        "the foreign socket was replaced"
+    );
+}
+
 #[test]
 fn refuses_root_without_allow_root() {
     if !rustix::process::geteuid().is_root() {

@@ -59,6 +59,9 @@ pub const DEFAULT_ACCOUNTS_BASE: &str = "https://accounts.twilio.com";
 pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(86_400);
 /// Grants a `[credentials.X.access_tokens]` policy may list.
 pub const GRANTS: [&str; 4] = ["voice", "video", "chat", "sync"];
+/// The longest socket path the kernel takes: `sun_path` is 108 bytes, the
+/// terminating NUL included.
+pub const MAX_SOCKET_PATH: usize = 107;
 /// The longest duration any key takes: sums of durations, and times plus
 /// durations, stay far from overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);

@@ -156,10 +156,6 @@ pub(super) fn twilio(p: &mut Problems, raw: RawTwilio) -> TwilioConfig {
     }
 }
 
-/// The longest socket path the kernel takes: `sun_path` is 108 bytes, the
-/// terminating NUL included.
-pub const MAX_SOCKET_PATH: usize = 107;
-
 /// `server.socket` as it will be bound (relative to the config file's
 /// directory): no NUL byte, and short enough for `sun_path`.
 pub(super) fn check_socket(p: &mut Problems, file: &Path, socket: &Path) {
