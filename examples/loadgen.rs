@@ -491,7 +491,11 @@ fn figures_json(f: &Figures) -> serde_json::Value {
 fn write_setup(dir: &Path, n: usize, head: &str, extra: &str, docs: &[(&str, serde_json::Value)]) {
     let mut all = serde_json::Map::new();
     let mut config = format!(
-        "[server]\nsocket = \"{}\"\nallow_root = true\nlock_memory = false\n{head}\n[stores.f]\ntype = \"file\"\npath = \"{}\"\n",
+        // One uid stands for every workload here: its caps are not what is measured.
+        "[server]\nsocket = \"{}\"\nallow_root = true\nlock_memory = false\n\
+         max_connections_per_uid = 1000000\nmax_watches_per_uid = 1000000\n\
+         max_streams_per_connection = 1000000\n{head}\n\
+         [stores.f]\ntype = \"file\"\npath = \"{}\"\n",
         dir.join("broker.sock").display(),
         dir.join("secrets.json").display()
     );

@@ -638,15 +638,27 @@ fn live_foreign_socket_is_not_replaced() {
     let cfg_path = dir.path().join("other-uid.toml");
     fs::write(&cfg_path, cfg).unwrap();
     fs::set_permissions(&cfg_path, fs::Permissions::from_mode(0o644)).unwrap();
-    let out = std::process::Command::new(shared_bin())
+    let mut daemon = std::process::Command::new(shared_bin())
         .args(["serve", "--config"])
         .arg(&cfg_path)
         .uid(65532)
         .gid(65532)
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // It must stop at once; one still running after 10 s took the path.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while daemon.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = daemon.try_wait().unwrap().is_none();
+    if started {
+        daemon.kill().unwrap();
+    }
+    let out = daemon.wait_with_output().unwrap();
     let _ = foreign.kill();
     let _ = foreign.wait();
+    assert!(!started, "the daemon replaced a live foreign socket and served");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("may be in use; refusing to replace it"),
