@@ -658,7 +658,10 @@ fn live_foreign_socket_is_not_replaced() {
     let out = daemon.wait_with_output().unwrap();
     let _ = foreign.kill();
     let _ = foreign.wait();
-    assert!(!started, "the daemon replaced a live foreign socket and served");
+    assert!(
+        !started,
+        "the daemon replaced a live foreign socket and served"
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("may be in use; refusing to replace it"),

@@ -174,7 +174,10 @@ mod tests {
         fs::remove_file(&path).unwrap();
         let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
         drop(guard);
-        assert!(path.exists(), "the guard removed a socket it did not create");
+        assert!(
+            path.exists(),
+            "the guard removed a socket it did not create"
+        );
         drop(theirs);
         // No private staging directory is left behind.
         let left: Vec<_> = fs::read_dir(dir.path())
