@@ -11,10 +11,15 @@ use tonic::Code;
 
 const POLICY: &str = r#"{"allow": ["/twilio/verify/services/verifications/create"]}"#;
 
+/// Uid 0 and 65533 may lease keys: three alive at most, two per uid.
 fn config(t: &Twilio) -> String {
     t.config_head("lease_ttl = \"1m\"\nrefresh_interval = \"1s\"")
+        .replace(
+            "allow_root = true",
+            "allow_root = true\nsocket_mode = \"0666\"",
+        )
         + &format!(
-            "[credentials.per-workload]\nkind = \"dynamic_api_key\"\nadmin_credential = \"twilio-admin\"\nttl = \"6s\"\nmax_live_keys = 2\npolicy = '{POLICY}'\nallow = {{ uids = [0] }}\n"
+            "[credentials.per-workload]\nkind = \"dynamic_api_key\"\nadmin_credential = \"twilio-admin\"\nttl = \"6s\"\nmax_live_keys = 3\nmax_live_keys_per_uid = 2\npolicy = '{POLICY}'\nallow = {{ uids = [0, 65533] }}\n"
         )
 }
 
@@ -118,9 +123,24 @@ async fn created_reused_capped_deleted_and_used(root: &Path, t: &Twilio) {
     let sid_b = second["api_key_sid"].as_str().unwrap().to_owned();
     daemon.add_secret(second["api_key_secret"].as_str().unwrap());
     assert_ne!(sid_b, sid_a);
+    // A third process of the same uid is over that uid's cap…
     let out = cli(&["get", "per-workload", "--socket", &sock], None);
     assert!(
-        stderr(&out).contains("ResourceExhausted") && stderr(&out).contains("max_live_keys"),
+        stderr(&out).contains("ResourceExhausted")
+            && stderr(&out).contains("uid 0 has 2 keys alive already (max_live_keys_per_uid)"),
+        "{}",
+        stderr(&out)
+    );
+    // …another uid still gets one, until the credential's cap.
+    let other = Some((65533, 65533));
+    let out = cli(&["get", "per-workload", "--socket", &sock, "--json"], other);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let third: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let sid_c = third["api_key_sid"].as_str().unwrap().to_owned();
+    let out = cli(&["get", "per-workload", "--socket", &sock], other);
+    assert!(
+        stderr(&out).contains("ResourceExhausted")
+            && stderr(&out).contains("3 keys are alive already (max_live_keys)"),
         "{}",
         stderr(&out)
     );
@@ -133,6 +153,7 @@ async fn created_reused_capped_deleted_and_used(root: &Path, t: &Twilio) {
     // At the end of their TTL both keys are deleted at Twilio.
     wait_gone(t, &sid_a, "key A deleted at its expiry");
     wait_gone(t, &sid_b, "key B deleted at its expiry");
+    wait_gone(t, &sid_c, "key C deleted at its expiry");
     assert!(!t.valid(&sid_a, &secret_a));
 
     // The example workload: a fresh restricted key starts a Verify verification.
@@ -197,8 +218,35 @@ fn swept_after_a_crash(root: &Path, t: &Twilio) {
         t.keys().iter().any(|(s, _)| *s == sid),
         "the crashed daemon's key is still there"
     );
-    // A restarted daemon finds it by its name and deletes it.
+    // Another replica's keys, alive for an hour: as many as the cap.
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    t.post(
+        "keys",
+        &format!(
+            r#"{{"count": 3, "account_sid": "{AC}", "friendly_name": "credbroker-dyn:per-workload:{expiry}"}}"#
+        ),
+    );
+    // A restarted daemon finds the crashed one's key by its name and deletes
+    // it; the other replica's keys take none of its slots.
     let daemon = Daemon::start(&dir, &config(t));
     wait_gone(t, &sid, "the expired key swept after the restart");
+    let out = cli(
+        &[
+            "get",
+            "per-workload",
+            "--socket",
+            &daemon.socket.display().to_string(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "adopted keys took the slots: {}",
+        stderr(&out)
+    );
     drop(daemon);
 }

@@ -176,6 +176,19 @@ pub(super) fn dynamic_source(
             100
         }
     };
+    // One uid (forking new callers) may take a quarter of the keys unless
+    // the config says otherwise.
+    let max_live_keys_per_uid = match c.max_live_keys_per_uid {
+        None => max_live_keys.div_ceil(4),
+        Some(n) if n >= 1 && n <= i64::from(max_live_keys) => n as u32,
+        Some(_) => {
+            p.push(
+                format!("{key}.max_live_keys_per_uid"),
+                format!("a number from 1 to max_live_keys ({max_live_keys})"),
+            );
+            max_live_keys.div_ceil(4)
+        }
+    };
     let policy = c.policy.clone().unwrap_or_default();
     match serde_json::from_str::<serde_json::Value>(&policy) {
         Ok(serde_json::Value::Object(_)) => {}
@@ -188,6 +201,7 @@ pub(super) fn dynamic_source(
         admin_credential: admin,
         ttl,
         max_live_keys,
+        max_live_keys_per_uid,
         policy,
     })
 }
@@ -204,6 +218,7 @@ pub(super) fn store_source(
         ("admin_credential", c.admin_credential.is_some()),
         ("ttl", c.ttl.is_some()),
         ("max_live_keys", c.max_live_keys.is_some()),
+        ("max_live_keys_per_uid", c.max_live_keys_per_uid.is_some()),
         ("policy", c.policy.is_some()),
     ] {
         if set {

@@ -307,6 +307,8 @@ pub struct DynamicKeyConfig {
     pub ttl: Duration,
     /// Most keys alive at once.
     pub max_live_keys: u32,
+    /// Most keys alive at once for one peer uid (its processes together).
+    pub max_live_keys_per_uid: u32,
     /// Twilio restricted-key Policy (JSON).
     pub policy: String,
 }

@@ -124,6 +124,7 @@ pub(super) struct RawCredential {
     pub(super) admin_credential: Option<String>,
     pub(super) ttl: Option<String>,
     pub(super) max_live_keys: Option<i64>,
+    pub(super) max_live_keys_per_uid: Option<i64>,
     pub(super) policy: Option<String>,
 }
 

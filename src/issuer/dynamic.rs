@@ -41,13 +41,43 @@ struct LiveKey {
     created_at: SystemTime,
     /// When it is deleted at Twilio.
     expires_at: SystemTime,
+    /// The peer uid it was made for.
+    uid: u32,
 }
 
 #[derive(Default)]
 struct Live {
-    /// Every key alive, ours or left by a previous process (no secret then).
+    /// Every key alive, ours or left by another process (no secret then).
     keys: Vec<(String, SystemTime, Option<Arc<LiveKey>>)>,
     by_caller: HashMap<Caller, Arc<LiveKey>>,
+    /// Keys being created at Twilio right now, by uid: they hold their
+    /// slots while the lock is released for the call.
+    minting: HashMap<u32, u32>,
+}
+
+impl Live {
+    /// This daemon's keys alive at `now` (keys another process left are
+    /// deleted at their expiry but take no slot), and those being created;
+    /// in all, and for `uid`.
+    fn in_use(&self, now: SystemTime, uid: u32) -> (usize, usize) {
+        let ours = self
+            .keys
+            .iter()
+            .filter_map(|(_, expires, key)| key.as_ref().filter(|_| *expires > now));
+        let total = ours.clone().count() + self.minting.values().sum::<u32>() as usize;
+        let for_uid = ours.filter(|k| k.uid == uid).count()
+            + self.minting.get(&uid).copied().unwrap_or(0) as usize;
+        (total, for_uid)
+    }
+
+    fn release(&mut self, uid: u32) {
+        if let Some(n) = self.minting.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.minting.remove(&uid);
+            }
+        }
+    }
 }
 
 /// One dynamic credential.
@@ -121,28 +151,25 @@ impl DynamicKeys {
     }
 
     /// A key for `caller`: its live one until half the TTL has passed, else
-    /// a new one (refused past `max_live_keys`).
+    /// a new one (refused past `max_live_keys`, or `max_live_keys_per_uid`
+    /// for the caller's uid). The slot is reserved before Twilio is called
+    /// and the lock released meanwhile, so other callers are not held up.
     async fn lease(&self, caller: Caller) -> Result<Lease, IssueError> {
         let now = self.clock.now();
-        let mut live = self.live.lock().await;
-        if let Some(key) = live.by_caller.get(&caller)
-            && now < key.created_at + self.dynamic.ttl / 2
+        let uid = caller.0;
         {
-            return Ok(self.lease_on(key, now));
+            let mut live = self.live.lock().await;
+            if let Some(key) = live.by_caller.get(&caller)
+                && now < key.created_at + self.dynamic.ttl / 2
+            {
+                return Ok(self.lease_on(key, now));
+            }
+            self.reserve(&mut live, uid, now)?;
         }
-        // Expired keys wait for the reaper; they no longer count.
-        let alive = live
-            .keys
-            .iter()
-            .filter(|(_, expires, _)| *expires > now)
-            .count();
-        if alive >= self.dynamic.max_live_keys as usize {
-            return Err(IssueError::Exhausted {
-                name: self.name().to_owned(),
-                max: self.dynamic.max_live_keys,
-            });
-        }
-        let key = self.mint(caller, now).await?;
+        let minted = self.mint(caller, now).await;
+        let mut live = self.live.lock().await;
+        live.release(uid);
+        let key = minted?;
         live.keys
             .push((key.sid.clone(), key.expires_at, Some(Arc::clone(&key))));
         live.by_caller.insert(caller, Arc::clone(&key));
@@ -150,6 +177,26 @@ impl DynamicKeys {
         drop(live);
         self.wake.notify_one();
         Ok(self.lease_on(&key, now))
+    }
+
+    /// Takes a slot for a new key of `uid`, or says which cap is reached.
+    fn reserve(&self, live: &mut Live, uid: u32, now: SystemTime) -> Result<(), IssueError> {
+        let (total, for_uid) = live.in_use(now, uid);
+        if total >= self.dynamic.max_live_keys as usize {
+            return Err(IssueError::Exhausted {
+                name: self.name().to_owned(),
+                max: self.dynamic.max_live_keys,
+            });
+        }
+        if for_uid >= self.dynamic.max_live_keys_per_uid as usize {
+            return Err(IssueError::ExhaustedForUid {
+                name: self.name().to_owned(),
+                uid,
+                max: self.dynamic.max_live_keys_per_uid,
+            });
+        }
+        *live.minting.entry(uid).or_default() += 1;
+        Ok(())
     }
 
     /// Creates a restricted key for `caller` at Twilio, named with its
@@ -192,6 +239,7 @@ impl DynamicKeys {
             sid,
             created_at: now,
             expires_at,
+            uid: caller.0,
         }))
     }
 

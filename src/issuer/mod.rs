@@ -45,6 +45,19 @@ pub enum IssueError {
         /// The cap.
         max: u32,
     },
+    /// One peer uid has `max_live_keys_per_uid` keys of a dynamic credential
+    /// alive.
+    #[error(
+        "credential `{name}`: uid {uid} has {max} keys alive already (max_live_keys_per_uid); try again when one expires"
+    )]
+    ExhaustedForUid {
+        /// Credential name.
+        name: String,
+        /// The peer uid.
+        uid: u32,
+        /// The cap.
+        max: u32,
+    },
     /// Twilio refused or failed to mint a key.
     #[error("credential `{name}`: {source}")]
     Twilio {

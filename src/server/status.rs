@@ -22,7 +22,9 @@ impl From<IssueError> for Status {
     fn from(e: IssueError) -> Status {
         match e {
             IssueError::Broker(e) => e.into(),
-            IssueError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
+            IssueError::Exhausted { .. } | IssueError::ExhaustedForUid { .. } => {
+                Status::resource_exhausted(e.to_string())
+            }
             IssueError::Twilio { .. } => Status::unavailable(e.to_string()),
             IssueError::WrongKind { .. } => Status::failed_precondition(e.to_string()),
         }
