@@ -82,6 +82,27 @@ impl ParseCache {
     }
 }
 
+/// How long a write waits for another process's lock on the store.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens `file` for reading only if it is a regular file: opened without
+/// blocking (a FIFO put in its place would otherwise hang the read until
+/// someone writes to it) and checked before a byte is read.
+fn open_regular(file: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file; refusing to read it",
+        ));
+    }
+    Ok(f)
+}
+
 /// A file or directory of documents.
 pub struct FileStore {
     name: String,
@@ -162,7 +183,7 @@ impl FileStore {
         let io_error = |e| self.io_error(path, &self.root, e);
         let (key, whole) = {
             use std::io::Read;
-            let mut file = fs::File::open(&self.root).map_err(io_error)?;
+            let mut file = open_regular(&self.root).map_err(io_error)?;
             // The key of the content actually read, not of a later rename.
             let key = FileKey::of(&file.metadata().map_err(io_error)?);
             let mut bytes = Vec::new();
@@ -211,7 +232,14 @@ impl FileStore {
     fn read_blocking(&self, path: &str, fresh: bool) -> Result<Document, StoreError> {
         let bytes = if self.root.is_dir() {
             let file = self.root.join(path);
-            SecretBytes::new(fs::read(&file).map_err(|e| self.io_error(path, &file, e))?)
+            let bytes = open_regular(&file)
+                .and_then(|mut f| {
+                    use std::io::Read;
+                    let mut bytes = Vec::new();
+                    f.read_to_end(&mut bytes).map(|_| bytes)
+                })
+                .map_err(|e| self.io_error(path, &file, e))?;
+            SecretBytes::new(bytes)
         } else {
             let parsed = self.parse_file(path, fresh)?;
             let doc = parsed
@@ -228,15 +256,9 @@ impl FileStore {
         Ok(Document { bytes, version })
     }
 
-    fn write_blocking(
-        &self,
-        path: &str,
-        document: &SecretBytes,
-        expected: Option<&str>,
-    ) -> Result<String, StoreError> {
-        // Cross-process exclusion (the daemon and `credbroker rotate`): an
-        // advisory lock on a file beside the data, which survives the rename.
-        let (target, lock_path) = if self.root.is_dir() {
+    /// The file `path`'s document lives in, and the lock file beside it.
+    fn target_and_lock(&self, path: &str) -> (PathBuf, PathBuf) {
+        if self.root.is_dir() {
             (
                 self.root.join(path),
                 self.root.join(format!(".{path}.lock")),
@@ -245,15 +267,54 @@ impl FileStore {
             let parent = self.root.parent().unwrap_or(Path::new("."));
             let file_name = self.root.file_name().unwrap_or_default().to_string_lossy();
             (self.root.clone(), parent.join(format!(".{file_name}.lock")))
-        };
+        }
+    }
+
+    /// Cross-process exclusion (the daemon and `credbroker rotate`): an
+    /// advisory lock on a file beside the data, which survives the rename.
+    /// The lock file is created 0600 and never followed through a link; a
+    /// lock another process holds for [`LOCK_TIMEOUT`] fails the write.
+    async fn lock(&self, path: &str) -> Result<fs::File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (_, lock_path) = self.target_and_lock(path);
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| self.io_error(path, &lock_path, e))?;
-        lock.lock()
-            .map_err(|e| self.io_error(path, &lock_path, e))?;
+        let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => return Ok(lock),
+                Err(fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Unavailable {
+                        store: self.name.clone(),
+                        path: path.to_owned(),
+                        detail: format!(
+                            "{} is locked by another process (held for over {}s)",
+                            lock_path.display(),
+                            LOCK_TIMEOUT.as_secs()
+                        ),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(self.io_error(path, &lock_path, e)),
+            }
+        }
+    }
+
+    fn write_blocking(
+        &self,
+        path: &str,
+        document: &SecretBytes,
+        expected: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let (target, _) = self.target_and_lock(path);
 
         let current = cas::version_of(self.read_blocking(path, true))?;
         cas::check(&self.name, path, current.as_deref(), expected)?;
@@ -274,9 +335,12 @@ impl FileStore {
                 .insert(path.to_owned(), doc);
             SecretBytes::new(serde_json::to_vec_pretty(&whole).expect("a JSON value serializes"))
         };
+        // A name nobody can guess or prepare: created here (O_EXCL), never
+        // through a link.
         let tmp = target.with_file_name(format!(
-            ".{}.tmp",
-            target.file_name().unwrap_or_default().to_string_lossy()
+            ".{}.{}.tmp",
+            target.file_name().unwrap_or_default().to_string_lossy(),
+            uuid::Uuid::new_v4().simple()
         ));
         let result = (|| {
             use std::io::Write;
@@ -284,10 +348,10 @@ impl FileStore {
             // Owner-only until the target's own mode is copied over: a new
             // document must not be readable by others, even for a moment.
             let mut f = fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .write(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)?;
             let mode = fs::metadata(&target).map(|m| m.permissions()).ok();
             if let Some(mode) = mode {
@@ -303,7 +367,6 @@ impl FileStore {
             let _ = fs::remove_file(&tmp);
             return Err(self.io_error(path, &target, e));
         }
-        drop(lock);
         Ok(digest_version(document.expose_secret()))
     }
 
@@ -382,6 +445,7 @@ impl SecretStore for FileStore {
         expected_version: Option<&str>,
     ) -> Result<String, StoreError> {
         let _guard = self.write_lock.lock().await;
+        let _lock = self.lock(path).await?;
         self.write_blocking(path, &document, expected_version)
     }
 
@@ -561,5 +625,72 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_fifo_in_place_of_the_store_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&file)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let store = FileStore::new("local", file.clone());
+        let read = tokio::time::timeout(Duration::from_secs(2), store.read("a"))
+            .await
+            .expect("a read of a FIFO must not block");
+        let e = read.unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // A directory store: the same for a document that is a FIFO.
+        let docs = dir.path().join("docs");
+        fs::create_dir(&docs).unwrap();
+        std::process::Command::new("mkfifo")
+            .arg(docs.join("a"))
+            .status()
+            .unwrap();
+        let store = FileStore::new("local", docs);
+        let read = tokio::time::timeout(Duration::from_secs(2), store.read("a"))
+            .await
+            .expect("a read of a FIFO must not block");
+        assert!(read.unwrap_err().to_string().contains("not a regular file"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_lock_fails_the_write_after_the_timeout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        fs::write(&file, format!(r#"{{"a": {DOC}}}"#)).unwrap();
+        let store = FileStore::new("local", file.clone());
+        let v1 = store.read("a").await.unwrap().version;
+        let new = SecretBytes::new(DOC.as_bytes().to_vec());
+        store.write("a", new.clone(), Some(&v1)).await.unwrap();
+        let lock_path = dir.path().join(".secrets.json.lock");
+        assert_eq!(
+            fs::metadata(&lock_path).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the lock file is owner-only"
+        );
+        // Another holder (a second open file description) keeps the lock.
+        let held = fs::OpenOptions::new().write(true).open(&lock_path).unwrap();
+        held.lock().unwrap();
+        let v2 = store.read("a").await.unwrap().version;
+        let started = tokio::time::Instant::now();
+        let e = store.write("a", new, Some(&v2)).await.unwrap_err();
+        assert!(
+            e.to_string().contains("is locked by another process"),
+            "{e}"
+        );
+        assert!(started.elapsed() >= LOCK_TIMEOUT);
+        // No temporary file is left behind.
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
