@@ -321,13 +321,21 @@ async fn api_key_rotation_under_load(root: &Path, t: &Twilio) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = admin
-        .get_rotation_status(proto::GetRotationStatusRequest {
-            name: "verify".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // The key is deleted at Twilio first, then `previous` is dropped from
+    // the document: the status turns idle once that write lands.
+    let status = loop {
+        let status = admin
+            .get_rotation_status(proto::GetRotationStatusRequest {
+                name: "verify".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if status.step == "idle" || std::time::Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(status.step, "idle", "{status:?}");
     assert!(status.next_run.is_some());
     tokio::time::sleep(Duration::from_secs(2)).await;
