@@ -74,17 +74,7 @@ pub async fn run(
     env: store::StoreEnv,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let euid = rustix::process::geteuid();
-    if euid.is_root() && !config.server.allow_root {
-        return Err(RunError::Root(config.source.display().to_string()));
-    }
-    let overflow = overflow_uid();
-    if euid.as_raw() == overflow && !config.server.allow_overflow_uid {
-        return Err(RunError::OverflowUid {
-            uid: overflow,
-            file: config.source.display().to_string(),
-        });
-    }
+    check_identity(&config)?;
     let hardening = hygiene::harden(config.server.lock_memory);
     tracing::info!(
         memory_locked = hardening.locked,
@@ -133,6 +123,23 @@ pub async fn run(
     .await;
     drain(&stopping, &tasks).await;
     served?;
+    Ok(())
+}
+
+/// Refuses root without `allow_root`, and the overflow uid without
+/// `allow_overflow_uid`.
+fn check_identity(config: &crate::config::Config) -> Result<(), RunError> {
+    let euid = rustix::process::geteuid();
+    if euid.is_root() && !config.server.allow_root {
+        return Err(RunError::Root(config.source.display().to_string()));
+    }
+    let overflow = overflow_uid();
+    if euid.as_raw() == overflow && !config.server.allow_overflow_uid {
+        return Err(RunError::OverflowUid {
+            uid: overflow,
+            file: config.source.display().to_string(),
+        });
+    }
     Ok(())
 }
 

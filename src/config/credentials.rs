@@ -168,6 +168,26 @@ pub(super) fn dynamic_source(
         }
         Some(t) => p.duration(&format!("{key}.ttl"), Some(t), Duration::from_secs(900)),
     };
+    let (max_live_keys, max_live_keys_per_uid) = key_caps(p, key, c);
+    let policy = c.policy.clone().unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(&policy) {
+        Ok(serde_json::Value::Object(_)) => {}
+        _ => p.push(
+            format!("{key}.policy"),
+            "a Twilio restricted-key Policy as a JSON object",
+        ),
+    }
+    Source::Dynamic(DynamicKeyConfig {
+        admin_credential: admin,
+        ttl,
+        max_live_keys,
+        max_live_keys_per_uid,
+        policy,
+    })
+}
+
+/// `max_live_keys` and `max_live_keys_per_uid` of a dynamic credential.
+fn key_caps(p: &mut Problems, key: &str, c: &RawCredential) -> (u32, u32) {
     let max_live_keys = match c.max_live_keys {
         None => 100,
         Some(n) if (1..=100_000).contains(&n) => n as u32,
@@ -189,21 +209,7 @@ pub(super) fn dynamic_source(
             max_live_keys.div_ceil(4)
         }
     };
-    let policy = c.policy.clone().unwrap_or_default();
-    match serde_json::from_str::<serde_json::Value>(&policy) {
-        Ok(serde_json::Value::Object(_)) => {}
-        _ => p.push(
-            format!("{key}.policy"),
-            "a Twilio restricted-key Policy as a JSON object",
-        ),
-    }
-    Source::Dynamic(DynamicKeyConfig {
-        admin_credential: admin,
-        ttl,
-        max_live_keys,
-        max_live_keys_per_uid,
-        policy,
-    })
+    (max_live_keys, max_live_keys_per_uid)
 }
 
 /// A stored credential's source: a path in one of the `[stores]`.

@@ -17,10 +17,9 @@ fn count(p: &mut Problems, key: &str, raw: Option<i64>, fallback: u32) -> u32 {
     }
 }
 
-/// `[server]`.
-pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
-    let defaults = Limits::default();
-    let socket_mode = match raw.socket_mode {
+/// `server.socket_mode`: octal text or a number, at most 0777.
+fn socket_mode(p: &mut Problems, raw: Option<RawMode>) -> u32 {
+    match raw {
         None => 0o660,
         Some(RawMode::Text(s)) => match u32::from_str_radix(&s, 8) {
             Ok(m) if m <= 0o777 && !s.is_empty() => m,
@@ -42,7 +41,49 @@ pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
                 0o660
             }
         },
-    };
+    }
+}
+
+/// The `[server]` limits, each with its default.
+fn limits(p: &mut Problems, raw: &RawServer) -> Limits {
+    let defaults = Limits::default();
+    Limits {
+        max_connections: count(
+            p,
+            "max_connections",
+            raw.max_connections,
+            defaults.max_connections,
+        ),
+        max_connections_per_uid: count(
+            p,
+            "max_connections_per_uid",
+            raw.max_connections_per_uid,
+            defaults.max_connections_per_uid,
+        ),
+        max_streams_per_connection: count(
+            p,
+            "max_streams_per_connection",
+            raw.max_streams_per_connection,
+            defaults.max_streams_per_connection,
+        ),
+        max_watches_per_uid: count(
+            p,
+            "max_watches_per_uid",
+            raw.max_watches_per_uid,
+            defaults.max_watches_per_uid,
+        ),
+        preface_timeout: p.duration(
+            "server.preface_timeout",
+            raw.preface_timeout.as_deref(),
+            defaults.preface_timeout,
+        ),
+    }
+}
+
+/// `[server]`.
+pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
+    let limits = limits(p, &raw);
+    let socket_mode = socket_mode(p, raw.socket_mode);
     if socket_mode & 0o600 != 0o600 {
         p.push(
             "server.socket_mode",
@@ -75,37 +116,7 @@ pub(super) fn server(p: &mut Problems, raw: RawServer) -> ServerConfig {
         lock_memory: raw.lock_memory.unwrap_or(true),
         allow_root: raw.allow_root.unwrap_or(false),
         allow_overflow_uid: raw.allow_overflow_uid.unwrap_or(false),
-        limits: Limits {
-            max_connections: count(
-                p,
-                "max_connections",
-                raw.max_connections,
-                defaults.max_connections,
-            ),
-            max_connections_per_uid: count(
-                p,
-                "max_connections_per_uid",
-                raw.max_connections_per_uid,
-                defaults.max_connections_per_uid,
-            ),
-            max_streams_per_connection: count(
-                p,
-                "max_streams_per_connection",
-                raw.max_streams_per_connection,
-                defaults.max_streams_per_connection,
-            ),
-            max_watches_per_uid: count(
-                p,
-                "max_watches_per_uid",
-                raw.max_watches_per_uid,
-                defaults.max_watches_per_uid,
-            ),
-            preface_timeout: p.duration(
-                "server.preface_timeout",
-                raw.preface_timeout.as_deref(),
-                defaults.preface_timeout,
-            ),
-        },
+        limits,
     }
 }
 

@@ -72,48 +72,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let (listener, socket_guard) = socket::bind(&config.server.socket, config.server.socket_mode)?;
-    let own_uid = rustix::process::geteuid().as_raw();
-    let broker_tasks = &broker.tasks().clone();
-
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let broker_tasks = broker.tasks().clone();
+    let (router, health) = router(config, Arc::clone(&issuers), broker, rotator)?;
     set_health(&health, true).await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let (reflection, reflection_alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
-
-    let broker_service = service::BrokerService::new(
-        Arc::clone(&issuers),
-        broker,
-        own_uid,
-        config.server.limits.max_watches_per_uid,
-    );
-    let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
-
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let limits = &config.server.limits;
-    let caps = conn::Caps::of(limits);
-    let incoming = conn::incoming(listener, caps, stopping.clone(), broker_tasks);
-    let server = Server::builder()
-        .max_concurrent_streams(limits.max_streams_per_connection)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(
-            CredentialBrokerServer::new(broker_service)
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
-        )
-        .add_service(
-            RotationAdminServer::new(admin_service)
-                .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = drain_rx.await;
-        });
+    let caps = conn::Caps::of(&config.server.limits);
+    let incoming = conn::incoming(listener, caps, stopping.clone(), &broker_tasks);
+    let server = router.serve_with_incoming_shutdown(incoming, async {
+        let _ = drain_rx.await;
+    });
     tokio::pin!(server);
     tracing::info!(
         socket = %config.server.socket.display(),
@@ -139,6 +106,50 @@ pub async fn serve(
     drop(socket_guard);
     tracing::info!(socket = %config.server.socket.display(), "stopped; socket removed");
     Ok(())
+}
+
+/// Every gRPC service on the socket behind one tonic server with the
+/// HTTP/2 limits, and the health reporter that turns them NOT_SERVING at
+/// shutdown.
+fn router(
+    config: &Config,
+    issuers: Arc<Issuers>,
+    broker: Arc<Broker>,
+    rotator: Arc<Rotator>,
+) -> Result<
+    (
+        tonic::transport::server::Router,
+        tonic_health::server::HealthReporter,
+    ),
+    ServerError,
+> {
+    let own_uid = rustix::process::geteuid().as_raw();
+    let limits = &config.server.limits;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let broker_service =
+        service::BrokerService::new(issuers, broker, own_uid, limits.max_watches_per_uid);
+    let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
+    let router = Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(
+            CredentialBrokerServer::new(broker_service)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            RotationAdminServer::new(admin_service)
+                .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
+        );
+    Ok((router, health))
 }
 
 /// Health of both services, and of the server as a whole (""), as
