@@ -42,6 +42,11 @@ const FIRST_WAIT: Duration = Duration::from_millis(250);
 /// Longest wait between attempts, `Retry-After` included: a longer
 /// `Retry-After` is cut to this, so one call never waits for minutes.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Largest answer read from Twilio (a page of 1,000 keys is a few hundred
+/// KiB); a longer one is refused, not buffered.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// Most pages of a key list followed (1,000 keys each).
+pub const MAX_PAGES: usize = 100;
 
 /// Whether a request may be sent again after a failure.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -316,7 +321,7 @@ impl TwilioClient {
             ),
         );
         let mut keys = Vec::new();
-        loop {
+        for _ in 0..MAX_PAGES {
             let answer = self
                 .send("key list", admin, Retry::Idempotent, |http| http.get(&url))
                 .await?;
@@ -343,6 +348,13 @@ impl TwilioClient {
                 _ => return Ok(keys),
             }
         }
+        Err(TwilioError::Malformed {
+            action: "key list".into(),
+            detail: format!(
+                "more than {MAX_PAGES} pages ({} keys so far); stopped following next_page_uri",
+                keys.len()
+            ),
+        })
     }
 
     /// Deletes API key `sid` (IAM v1). Already gone is success.
@@ -416,6 +428,27 @@ impl TwilioClient {
     }
 }
 
+/// The body of `response`, refused past [`MAX_ANSWER_BYTES`] (by its
+/// Content-Length, or as it arrives) rather than buffered whole. A body cut
+/// short reads as what arrived.
+async fn read_capped(mut response: reqwest::Response) -> Result<SecretBytes, String> {
+    let too_long = || format!("the answer is larger than {MAX_ANSWER_BYTES} bytes; not read");
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(SecretBytes::new(body))
+}
+
 /// What one answer from Twilio means.
 enum Answer {
     /// The call succeeded, or failed in a way retrying will not fix.
@@ -433,13 +466,15 @@ enum Answer {
 async fn answer(action: &str, response: reqwest::Response) -> Answer {
     let status = response.status();
     let retry_after = retry_after(&response);
-    let bytes = SecretBytes::new(
-        response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default(),
-    );
+    let bytes = match read_capped(response).await {
+        Ok(bytes) => bytes,
+        Err(too_long) => {
+            return Answer::Done(Err(TwilioError::Malformed {
+                action: action.to_owned(),
+                detail: too_long,
+            }));
+        }
+    };
     let body: Value = serde_json::from_slice(bytes.expose_secret()).unwrap_or(Value::Null);
     if status.is_success() {
         return Answer::Done(Ok(SecretJson(body)));
@@ -502,5 +537,113 @@ fn basic(credential: &TwilioCredential) -> (&str, &SecretString) {
     match &credential.secret {
         Secret::AuthToken(token) => (credential.account_sid.as_str(), token),
         Secret::ApiKey { sid, secret } => (sid.as_str(), secret),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{credential::AccountSid, secret::SecretString};
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+
+    /// A hostile Twilio on loopback: every request gets `answer(n)`, the
+    /// n-th request's bytes after the headers are read; the connection is
+    /// closed after it. The client and the request count.
+    async fn hostile(
+        answer: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+    ) -> (TwilioClient, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = answer(n);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let _ = stream.write_all(&reply).await;
+                });
+            }
+        });
+        let client = TwilioClient::new(Endpoints {
+            api_base: base.clone(),
+            iam_base: base.clone(),
+            accounts_base: base,
+        });
+        (client, count)
+    }
+
+    fn admin() -> TwilioCredential {
+        TwilioCredential {
+            account_sid: AccountSid::parse(AC).unwrap(),
+            secret: Secret::AuthToken(SecretString::new("0123456789abcdef0123456789abcdef".into())),
+        }
+    }
+
+    fn json_reply(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn an_endless_key_list_stops_after_max_pages() {
+        let (client, requests) = hostile(|n| {
+            json_reply(&format!(
+                r#"{{"keys": [{{"sid": "SK{n:032}", "friendly_name": "k"}}], "next_page_uri": "/2010-04-01/Accounts/{AC}/Keys.json?Page={}"}}"#,
+                n + 1
+            ))
+        })
+        .await;
+        let e = client.list_keys(&admin()).await.unwrap_err().to_string();
+        assert!(e.contains("more than 100 pages (100 keys so far)"), "{e}");
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            MAX_PAGES
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_cap_is_refused_not_buffered() {
+        // Announced too long.
+        let (client, _) = hostile(|_| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
+                MAX_ANSWER_BYTES + 1
+            )
+            .into_bytes()
+        })
+        .await;
+        let e = client.list_keys(&admin()).await.unwrap_err().to_string();
+        assert!(e.contains("larger than 4194304 bytes"), "{e}");
+        // Chunked, with no length announced: refused as it arrives.
+        let (client, _) = hostile(|_| {
+            let mut reply =
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..(MAX_ANSWER_BYTES / chunk.len() + 2) {
+                reply.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                reply.extend_from_slice(&chunk);
+                reply.extend_from_slice(b"\r\n");
+            }
+            reply.extend_from_slice(b"0\r\n\r\n");
+            reply
+        })
+        .await;
+        let e = client.list_keys(&admin()).await.unwrap_err().to_string();
+        assert!(e.contains("larger than 4194304 bytes"), "{e}");
     }
 }
