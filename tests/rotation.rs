@@ -162,6 +162,10 @@ fn rotation_suite() {
     crash_at_every_step_then_resume(dir.path(), &twilio);
     two_rotators_at_once(dir.path(), &twilio);
     two_rotators_race_for_the_claim(dir.path(), &twilio);
+    rt.block_on(one_process_rotates_a_credential_once_at_a_time(
+        dir.path(),
+        &twilio,
+    ));
     bad_admin_and_outage_leave_a_resumable_document(dir.path(), &twilio);
     rotation_into_openbao_kv2(dir.path(), &twilio);
     // Seeds over a thousand keys: after the others, whose sweeps it would slow.
@@ -170,6 +174,50 @@ fn rotation_suite() {
     rotate_logs_are_clean(dir.path());
     // Last, since it makes Prism refuse exchanges on purpose.
     prism_check_catches_broken_exchanges(dir.path(), &twilio);
+}
+
+/// Two rotations of one credential in one process (the schedule and a
+/// Rotate call share an owner id): they take turns, so one key is created
+/// and promoted, and the second finds the grace window running.
+async fn one_process_rotates_a_credential_once_at_a_time(root: &Path, t: &Twilio) {
+    let (dir, config_path, old) = one_key_world(root, t, "turns", "1m", "propagation = \"30s\"\n");
+    let config = credbroker::config::load(&config_path).unwrap();
+    let stores = credbroker::store::build_all(&config, &Default::default())
+        .await
+        .unwrap();
+    let rotator = credbroker::rotation::Rotator::new(
+        &config,
+        stores,
+        credbroker::twilio::TwilioClient::new((&config.twilio).into()),
+        credbroker::clock::Clock::new(),
+        Box::new(|_| {}),
+    );
+    let creates = || {
+        t.requests()
+            .iter()
+            .filter(|r| {
+                r["method"] == "POST" && r["path"].as_str().is_some_and(|p| p.ends_with("/v1/Keys"))
+            })
+            .count()
+    };
+    let before = creates();
+    // The new key takes 2 s to work: the first rotation is still testing it
+    // when the second would start.
+    t.set_propagation(2.0);
+    let (a, b) = tokio::join!(rotator.rotate("turns", true), rotator.rotate("turns", true));
+    t.set_propagation(0.0);
+    let outcomes = [a.unwrap(), b.unwrap()];
+    use credbroker::rotation::Outcome;
+    assert!(
+        matches!(outcomes[0], Outcome::Promoted { .. })
+            && matches!(outcomes[1], Outcome::Waiting { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(creates() - before, 1, "both rotations created a key");
+    assert_ne!(
+        read_doc(&dir, "turns")["api_key_sid"].as_str().unwrap(),
+        old
+    );
 }
 
 /// The control of `assert_no_violations`: an answer that breaks Twilio's

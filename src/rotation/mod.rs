@@ -187,6 +187,8 @@ pub struct Rotator {
     /// Moves on every write a rotation makes, so a schedule waiting for a
     /// slot re-reads the document (a `Rotate` call may have set a retire_at).
     changed: tokio::sync::watch::Sender<u64>,
+    /// One lock per credential: its rotations in this process take turns.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A document read for a step.
@@ -297,6 +299,7 @@ impl Rotator {
             memory: Mutex::new(HashMap::new()),
             on_change,
             changed: tokio::sync::watch::Sender::new(0),
+            turns: Mutex::default(),
         }
     }
 
@@ -393,7 +396,16 @@ impl Rotator {
     /// Advances `name`'s rotation as far as it can go now: retires a
     /// previous value that is due, resumes a rotation under way, and, when
     /// `start`, begins a new one if none is.
+    ///
+    /// Rotations of one credential in this process take turns (the
+    /// schedule and the Rotate RPC share an owner id, so the claim alone
+    /// cannot keep them apart).
     pub async fn rotate(&self, name: &str, start: bool) -> Result<Outcome, RotationError> {
+        let turn = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(turns.entry(name.to_owned()).or_default())
+        };
+        let _turn = turn.lock().await;
         let result = self.advance(name, start).await;
         let metrics = crate::metrics::metrics();
         metrics
