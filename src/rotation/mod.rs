@@ -187,8 +187,9 @@ pub struct Rotator {
     /// Moves on every write a rotation makes, so a schedule waiting for a
     /// slot re-reads the document (a `Rotate` call may have set a retire_at).
     changed: tokio::sync::watch::Sender<u64>,
-    /// One lock per credential: its rotations in this process take turns.
-    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per configured credential: its rotations in this process
+    /// take turns. Fixed at start, so names a caller makes up add nothing.
+    turns: BTreeMap<String, tokio::sync::Mutex<()>>,
 }
 
 /// A document read for a step.
@@ -299,7 +300,11 @@ impl Rotator {
             memory: Mutex::new(HashMap::new()),
             on_change,
             changed: tokio::sync::watch::Sender::new(0),
-            turns: Mutex::default(),
+            turns: config
+                .credentials
+                .keys()
+                .map(|name| (name.clone(), tokio::sync::Mutex::new(())))
+                .collect(),
         }
     }
 
@@ -401,9 +406,10 @@ impl Rotator {
     /// schedule and the Rotate RPC share an owner id, so the claim alone
     /// cannot keep them apart).
     pub async fn rotate(&self, name: &str, start: bool) -> Result<Outcome, RotationError> {
-        let turn = {
-            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(turns.entry(name.to_owned()).or_default())
+        // A name the config does not define is refused here, before it
+        // could become a metrics label or a status entry.
+        let Some(turn) = self.turns.get(name) else {
+            return Err(RotationError::NotFound(name.to_owned()));
         };
         let _turn = turn.lock().await;
         let result = self.advance(name, start).await;

@@ -49,7 +49,7 @@ pub struct SocketGuard {
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        if file_id(&self.path).is_some() && file_id(&self.path) == self.id {
+        if self.id.is_some() && file_id(&self.path) == self.id {
             let _ = fs::remove_file(&self.path);
         }
     }
