@@ -87,7 +87,7 @@ async fn floods_leave_room_for_allowed_callers() {
         0x7101,
         &format!(
             "metrics_addr = \"127.0.0.1:{port}\"\nmax_connections_per_uid = {PER_UID}\n\
-             max_watches_per_uid = 8\npreface_timeout = \"1s\""
+             max_watches_per_uid = 8\npreface_timeout = \"1s\"\nidle_timeout = \"2s\""
         ),
         "",
     );
@@ -124,17 +124,31 @@ async fn floods_leave_room_for_allowed_callers() {
     );
 
     // Connections that send the preface and then nothing: PER_UID are kept
-    // (they are live HTTP/2 connections), every other one is closed.
-    let idle = flood(dir.path(), &daemon.socket, 400, "preface", 2);
+    // (they are live HTTP/2 connections) until idle_timeout, every other
+    // one is closed at once.
+    let idle = flood(dir.path(), &daemon.socket, 400, "preface", 4);
     served_within_a_second(&daemon.socket, &t1).await;
-    let summary = finish(idle);
-    let (opened, closed) = (
-        summary["opened"].as_u64().unwrap(),
-        summary["closed"].as_u64().unwrap(),
-    );
     assert!(
-        opened - closed <= PER_UID as u64,
-        "more than {PER_UID} connections kept for one uid: {summary}"
+        fd_count(pid) <= fds_before + PER_UID + 4,
+        "{} descriptors open during the preface flood",
+        fd_count(pid)
+    );
+    let summary = finish(idle);
+    assert_eq!(
+        summary["closed"], summary["opened"],
+        "idle connections left open after idle_timeout: {summary}"
+    );
+
+    // Calls from a uid on no allow list are refused before their message
+    // is read: the 60,000 bytes announced never come, yet each call is
+    // answered at once.
+    let unread = flood(dir.path(), &daemon.socket, 10, "unread", 1);
+    served_within_a_second(&daemon.socket, &t1).await;
+    let summary = finish(unread);
+    assert_eq!(summary["opened"], 10, "{summary}");
+    assert_eq!(
+        summary["answered"], summary["opened"],
+        "calls from a uid on no allow list waited for their message: {summary}"
     );
     let rss = rss_kb(pid);
     assert!(rss < 96 * 1024, "RSS {rss} kB after the floods");
@@ -215,5 +229,12 @@ async fn floods_leave_room_for_allowed_callers() {
     assert!(
         log.contains("connection refused: server.max_connections_per_uid reached"),
         "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("credbroker::audit")
+            && l.contains("peer_uid=65533")
+            && l.contains("\"ValidateWebhook\"")
+            && l.contains("\"denied\"")),
+        "no audit line for the refused calls"
     );
 }

@@ -121,6 +121,9 @@ pub struct Limits {
     /// How long a new connection may take to send its first bytes (the
     /// HTTP/2 preface) before it is closed.
     pub preface_timeout: Duration,
+    /// How long a connection may stay open with no call in flight before
+    /// it is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -131,6 +134,7 @@ impl Default for Limits {
             max_streams_per_connection: 100,
             max_watches_per_uid: 256,
             preface_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }

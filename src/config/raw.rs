@@ -33,6 +33,7 @@ pub(super) struct RawServer {
     pub(super) max_streams_per_connection: Option<i64>,
     pub(super) max_watches_per_uid: Option<i64>,
     pub(super) preface_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]

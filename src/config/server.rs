@@ -77,6 +77,11 @@ fn limits(p: &mut Problems, raw: &RawServer) -> Limits {
             raw.preface_timeout.as_deref(),
             defaults.preface_timeout,
         ),
+        idle_timeout: p.duration(
+            "server.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            defaults.idle_timeout,
+        ),
     }
 }
 

@@ -2,7 +2,9 @@
 //! at most `max_connections` in all (and never more than the descriptors
 //! allow) and `max_connections_per_uid` per peer uid (SO_PEERCRED, known
 //! at accept); a connection that sends nothing within `preface_timeout` is
-//! closed. Accept errors (EMFILE) back off instead of spinning.
+//! closed, and so is one with no call in flight for `idle_timeout` (the
+//! calls are counted by `gate`). Accept errors (EMFILE) back off instead of
+//! spinning.
 
 use std::{
     collections::HashMap,
@@ -20,8 +22,9 @@ use tokio::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
+use super::gate::{Activity, ConnInfo};
 use crate::config::Limits;
 
 /// Descriptors kept back from connections, for stores, logs, the metrics
@@ -29,9 +32,43 @@ use crate::config::Limits;
 const RESERVED_FDS: u64 = 64;
 
 /// A connection holding its slot; the slot is freed when it is dropped.
+/// Reads end (EOF) once it has had no call in flight for the idle timeout.
 pub struct Conn {
     stream: UnixStream,
     _slot: Slot,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    idle_check: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Conn {
+    fn new(stream: UnixStream, slot: Slot, idle_timeout: Duration) -> Self {
+        Self {
+            stream,
+            _slot: slot,
+            activity: Arc::new(Activity::new()),
+            idle_timeout,
+            idle_check: Box::pin(tokio::time::sleep(idle_timeout)),
+        }
+    }
+
+    /// Whether the connection has been idle for the timeout; otherwise the
+    /// next check is armed (and wakes `cx`).
+    fn idle(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle_check.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let (busy, last) = self.activity.state();
+            let now = tokio::time::Instant::now();
+            let due = last + self.idle_timeout;
+            if !busy && due <= now {
+                return true;
+            }
+            let next = if busy { now + self.idle_timeout } else { due };
+            self.idle_check.as_mut().reset(next);
+        }
+    }
 }
 
 /// Open connections, in all and by uid.
@@ -76,6 +113,8 @@ pub struct Caps {
     pub per_uid: usize,
     /// How long a connection may stay silent at first.
     pub preface: Duration,
+    /// How long a connection may stay open with no call in flight.
+    pub idle: Duration,
 }
 
 impl Caps {
@@ -90,6 +129,7 @@ impl Caps {
             total: (limits.max_connections as u64).min(by_fds) as usize,
             per_uid: limits.max_connections_per_uid as usize,
             preface: limits.preface_timeout,
+            idle: limits.idle_timeout,
         }
     }
 }
@@ -161,18 +201,13 @@ async fn accept_loop(
                 continue; // Dropped: closed at once.
             }
         };
-        let (tx, preface) = (tx.clone(), caps.preface);
+        let (tx, preface, idle) = (tx.clone(), caps.preface, caps.idle);
         waits.spawn(async move {
             // The first bytes (the HTTP/2 preface) within the timeout, or
             // the connection is closed and its slot freed.
             match tokio::time::timeout(preface, first_bytes(&stream)).await {
                 Ok(Ok(true)) => {
-                    let _ = tx
-                        .send(Ok(Conn {
-                            stream,
-                            _slot: slot,
-                        }))
-                        .await;
+                    let _ = tx.send(Ok(Conn::new(stream, slot, idle))).await;
                 }
                 Ok(_) => {}
                 Err(_) => tracing::debug!(
@@ -271,10 +306,13 @@ impl Refused {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnInfo {
+            uds: self.stream.connect_info(),
+            activity: Arc::clone(&self.activity),
+        }
     }
 }
 
@@ -284,6 +322,11 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.idle(cx) {
+            // EOF: the HTTP/2 connection ends, and with it the slot.
+            tracing::debug!(idle_timeout = ?self.idle_timeout, "closing an idle connection");
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -329,6 +372,7 @@ mod tests {
             total: 3,
             per_uid: 2,
             preface: Duration::from_secs(5),
+            idle: Duration::from_secs(300),
         };
         let a1 = take_slot(&counts, &caps, 1).unwrap();
         let _a2 = take_slot(&counts, &caps, 1).unwrap();

@@ -6,6 +6,7 @@
 //! calls finish within [`DRAIN_DEADLINE`], and the socket file is removed.
 
 mod conn;
+mod gate;
 pub mod metrics_http;
 mod peer;
 mod service;
@@ -118,7 +119,9 @@ fn router(
     rotator: Arc<Rotator>,
 ) -> Result<
     (
-        tonic::transport::server::Router,
+        tonic::transport::server::Router<
+            tower::layer::util::Stack<gate::Gate, tower::layer::util::Identity>,
+        >,
         tonic_health::server::HealthReporter,
     ),
     ServerError,
@@ -131,14 +134,16 @@ fn router(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let gate = gate::Gate::new(Arc::clone(&issuers), config.server.admin.clone(), own_uid);
     let broker_service =
         service::BrokerService::new(issuers, broker, own_uid, limits.max_watches_per_uid);
     let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
     let router = Server::builder()
+        .layer(gate)
         .max_concurrent_streams(limits.max_streams_per_connection)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
+        .add_service(health_service.max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(

@@ -36,6 +36,11 @@ pub fn denied(name: &str) -> Status {
     Status::permission_denied(format!("not allowed to read credential `{name}`"))
 }
 
+/// The answer to a peer that no allow list names, whatever it asked.
+pub fn unlisted() -> Status {
+    Status::permission_denied("the caller is on no allow list of this broker")
+}
+
 /// The answer to a peer whose credentials could not be read.
 pub fn unidentified() -> Status {
     Status::permission_denied("the caller's peer credentials could not be read")
