@@ -17,7 +17,7 @@ use tokio::{sync::mpsc, sync::watch, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use entry::{Entry, Lease, Loaded, Snapshot};
-use refresh::{load_retrying, refresh_loop};
+use refresh::{load_retrying, supervise};
 
 use crate::{
     clock::Clock,
@@ -54,6 +54,12 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("credbroker is shutting down")]
     ShuttingDown,
+    /// The credential's refresh task panicked (a bug); it is restarted.
+    #[error(
+        "credential `{0}`: its refresh task stopped unexpectedly (it panicked); \
+         it has been restarted and the credential is unavailable until it reads the store again"
+    )]
+    RefreshPanicked(String),
 }
 
 /// Why nothing of a credential may be served.
@@ -174,7 +180,7 @@ impl Broker {
         let changes = broker.subscribe_changes();
         broker.first_load().await?;
         for (entry, changes) in broker.entries.values().zip(changes) {
-            broker.tasks.spawn(refresh_loop(
+            broker.tasks.spawn(supervise(
                 Arc::clone(entry),
                 broker.clock,
                 changes,
@@ -360,6 +366,8 @@ mod tests {
     struct CountingStore {
         docs: std::sync::Mutex<BTreeMap<String, String>>,
         reads: std::sync::Mutex<BTreeMap<String, u32>>,
+        /// Reads panic while set (a bug in a store client).
+        panics: std::sync::atomic::AtomicBool,
     }
 
     impl CountingStore {
@@ -376,6 +384,9 @@ mod tests {
 
         async fn read(&self, path: &str) -> Result<store::Document, store::StoreError> {
             *self.reads.lock().unwrap().entry(path.into()).or_default() += 1;
+            if self.panics.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!("a bug in the store client");
+            }
             let doc = self.docs.lock().unwrap()[path].clone();
             Ok(store::Document {
                 version: store::digest_version(doc.as_bytes()),
@@ -437,6 +448,58 @@ mod tests {
         b.borrow_and_update();
         b.changed().await.unwrap();
         assert_eq!(counting.reads("b"), b_reads + 1);
+    }
+
+    /// A refresh task that panics is restarted, and its credential is
+    /// UNAVAILABLE (not served as fresh) until the new task reads it.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_refresh_is_restarted_and_unavailable_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path(), "refresh_interval = \"1h\"\n");
+        let counting = Arc::new(CountingStore::default());
+        counting.docs.lock().unwrap().insert("a".into(), doc('1'));
+        let stores: BTreeMap<String, Arc<dyn store::SecretStore>> =
+            BTreeMap::from([("f".to_owned(), Arc::clone(&counting) as _)]);
+        let broker = Broker::start_with(&cfg, &stores, CancellationToken::new())
+            .await
+            .unwrap();
+        let mut a = broker.entry("a").unwrap().subscribe();
+        a.borrow_and_update();
+        counting
+            .panics
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        broker.refresh("a");
+        tokio::time::timeout(Duration::from_secs(60), a.changed())
+            .await
+            .expect("the credential's state did not change after its refresh task panicked")
+            .unwrap();
+        let Err(e) = broker.lease("a") else {
+            panic!("served after its refresh task panicked");
+        };
+        assert!(
+            e.to_string().contains("refresh task stopped unexpectedly"),
+            "{e}"
+        );
+
+        // The restarted task reads again (after a backoff) and serves.
+        counting
+            .panics
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        counting.docs.lock().unwrap().insert("a".into(), doc('2'));
+        let lease = tokio::time::timeout(Duration::from_secs(3600), async {
+            loop {
+                a.changed().await.unwrap();
+                if let Ok(lease) = broker.lease("a") {
+                    break lease;
+                }
+            }
+        })
+        .await
+        .expect("not served again within the hour: the refresh task was not restarted");
+        assert_eq!(
+            lease.loaded.version,
+            store::digest_version(doc('2').as_bytes())
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -61,10 +61,60 @@ pub(super) async fn load_retrying(
     }
 }
 
+/// Runs `entry`'s refresh task, and runs it again (after a backoff) if it
+/// panics: the credential is UNAVAILABLE from the panic until the new task
+/// reads the store, rather than served as fresh with nobody refreshing it.
+/// The task is spawned apart so that a panic ends only it; this function
+/// joins it.
+pub(super) async fn supervise(
+    entry: Arc<Entry>,
+    clock: Clock,
+    store_changes: Option<watch::Receiver<u64>>,
+    reload: watch::Receiver<u64>,
+    stopping: CancellationToken,
+) {
+    let mut panics = 0u32;
+    loop {
+        let run = tokio::spawn(refresh_loop(
+            Arc::clone(&entry),
+            clock,
+            store_changes.clone(),
+            reload.clone(),
+            stopping.clone(),
+        ));
+        match run.await {
+            Err(e) if e.is_panic() => {}
+            // Stopped, or the runtime is shutting down.
+            _ => return,
+        }
+        panics = panics.saturating_add(1);
+        // The panic's message is not repeated here: it is not ours to vet.
+        let wait = retry::backoff(panics, Duration::from_secs(1), entry.refresh_interval());
+        tracing::error!(
+            credential = %entry.name(),
+            panics,
+            restart_in = ?wait,
+            "the credential's refresh task panicked (a bug, please report it); \
+             unavailable until the restarted task reads its store"
+        );
+        entry.fail(
+            clock.now(),
+            BrokerError::RefreshPanicked(entry.name().to_owned()),
+            true,
+        );
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // The new task reads at once.
+        entry.reread.notify_one();
+    }
+}
+
 /// The refresh task of `entry`: re-reads its document every
 /// `refresh_interval` (jittered), at once on a store change, a reload
 /// (SIGHUP) or a re-read request, and with backoff after failures.
-pub(super) async fn refresh_loop(
+async fn refresh_loop(
     entry: Arc<Entry>,
     clock: Clock,
     mut store_changes: Option<watch::Receiver<u64>>,

@@ -13,7 +13,9 @@ impl From<BrokerError> for Status {
                 Status::unavailable(e.to_string())
             }
             BrokerError::Document(_) => Status::unavailable(e.to_string()),
-            BrokerError::ShuttingDown => Status::unavailable(e.to_string()),
+            BrokerError::ShuttingDown | BrokerError::RefreshPanicked(_) => {
+                Status::unavailable(e.to_string())
+            }
         }
     }
 }
