@@ -172,7 +172,7 @@ impl<S> Gated<S> {
     fn admit<B>(
         &self,
         req: &mut http::Request<B>,
-    ) -> Result<Option<InFlight>, http::Response<GrpcBody>> {
+    ) -> Result<Option<InFlight>, Box<http::Response<GrpcBody>>> {
         let Some(info) = req.extensions().get::<ConnInfo>().cloned() else {
             // Not one of our connections (an in-process test server):
             // nothing to count; the services check the peer themselves.
@@ -186,7 +186,7 @@ impl<S> Gated<S> {
             return Ok(Some(in_flight));
         }
         let Some(cred) = cred else {
-            return Err(super::status::unidentified().into_http());
+            return Err(Box::new(super::status::unidentified().into_http()));
         };
         let peer = Peer {
             uid: cred.uid(),
@@ -199,10 +199,10 @@ impl<S> Gated<S> {
         let method = method_of(path);
         if method == "ListCredentials" {
             peer::audit(&peer, method, "*", None, Decision::Denied);
-            return Err(empty_list());
+            return Err(Box::new(empty_list()));
         }
         peer::audit(&peer, method, "", None, Decision::Denied);
-        Err(super::status::unlisted().into_http())
+        Err(Box::new(super::status::unlisted().into_http()))
     }
 }
 
@@ -222,7 +222,7 @@ where
         match self.admit(&mut req) {
             // The body is dropped unread: h2 resets the rest of the stream.
             Err(answer) => GatedFuture::Refused {
-                answer: Some(answer),
+                answer: Some(*answer),
             },
             Ok(in_flight) => GatedFuture::Passed {
                 inner: self.inner.call(req),
