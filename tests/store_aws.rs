@@ -391,11 +391,25 @@ async fn access_denied_fails_that_credential_while_others_keep_serving() {
     let client = Client::connect(&daemon.socket).await.unwrap();
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), t1);
 
-    // The IAM policy now denies the broker's user: `verify` fails at once
-    // with a message naming the store, the path and why; `local` serves on.
+    // The IAM policy now denies the broker's user: `verify` is served stale
+    // (a refusal may pass), then fails once max_stale has passed, with a
+    // message naming the store, the path and why; `local` serves on.
     iam(&["deny", &key("admin", 0), &key("admin", 1)]);
-    let err = get_err(&client, "verify", Duration::from_secs(5), "access denied").await;
-    assert_unavailable_naming(&err, &["permission denied", "store `aws`", "twilio/verify"]);
+    let stale = get_until(
+        &client,
+        "verify",
+        Duration::from_secs(5),
+        "stale while denied",
+        |r| r.as_ref().is_ok_and(|c| c.stale),
+    )
+    .await
+    .unwrap();
+    assert_eq!(secret_of(&stale), t1);
+    let err = get_err(&client, "verify", Duration::from_secs(10), "access denied").await;
+    assert_unavailable_naming(
+        &err,
+        &["max_stale", "permission denied", "store `aws`", "twilio/verify"],
+    );
     assert_eq!(secret_of(&client.get("local").await.unwrap()), t2);
     daemon.assert_log_clean();
 }

@@ -9,8 +9,11 @@
 //!   fresh again once the proxy heals, without a restart;
 //! - 5xx that lasts past `max_stale`: UNAVAILABLE naming the store, then
 //!   recovery;
-//! - a refusal (403 / AccessDeniedException / PERMISSION_DENIED) is not
-//!   taken for an outage: UNAVAILABLE at once, saying why.
+//! - a refusal (403 / AccessDeniedException / PERMISSION_DENIED) may pass
+//!   (an expired token, clock skew): stale like an outage, and fresh again
+//!   once it ends;
+//! - a document that is gone (404 / ResourceNotFoundException / NOT_FOUND)
+//!   is final: UNAVAILABLE at once, saying why.
 //!
 //! And the GCP store's own writes (library API): a write creates a version
 //! a read returns, two writers on the same version (exactly one wins, the
@@ -31,8 +34,9 @@ struct Shapes {
     unavailable: Fault,
     throttled: Fault,
     denied: Fault,
-    /// What the UNAVAILABLE for a refusal says.
-    denied_says: &'static str,
+    gone: Fault,
+    /// What the UNAVAILABLE for a document that is gone says.
+    gone_says: &'static str,
 }
 
 fn defaults() -> String {
@@ -67,6 +71,8 @@ async fn faults_then_recovery(
         ("throttling", shapes.throttled, 10),
         // The store's request timeout (10 s) has to fire first.
         ("a hung server", Fault::Hang, 25),
+        // A refusal may pass (an expired token, skew): not final.
+        ("a refusal", shapes.denied, 10),
     ] {
         let before = proxy.faulted();
         proxy.fail(fault, None);
@@ -117,22 +123,22 @@ async fn faults_then_recovery(
     let back = get_fresh(&client, "verify", Duration::from_secs(15), "recovery").await;
     assert_eq!(secret_of(&back), secret);
 
-    // A refusal is not an outage: UNAVAILABLE at once, saying why.
-    proxy.fail(shapes.denied, None);
+    // A document that is gone is final: UNAVAILABLE at once, saying why.
+    proxy.fail(shapes.gone, None);
     let started = Instant::now();
-    let err = get_err(&client, "verify", Duration::from_secs(15), "refused").await;
+    let err = get_err(&client, "verify", Duration::from_secs(15), "gone").await;
     assert!(
         started.elapsed() < Duration::from_secs(MAX_STALE_SECS / 2),
-        "a refusal was retried as if transient for {:?}",
+        "a document that is gone was served stale for {:?}",
         started.elapsed()
     );
-    assert_unavailable_naming(&err, &[store, shapes.denied_says]);
+    assert_unavailable_naming(&err, &[store, shapes.gone_says]);
     proxy.heal();
     let back = get_fresh(
         &client,
         "verify",
         Duration::from_secs(15),
-        "served after the refusal ends",
+        "served once the document is back",
     )
     .await;
     assert_eq!(secret_of(&back), secret);
@@ -171,7 +177,8 @@ path = "twilio/verify"
             r#"{"errors":["request path \"secret/data/twilio/verify\": rate limit quota exceeded"]}"#,
         ),
         denied: Fault::answer(403, r#"{"errors":["permission denied"]}"#),
-        denied_says: "permission denied",
+        gone: Fault::answer(404, r#"{"errors":[]}"#),
+        gone_says: "was not found",
     };
     faults_then_recovery(&daemon, &proxy, shapes, "store `vault`", &t1).await;
 }
@@ -242,7 +249,12 @@ path = "twilio/verify"
             "AccessDeniedException",
             r#"{"__type":"AccessDeniedException","Message":"User is not authorized to perform: secretsmanager:GetSecretValue"}"#,
         ),
-        denied_says: "AccessDeniedException",
+        gone: aws_error(
+            400,
+            "ResourceNotFoundException",
+            r#"{"__type":"ResourceNotFoundException","Message":"Secrets Manager can't find the specified secret."}"#,
+        ),
+        gone_says: "was not found",
     };
     faults_then_recovery(&daemon, &proxy, shapes, "store `aws`", &t1).await;
 }
@@ -307,7 +319,11 @@ path = "twilio-verify"
             403,
             r#"{"error":{"code":403,"message":"Permission 'secretmanager.versions.access' denied for resource.","status":"PERMISSION_DENIED"}}"#,
         ),
-        denied_says: "permission denied",
+        gone: Fault::answer(
+            404,
+            r#"{"error":{"code":404,"message":"Secret [projects/1/secrets/twilio-verify] not found or has no versions.","status":"NOT_FOUND"}}"#,
+        ),
+        gone_says: "was not found",
     };
     faults_then_recovery(&daemon, &proxy, shapes, "store `gcp`", &t1).await;
 }

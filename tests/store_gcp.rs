@@ -129,13 +129,24 @@ async fn serves_from_secret_manager_end_to_end() {
     .await;
     assert_eq!(secret_of(&next), t2);
 
-    // Access refused for one secret: that credential fails at once, naming
-    // the store, the path and why; the other serves on.
+    // Access refused for one secret: that credential is served stale (a
+    // refusal may pass), then fails once max_stale has passed, naming the
+    // store, the path and why; the other serves on.
     gcp.control("deny", r#"{"secret": "twilio-messaging", "deny": true}"#);
-    let err = get_err(&client, "messaging", Duration::from_secs(5), "denied").await;
+    let stale = get_until(
+        &client,
+        "messaging",
+        Duration::from_secs(5),
+        "stale while denied",
+        |r| r.as_ref().is_ok_and(|c| c.stale),
+    )
+    .await
+    .unwrap();
+    assert!(stale.stale);
+    let err = get_err(&client, "messaging", Duration::from_secs(10), "denied").await;
     assert_unavailable_naming(
         &err,
-        &["permission denied", "store `gcp`", "twilio-messaging"],
+        &["max_stale", "permission denied", "store `gcp`", "twilio-messaging"],
     );
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), t2);
     gcp.control("deny", r#"{"secret": "twilio-messaging", "deny": false}"#);

@@ -143,15 +143,30 @@ async fn openbao_kv1_served_and_a_denied_path_is_unavailable() {
     .await;
     assert!(!next.stale);
 
-    // The policy now denies the path while running: UNAVAILABLE at once.
+    // The policy now denies the path while running. A refusal may pass (an
+    // expired token, skew): served stale, then UNAVAILABLE once max_stale
+    // has passed, naming the refusal.
     bao.api(
         "PUT",
         "sys/policies/acl/credbroker",
         &serde_json::json!({"policy": "path \"kv/twilio/other\" { capabilities = [\"read\"] }"})
             .to_string(),
     );
-    let err = get_err(&client, "verify", Duration::from_secs(5), "verify denied").await;
-    assert_unavailable_naming(&err, &["vault", "permission denied", "twilio/verify"]);
+    let stale = get_until(
+        &client,
+        "verify",
+        Duration::from_secs(5),
+        "stale while denied",
+        |r| r.as_ref().is_ok_and(|c| c.stale),
+    )
+    .await
+    .unwrap();
+    assert_eq!(secret_of(&stale), t2);
+    let err = get_err(&client, "verify", Duration::from_secs(10), "verify denied").await;
+    assert_unavailable_naming(
+        &err,
+        &["max_stale", "vault", "permission denied", "twilio/verify"],
+    );
     daemon.assert_http_log_clean();
 }
 
@@ -302,10 +317,11 @@ async fn openbao_kubernetes_auth_renewal_relogin_and_a_revoked_service_account()
     assert!(!client.get("verify").await.unwrap().stale);
 
     // The service account's token is revoked: once the Vault token runs
-    // out, the login is refused. A refusal is not an outage: UNAVAILABLE at
-    // once (as for a denied path), naming the store, the login and why.
+    // out, the login is refused. A refusal may pass: served stale, then
+    // UNAVAILABLE once max_stale has passed, naming the store, the login
+    // and why.
     k8s.revoke(&jwt);
-    let end = tokio::time::timeout(Duration::from_secs(15), async {
+    let end = tokio::time::timeout(Duration::from_secs(25), async {
         loop {
             match watch.message().await {
                 Ok(Some(c)) => assert_eq!(secret_of(&c), t2),

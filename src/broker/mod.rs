@@ -88,17 +88,18 @@ pub enum Unavailability {
 }
 
 impl BrokerError {
-    /// Store answers that waiting will not fix: the document is gone or
-    /// access to it was refused. A document that went bad is not one of
-    /// them: the last good value is served stale while someone fixes it.
+    /// Store answers that end the serving of a credential at once, when a
+    /// refresh gets them: the document is gone. Everything else — outages,
+    /// a document that went bad, and refusals (401/403, an expired token or
+    /// a signature refused for clock skew, a failed login), which may pass
+    /// too — keeps the last good value served stale until `max_stale`.
+    /// (At start, only transient errors are retried: a refusal then stops
+    /// the start with exit 64.)
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
             BrokerError::Store {
-                source: StoreError::NotFound { .. }
-                    | StoreError::PermissionDenied { .. }
-                    | StoreError::Rejected { .. }
-                    | StoreError::Unsupported { .. },
+                source: StoreError::NotFound { .. } | StoreError::Unsupported { .. },
                 ..
             }
         )
