@@ -156,6 +156,9 @@ fn rotation_suite() {
     auth_token_waits_for_propagation(dir.path(), &twilio);
     key_that_works_after_a_delay_rotates(dir.path(), &twilio);
     key_that_never_works_fails_the_test_step(dir.path(), &twilio);
+    key_refused_in_every_attempt_is_dropped(dir.path(), &twilio);
+    auth_token_refused_in_every_attempt_is_dropped(dir.path(), &twilio);
+    restricted_key_keeps_its_policy(dir.path(), &twilio);
     validation_url_is_honoured(dir.path(), &twilio);
     retry_after_is_honoured(dir.path(), &twilio);
     lost_create_answer_is_not_retried(dir.path(), &twilio);
@@ -763,6 +766,7 @@ fn key_that_never_works_fails_the_test_step(root: &Path, t: &Twilio) {
         tests.len() >= 2 && tests.iter().all(|(s, _)| *s == 401),
         "{tests:?}"
     );
+    assert_eq!(doc["pending"]["refused_tests"], 1, "the refusal is counted");
     assert!(
         tests.last().unwrap().1 - tests[0].1 >= 2.0,
         "gave up before propagation: {tests:?}"
@@ -778,6 +782,132 @@ fn key_that_never_works_fails_the_test_step(root: &Path, t: &Twilio) {
         "resumed with the same key"
     );
     assert_eq!(our_keys(t, "never"), [pending], "no second key");
+}
+
+/// A key still refused after `propagation` in every one of three attempts
+/// will not work: the third drops it from the document and deletes it at
+/// Twilio, saying why; the next rotation starts afresh with a new key.
+fn key_refused_in_every_attempt_is_dropped(root: &Path, t: &Twilio) {
+    let (dir, config, old) = one_key_world(root, t, "hopeless", "1m", "propagation = \"1s\"\n");
+    t.set_propagation(-1.0);
+    let mut pending = String::new();
+    for attempt in 1..=2 {
+        let out = rotate_cli(&config, &["--credential", "hopeless"], None);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let doc = read_doc(&dir, "hopeless");
+        assert_eq!(doc["pending"]["refused_tests"], attempt, "{doc}");
+        pending = doc["pending"]["api_key_sid"].as_str().unwrap().to_owned();
+    }
+    let out = rotate_cli(&config, &["--credential", "hopeless"], None);
+    t.set_propagation(0.0);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("credential `hopeless`")
+            && err.contains("in 3 attempts")
+            && err.contains("dropped from the document and deleted at Twilio")
+            && err.contains("code 20003"),
+        "{err}"
+    );
+    let doc = read_doc(&dir, "hopeless");
+    assert!(doc.get("pending").is_none(), "pending kept: {doc}");
+    assert_eq!(doc["api_key_sid"], old.as_str(), "nothing promoted");
+    assert!(
+        !our_keys(t, "hopeless").contains(&pending),
+        "the dropped key is still at Twilio"
+    );
+
+    let out = rotate_cli(&config, &["--credential", "hopeless"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = read_doc(&dir, "hopeless");
+    let new = doc["api_key_sid"].as_str().unwrap();
+    assert!(new != old && new != pending, "{doc}");
+}
+
+/// The same for a secondary Auth Token: dropped, and deleted at Twilio, so
+/// that the next rotation can create one.
+fn auth_token_refused_in_every_attempt_is_dropped(root: &Path, t: &Twilio) {
+    let dir = root.join("token-hopeless");
+    fs::create_dir_all(&dir).unwrap();
+    write_secrets(&dir, &[]);
+    let config = dir.join("config.toml");
+    let cfg = t.config_head("lease_ttl = \"1s\"\nrefresh_interval = \"1s\"")
+        + "[credentials.twilio-admin.rotation]\nschedule = \"0 0 0 1 1 * 2099\"\ngrace = \"1m\"\npropagation = \"1s\"\n";
+    fs::write(
+        &config,
+        cfg.replace("{dir}", &dir.display().to_string())
+            .replace("{socket}", "/nonexistent.sock"),
+    )
+    .unwrap();
+    let has_secondary = || {
+        t.state()["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["sid"] == AC)
+            .unwrap()["has_secondary"]
+            .as_bool()
+            .unwrap()
+    };
+    t.set_propagation(-1.0);
+    for attempt in 1..=2 {
+        let out = rotate_cli(&config, &["--credential", "twilio-admin"], None);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(read_doc(&dir, "admin")["pending"]["refused_tests"], attempt);
+        assert!(has_secondary());
+    }
+    let out = rotate_cli(&config, &["--credential", "twilio-admin"], None);
+    t.set_propagation(0.0);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dropped from the document and deleted at Twilio"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !has_secondary(),
+        "the dropped secondary token is still at Twilio"
+    );
+    let doc = read_doc(&dir, "admin");
+    assert!(doc.get("pending").is_none(), "{doc}");
+    assert_eq!(doc["auth_token"], ADMIN_TOKEN, "nothing promoted");
+}
+
+/// A Restricted key's successor is Restricted too, with the same policy:
+/// rotation never widens a key to Standard.
+fn restricted_key_keeps_its_policy(root: &Path, t: &Twilio) {
+    let policy = r#"{"allow": ["/twilio/messaging/messages/read"]}"#;
+    let (sid, secret) = t.seed_typed_key("restricted", Some(policy));
+    let dir = root.join("narrow");
+    fs::create_dir_all(&dir).unwrap();
+    write_secrets(&dir, &[("narrow".into(), key_doc(&sid, &secret))]);
+    let config = dir.join("config.toml");
+    let cfg = t.config_head("lease_ttl = \"1s\"\nrefresh_interval = \"1s\"")
+        + &api_key_rotation("narrow", "1m");
+    fs::write(
+        &config,
+        cfg.replace("{dir}", &dir.display().to_string())
+            .replace("{socket}", "/nonexistent.sock"),
+    )
+    .unwrap();
+    let out = rotate_cli(&config, &["--credential", "narrow"], None);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let doc = read_doc(&dir, "narrow");
+    let new = doc["api_key_sid"].as_str().unwrap();
+    assert_ne!(new, sid);
+    let state = t.state();
+    let key = state["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["sid"] == new)
+        .expect("the new key at Twilio");
+    assert_eq!(key["type"], "restricted", "{key}");
+    assert_eq!(
+        key["policy"],
+        serde_json::from_str::<serde_json::Value>(policy).unwrap(),
+        "{key}"
+    );
 }
 
 /// A secondary Auth Token that works only after a delay is waited for too.

@@ -408,7 +408,12 @@ async fn access_denied_fails_that_credential_while_others_keep_serving() {
     let err = get_err(&client, "verify", Duration::from_secs(10), "access denied").await;
     assert_unavailable_naming(
         &err,
-        &["max_stale", "permission denied", "store `aws`", "twilio/verify"],
+        &[
+            "max_stale",
+            "permission denied",
+            "store `aws`",
+            "twilio/verify",
+        ],
     );
     assert_eq!(secret_of(&client.get("local").await.unwrap()), t2);
     daemon.assert_log_clean();

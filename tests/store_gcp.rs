@@ -146,7 +146,12 @@ async fn serves_from_secret_manager_end_to_end() {
     let err = get_err(&client, "messaging", Duration::from_secs(10), "denied").await;
     assert_unavailable_naming(
         &err,
-        &["max_stale", "permission denied", "store `gcp`", "twilio-messaging"],
+        &[
+            "max_stale",
+            "permission denied",
+            "store `gcp`",
+            "twilio-messaging",
+        ],
     );
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), t2);
     gcp.control("deny", r#"{"secret": "twilio-messaging", "deny": false}"#);

@@ -126,6 +126,20 @@ impl RawDocument {
             .insert("auth_token".into(), token.expose_secret().into());
     }
 
+    /// How many attempts found the pending value still refused (Twilio
+    /// 20003) once `rotation.propagation` had run out.
+    pub fn pending_refusals(&self) -> u32 {
+        self.pending()
+            .and_then(|p| p.get("refused_tests"))
+            .and_then(Value::as_u64)
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Records `n` refused attempts of the pending value.
+    pub fn set_pending_refusals(&mut self, n: u32) {
+        self.pending_mut().insert("refused_tests".into(), n.into());
+    }
+
     /// Drops the claim and anything pending.
     pub fn clear_pending(&mut self) {
         self.0.remove("pending");

@@ -55,6 +55,10 @@ const MAX_STEPS: usize = 16;
 const PROPAGATION_FIRST_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait between two tests of a new value.
 const PROPAGATION_MAX_WAIT: Duration = Duration::from_secs(15);
+/// Attempts that may find a new value still refused (20003) once
+/// `propagation` has run out before it is taken for one that will never
+/// work: dropped, and deleted at Twilio.
+pub const MAX_REFUSED_TESTS: u32 = 3;
 
 /// Why a rotation step failed. The document is left where it was: the next
 /// attempt resumes from there.
@@ -105,6 +109,21 @@ pub enum RotationError {
         step: &'static str,
         /// Twilio's error.
         source: TwilioError,
+    },
+    /// The new value was refused by Twilio in every one of
+    /// [`MAX_REFUSED_TESTS`] attempts: it was dropped and deleted at Twilio.
+    #[error(
+        "credential `{name}`: the new value was still refused after rotation.propagation in {attempts} attempts, \
+         so it will not work: it was dropped from the document and deleted at Twilio; \
+         the next rotation starts afresh (last refusal: {last})"
+    )]
+    Abandoned {
+        /// Credential name.
+        name: String,
+        /// Attempts that found it refused.
+        attempts: u32,
+        /// The last refusal.
+        last: Box<RotationError>,
     },
     /// The document kept changing under us.
     #[error("credential `{0}`: the document kept changing during the rotation; try again")]
@@ -532,7 +551,11 @@ impl Rotator {
                 }
                 Some(_) => {
                     let pending = parsed.pending.as_ref().expect("pending value parsed");
-                    self.test(name, &rotation, pending).await?;
+                    if let Err(e) = self.test(name, &rotation, pending).await {
+                        return Err(self
+                            .refused_test(name, &rotation, &mut raw, &parsed, &version, e)
+                            .await);
+                    }
                     failpoint("after-test").await;
                     let retire_at = now + rotation.grace;
                     raw.promote(retire_at, &version, now);

@@ -21,15 +21,26 @@ impl Rotator {
             source,
         };
         match &parsed.current.secret {
-            Secret::ApiKey { .. } => {
+            Secret::ApiKey { sid, .. } => {
                 let admin = self.admin(name, rotation).await?;
                 self.sweep(name, &admin, raw).await?;
+                // The new key keeps the old one's type: a Restricted key's
+                // successor gets its Policy, never the wider Standard type.
+                // Unknown, the rotation stops here rather than guess.
+                let policy = self
+                    .twilio
+                    .key_policy(&admin, sid.as_str())
+                    .await
+                    .map_err(|e| twilio_err("read the current key's type and policy", e))?;
                 let friendly = format!("{}{}", key_prefix(name), claim.rotation_id);
                 let key = self
                     .twilio
-                    .create_key(&admin, &friendly, None)
+                    .create_key(&admin, &friendly, policy.as_deref())
                     .await
                     .map_err(|e| twilio_err("create key", e))?;
+                if policy.is_some() {
+                    tracing::info!(credential = %name, key = key.sid.as_str(), "the new key is Restricted, with the old key's policy");
+                }
                 raw.set_pending_key(key.sid.as_str(), &key.secret);
             }
             Secret::AuthToken(_) => {
@@ -150,6 +161,63 @@ impl Rotator {
                 }
             }
         }
+    }
+
+    /// After a failed test: a value still refused (20003) once
+    /// `propagation` ran out counts one refused attempt in the document; at
+    /// [`MAX_REFUSED_TESTS`] it is taken for one that will never work (its
+    /// key deleted elsewhere, a secondary token replaced by another run):
+    /// dropped from the document, then deleted at Twilio, and the reason
+    /// logged. A crash between the two leaves an orphan that the next
+    /// rotation deletes (keys by their name prefix; a secondary token is
+    /// replaced when the next one is created). Other failures keep
+    /// `pending` for the next attempt. Returns the error to report.
+    pub(super) async fn refused_test(
+        &self,
+        name: &str,
+        rotation: &RotationConfig,
+        raw: &mut RawDocument,
+        parsed: &CredentialDocument,
+        version: &str,
+        error: RotationError,
+    ) -> RotationError {
+        if !matches!(&error, RotationError::Twilio { source, .. } if source.is_authenticate()) {
+            return error;
+        }
+        let attempts = raw.pending_refusals().saturating_add(1);
+        if attempts < MAX_REFUSED_TESTS {
+            raw.set_pending_refusals(attempts);
+            // Best effort: a lost count only delays the way out.
+            let _ = self.write(name, raw, version).await;
+            return error;
+        }
+        let key = raw.pending_key_sid();
+        raw.clear_pending();
+        match self.write(name, raw, version).await {
+            Ok(true) => {}
+            Ok(false) => return error, // Someone else moved the document.
+            Err(e) => return e,
+        }
+        let deleted = match (key, &parsed.current.secret) {
+            (Some(sid), _) => match self.admin(name, rotation).await {
+                Ok(admin) => self.twilio.delete_key(&admin, &sid).await,
+                Err(e) => return e,
+            },
+            (None, Secret::AuthToken(_)) => {
+                self.twilio.delete_secondary_token(&parsed.current).await
+            }
+            (None, Secret::ApiKey { .. }) => Ok(()),
+        };
+        if let Err(e) = &deleted {
+            tracing::warn!(credential = %name, error = %e, "could not delete the dropped value at Twilio; the next rotation cleans it up");
+        }
+        let abandoned = RotationError::Abandoned {
+            name: name.to_owned(),
+            attempts,
+            last: Box::new(error),
+        };
+        tracing::error!(credential = %name, attempts, error = %abandoned, "dropped a new value that never passed its test");
+        abandoned
     }
 
     /// Step 5 at Twilio: delete the old key, or promote the secondary token.

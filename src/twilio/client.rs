@@ -311,6 +311,29 @@ impl TwilioClient {
         })
     }
 
+    /// The Policy (JSON) of API key `sid` on `admin`'s account, or `None`
+    /// for a key with none: a Standard or Main key (IAM v1 fetch; Twilio
+    /// does not say which of the two).
+    pub async fn key_policy(
+        &self,
+        admin: &TwilioCredential,
+        sid: &str,
+    ) -> Result<Option<String>, TwilioError> {
+        let url = Self::url(&self.bases.iam_base, &format!("/v1/Keys/{sid}"));
+        let answer = self
+            .send("key fetch", admin, Retry::Idempotent, |http| http.get(&url))
+            .await?;
+        match &answer.0["policy"] {
+            Value::Null => Ok(None),
+            Value::String(text) => Ok(Some(text.clone())),
+            policy @ Value::Object(_) => Ok(Some(policy.to_string())),
+            _ => Err(TwilioError::Malformed {
+                action: "key fetch".into(),
+                detail: "the answer's `policy` is neither an object nor null".into(),
+            }),
+        }
+    }
+
     /// Every API key on `admin`'s account (all pages).
     pub async fn list_keys(&self, admin: &TwilioCredential) -> Result<Vec<KeyInfo>, TwilioError> {
         let mut url = Self::url(

@@ -175,15 +175,21 @@ impl Twilio {
             .unwrap()
     }
 
-    /// Friendly names and SIDs of the account's keys.
-    pub fn keys(&self) -> Vec<(String, String)> {
+    /// The fake's state, without secrets (accounts, keys with their type
+    /// and policy, services).
+    pub fn state(&self) -> serde_json::Value {
         let (_, body) = http(
             "GET",
             &format!("{}/__fake/state", self.fake.url()),
             None,
             &[],
         );
-        let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Friendly names and SIDs of the account's keys.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        let state = self.state();
         state["keys"]
             .as_array()
             .unwrap()
