@@ -85,6 +85,9 @@ pub struct Lease {
     pub expires_at: SystemTime,
     /// Set when the store could not be read at the last refresh.
     pub stale_since: Option<SystemTime>,
+    /// For a rotating credential, the earliest moment its value could be
+    /// retired (see [`Entry::retire_bound`]).
+    pub retire_bound: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -187,7 +190,40 @@ impl Entry {
 
     /// The instant past which a stale value may no longer be served.
     pub fn stale_deadline(&self, snapshot: &Snapshot) -> Option<SystemTime> {
-        stale_deadline(snapshot, self.config.max_stale)
+        stale_deadline(snapshot, self.stale_limit().0)
+    }
+
+    /// How long a value may be served stale, and the key that says so:
+    /// `max_stale`, or for a rotating credential `rotation.grace` when that
+    /// is shorter. A rotation elsewhere may start right after the store
+    /// last confirmed the value, and retires it `grace` later: a broker
+    /// that cannot read the store never serves it past then.
+    fn stale_limit(&self) -> (Duration, &'static str) {
+        match &self.config.rotation {
+            Some(r) if r.grace < self.config.max_stale => (r.grace, "rotation.grace"),
+            _ => (self.config.max_stale, "max_stale"),
+        }
+    }
+
+    /// The UNAVAILABLE reason once a stale value may no longer be served:
+    /// the limit, and the store's last error (which names the store, the
+    /// path and what went wrong).
+    fn past_max_stale(&self, last_error: Option<Arc<BrokerError>>) -> Unavailability {
+        let (max_stale, key) = self.stale_limit();
+        Unavailability::PastMaxStale {
+            max_stale,
+            key,
+            last_error,
+        }
+    }
+
+    /// The earliest moment `snapshot`'s value could be retired by a
+    /// rotation elsewhere: `rotation.grace` after the store last confirmed
+    /// it. Nothing handed out on it (a lease, an Access Token signed with
+    /// it) should outlive that.
+    pub fn retire_bound(&self, snapshot: &Snapshot) -> Option<SystemTime> {
+        let grace = self.config.rotation.as_ref()?.grace;
+        snapshot.confirmed_at?.checked_add(grace)
     }
 
     /// A lease on `snapshot` at `now`, or why there is none.
@@ -205,12 +241,15 @@ impl Entry {
         let mut expires_at = now + self.config.lease_ttl;
         if let Some(deadline) = self.stale_deadline(snapshot) {
             if now >= deadline {
-                return Err(unavailable(past_max_stale(
-                    self.config.max_stale,
-                    snapshot.last_error.clone(),
-                )));
+                return Err(unavailable(
+                    self.past_max_stale(snapshot.last_error.clone()),
+                ));
             }
             expires_at = expires_at.min(deadline);
+        }
+        let retire_bound = self.retire_bound(snapshot);
+        if let Some(bound) = retire_bound {
+            expires_at = expires_at.min(bound);
         }
         Ok(Lease {
             name: self.name().to_owned(),
@@ -218,6 +257,7 @@ impl Entry {
             issued_at: now,
             expires_at,
             stale_since: snapshot.stale_since,
+            retire_bound,
         })
     }
 
@@ -317,11 +357,10 @@ impl Entry {
                     true
                 }
                 Some(_)
-                    if stale_deadline(s, self.config.max_stale).is_some_and(|d| now >= d)
+                    if stale_deadline(s, self.stale_limit().0).is_some_and(|d| now >= d)
                         && s.unavailable.is_none() =>
                 {
-                    s.unavailable =
-                        Some(past_max_stale(self.config.max_stale, s.last_error.clone()));
+                    s.unavailable = Some(self.past_max_stale(s.last_error.clone()));
                     true
                 }
                 Some(_) => false,
@@ -342,16 +381,6 @@ fn stale_deadline(snapshot: &Snapshot, max_stale: Duration) -> Option<SystemTime
     snapshot
         .stale_since
         .map(|since| snapshot.confirmed_at.unwrap_or(since).min(since) + max_stale)
-}
-
-/// The UNAVAILABLE reason once a stale value may no longer be served: the
-/// limit, and the store's last error (which names the store, the path and
-/// what went wrong).
-fn past_max_stale(max_stale: Duration, last_error: Option<Arc<BrokerError>>) -> Unavailability {
-    Unavailability::PastMaxStale {
-        max_stale,
-        last_error,
-    }
 }
 
 #[cfg(test)]
@@ -387,6 +416,7 @@ mod tests {
             issued_at: SystemTime::UNIX_EPOCH,
             expires_at: SystemTime::UNIX_EPOCH,
             stale_since: None,
+            retire_bound: None,
         };
         for shown in [
             format!("{:?}", lease.loaded),

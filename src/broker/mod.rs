@@ -72,15 +72,20 @@ pub enum Unavailability {
     /// or before anything was ever loaded.
     #[error("{0}")]
     Failed(Arc<BrokerError>),
-    /// The store has failed for longer than `max_stale`.
+    /// The store has failed for longer than `max_stale` (or, for a
+    /// rotating credential, `rotation.grace` when that is shorter).
     #[error(
-        "its store has failed for longer than max_stale ({}){}",
+        "its store has failed for longer than {} ({}){}{}",
+        .key,
         humantime::format_duration(*.max_stale),
+        if *.key == "max_stale" { "" } else { ", after which a rotation elsewhere may have retired the value" },
         .last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
     )]
     PastMaxStale {
         /// The limit.
         max_stale: Duration,
+        /// Its config key: `max_stale` or `rotation.grace`.
+        key: &'static str,
         /// The store's last error (which names the store, the path and
         /// what went wrong).
         last_error: Option<Arc<BrokerError>>,
@@ -558,6 +563,53 @@ mod tests {
         rx.changed().await.unwrap();
         let lease = broker.lease("a").unwrap();
         assert!(lease.stale_since.is_none());
+    }
+
+    /// A rotating credential whose store fails is served stale only until
+    /// rotation.grace after the store last confirmed it (when that is
+    /// shorter than max_stale): a rotation elsewhere could retire the value
+    /// then. Every lease, fresh or stale, ends by that moment too.
+    #[tokio::test(start_paused = true)]
+    async fn a_rotating_credential_is_never_served_past_its_earliest_retirement() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(
+            dir.path(),
+            "refresh_interval = \"10s\"\nmax_stale = \"1h\"\nlease_ttl = \"30s\"\n\
+             [credentials.a.rotation]\nschedule = \"0 0 3 * * *\"\ngrace = \"2m\"\n",
+        );
+        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let entry = Arc::clone(broker.entry("a").unwrap());
+        let confirmed = entry.snapshot().confirmed_at.unwrap();
+        let fresh = broker.lease("a").unwrap();
+        assert_eq!(
+            fresh.retire_bound,
+            Some(confirmed + Duration::from_secs(120))
+        );
+
+        std::fs::write(dir.path().join("secrets.json"), b"{ broken").unwrap();
+        broker.refresh_all();
+        let mut rx = entry.subscribe();
+        rx.changed().await.unwrap();
+        let confirmed = entry.snapshot().confirmed_at.unwrap();
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let stale = broker.lease("a").unwrap();
+        assert!(stale.stale_since.is_some());
+        assert_eq!(
+            stale.expires_at,
+            confirmed + Duration::from_secs(120),
+            "a stale lease outlives the earliest retirement"
+        );
+        tokio::time::advance(Duration::from_secs(21)).await;
+        let Err(e) = broker.lease("a") else {
+            panic!("served past rotation.grace after the last confirmed read, with max_stale 1h");
+        };
+        assert!(
+            e.to_string().contains("longer than rotation.grace (2m)")
+                && e.to_string().contains("may have retired the value"),
+            "{e}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -147,6 +147,8 @@ impl DynamicKeys {
             issued_at: now,
             expires_at: key.expires_at,
             stale_since: None,
+            // The key is deleted when it expires.
+            retire_bound: Some(key.expires_at),
         }
     }
 

@@ -372,6 +372,10 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         };
         let grants = grants_of(r);
         let now = self.broker.clock().now();
+        let ttl = within_retirement(ttl, lease.retire_bound, now);
+        if ttl.is_zero() {
+            return Err(status::signing_key_retiring(name));
+        }
         let token = access_token::mint(
             doc.current.account_sid.as_str(),
             sid.as_str(),
@@ -492,6 +496,20 @@ fn token_ttl(
         }
     }
     Ok(ttl)
+}
+
+/// A token's lifetime `ttl` from `now`, cut so that it ends by the moment
+/// the key that signs it could be retired (`retire_bound`): a token signed
+/// with a deleted key is refused by Twilio, so it must not promise more.
+fn within_retirement(
+    ttl: std::time::Duration,
+    retire_bound: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+) -> std::time::Duration {
+    match retire_bound {
+        Some(bound) => ttl.min(bound.duration_since(now).unwrap_or_default()),
+        None => ttl,
+    }
 }
 
 /// The grants the request asks for, as the token carries them.
@@ -654,6 +672,22 @@ mod tests {
             missing.message().replace("zzz", "a"),
             existing.message(),
             "the same answer whether or not the name exists"
+        );
+    }
+
+    #[test]
+    fn access_tokens_end_by_the_earliest_retirement_of_their_key() {
+        let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let hour = std::time::Duration::from_secs(3600);
+        let bound = now + std::time::Duration::from_secs(600);
+        assert_eq!(
+            within_retirement(hour, Some(bound), now),
+            std::time::Duration::from_secs(600)
+        );
+        assert_eq!(within_retirement(hour, None, now), hour);
+        assert_eq!(
+            within_retirement(hour, Some(now - hour), now),
+            std::time::Duration::ZERO
         );
     }
 

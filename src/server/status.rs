@@ -38,6 +38,15 @@ pub fn denied(name: &str) -> Status {
     Status::permission_denied(format!("not allowed to read credential `{name}`"))
 }
 
+/// MintAccessToken when the signing key could already have been retired by
+/// a rotation elsewhere (its store has not confirmed it within the grace).
+pub fn signing_key_retiring(name: &str) -> Status {
+    Status::unavailable(format!(
+        "credential `{name}`: its key may have been retired by a rotation (the store has not \
+         confirmed it within rotation.grace); no Access Token can be signed with it"
+    ))
+}
+
 /// The answer to a peer that no allow list names, whatever it asked.
 pub fn unlisted() -> Status {
     Status::permission_denied("the caller is on no allow list of this broker")
