@@ -103,15 +103,21 @@ fn open_regular(file: &Path) -> io::Result<fs::File> {
     Ok(f)
 }
 
-/// A file or directory of documents.
-pub struct FileStore {
+/// The documents on disk, read and written on the blocking pool (a slow
+/// disk or a FIFO must not stall the async workers).
+struct Files {
     name: String,
     root: PathBuf,
-    changes: Arc<watch::Sender<u64>>,
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
     /// Set once inotify watches the store; the parse is reused only then.
     watching: AtomicBool,
     cache: Arc<ParseCache>,
+}
+
+/// A file or directory of documents.
+pub struct FileStore {
+    files: Arc<Files>,
+    changes: Arc<watch::Sender<u64>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
     write_lock: tokio::sync::Mutex<()>,
     /// The paths of the last inotify event seen, relevant or not (tests
     /// wait on it to know the watcher has caught up).
@@ -123,16 +129,36 @@ impl FileStore {
     /// A store over `root`. Watching starts on the first `changes()` call.
     pub fn new(name: &str, root: PathBuf) -> Self {
         Self {
-            name: name.to_owned(),
-            root,
+            files: Arc::new(Files {
+                name: name.to_owned(),
+                root,
+                watching: AtomicBool::new(false),
+                cache: Arc::default(),
+            }),
             changes: Arc::new(watch::Sender::new(0)),
             watcher: Mutex::new(None),
-            watching: AtomicBool::new(false),
-            cache: Arc::default(),
             write_lock: tokio::sync::Mutex::new(()),
             #[cfg(test)]
             last_event: Arc::default(),
         }
+    }
+}
+
+impl Files {
+    /// The result of blocking work on `path`; a thread that panicked is an
+    /// error of this store, not of the caller.
+    async fn joined<T>(
+        &self,
+        path: &str,
+        work: tokio::task::JoinHandle<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        work.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                store: self.name.clone(),
+                path: path.to_owned(),
+                detail: "the file access stopped unexpectedly".into(),
+            })
+        })
     }
 
     fn io_error(&self, path: &str, file: &Path, source: io::Error) -> StoreError {
@@ -270,44 +296,6 @@ impl FileStore {
         }
     }
 
-    /// Cross-process exclusion (the daemon and `credbroker rotate`): an
-    /// advisory lock on a file beside the data, which survives the rename.
-    /// The lock file is created 0600 and never followed through a link; a
-    /// lock another process holds for [`LOCK_TIMEOUT`] fails the write.
-    async fn lock(&self, path: &str) -> Result<fs::File, StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let (_, lock_path) = self.target_and_lock(path);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(|e| self.io_error(path, &lock_path, e))?;
-        let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
-        loop {
-            match lock.try_lock() {
-                Ok(()) => return Ok(lock),
-                Err(fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::Unavailable {
-                        store: self.name.clone(),
-                        path: path.to_owned(),
-                        detail: format!(
-                            "{} is locked by another process (held for over {}s)",
-                            lock_path.display(),
-                            LOCK_TIMEOUT.as_secs()
-                        ),
-                    });
-                }
-                Err(fs::TryLockError::Error(e)) => return Err(self.io_error(path, &lock_path, e)),
-            }
-        }
-    }
-
     fn write_blocking(
         &self,
         path: &str,
@@ -369,22 +357,65 @@ impl FileStore {
         }
         Ok(digest_version(document.expose_secret()))
     }
+}
+
+impl FileStore {
+    /// Cross-process exclusion (the daemon and `credbroker rotate`): an
+    /// advisory lock on a file beside the data, which survives the rename.
+    /// The lock file is created 0600 and never followed through a link; a
+    /// lock another process holds for [`LOCK_TIMEOUT`] fails the write.
+    async fn lock(&self, path: &str) -> Result<fs::File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (_, lock_path) = self.files.target_and_lock(path);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(|e| self.files.io_error(path, &lock_path, e))?;
+        let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => return Ok(lock),
+                Err(fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Unavailable {
+                        store: self.files.name.clone(),
+                        path: path.to_owned(),
+                        detail: format!(
+                            "{} is locked by another process (held for over {}s)",
+                            lock_path.display(),
+                            LOCK_TIMEOUT.as_secs()
+                        ),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(self.files.io_error(path, &lock_path, e));
+                }
+            }
+        }
+    }
 
     fn start_watching(&self) -> notify::Result<notify::RecommendedWatcher> {
-        let dir = if self.root.is_dir() {
-            self.root.clone()
+        let dir = if self.files.root.is_dir() {
+            self.files.root.clone()
         } else {
-            match self.root.parent() {
+            match self.files.root.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
                 _ => PathBuf::from("."),
             }
         };
         let changes = Arc::clone(&self.changes);
-        let cache = Arc::clone(&self.cache);
+        let cache = Arc::clone(&self.files.cache);
         // A single file: only events on it, or on Kubernetes' `..data`
         // links and timestamped directories, are changes; other files in
         // the directory (logs, say) are not.
-        let only = (!self.root.is_dir()).then(|| self.root.file_name().map(|n| n.to_owned()));
+        let only =
+            (!self.files.root.is_dir()).then(|| self.files.root.file_name().map(|n| n.to_owned()));
         let relevant = move |e: &notify::Event| {
             if e.need_rescan() || e.paths.is_empty() {
                 return true;
@@ -430,12 +461,18 @@ impl FileStore {
 #[async_trait]
 impl SecretStore for FileStore {
     fn name(&self) -> &str {
-        &self.name
+        &self.files.name
     }
 
     async fn read(&self, path: &str) -> Result<Document, StoreError> {
-        // A local read takes microseconds: cheaper inline than a thread hop.
-        self.read_blocking(path, false)
+        let files = Arc::clone(&self.files);
+        let owned = path.to_owned();
+        self.files
+            .joined(
+                path,
+                tokio::task::spawn_blocking(move || files.read_blocking(&owned, false)),
+            )
+            .await
     }
 
     async fn write(
@@ -445,8 +482,18 @@ impl SecretStore for FileStore {
         expected_version: Option<&str>,
     ) -> Result<String, StoreError> {
         let _guard = self.write_lock.lock().await;
+        // Held until the blocking write below has finished.
         let _lock = self.lock(path).await?;
-        self.write_blocking(path, &document, expected_version)
+        let files = Arc::clone(&self.files);
+        let (owned, expected) = (path.to_owned(), expected_version.map(str::to_owned));
+        self.files
+            .joined(
+                path,
+                tokio::task::spawn_blocking(move || {
+                    files.write_blocking(&owned, &document, expected.as_deref())
+                }),
+            )
+            .await
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {
@@ -455,12 +502,12 @@ impl SecretStore for FileStore {
             match self.start_watching() {
                 Ok(w) => {
                     *slot = Some(w);
-                    self.watching.store(true, Ordering::Release);
+                    self.files.watching.store(true, Ordering::Release);
                 }
                 Err(e) => {
                     tracing::warn!(
-                        store = %self.name,
-                        path = %self.root.display(),
+                        store = %self.files.name,
+                        path = %self.files.root.display(),
                         error = %e,
                         "cannot watch the file store for changes; relying on refresh_interval and SIGHUP"
                     );
@@ -507,13 +554,22 @@ mod tests {
         fs::write(&file, format!(r#"{{"a": {DOC}, "b": {DOC}}}"#)).unwrap();
         let store = FileStore::new("local", file.clone());
         // Not watched (the `rotate` command): every read parses.
-        let p1 = store.parse_file("a", false).unwrap();
-        assert!(!Arc::ptr_eq(&p1, &store.parse_file("a", false).unwrap()));
+        let p1 = store.files.parse_file("a", false).unwrap();
+        assert!(!Arc::ptr_eq(
+            &p1,
+            &store.files.parse_file("a", false).unwrap()
+        ));
 
         let mut changes = store.changes().expect("inotify works here");
-        let p1 = store.parse_file("a", false).unwrap();
-        assert!(Arc::ptr_eq(&p1, &store.parse_file("b", false).unwrap()));
-        assert!(!Arc::ptr_eq(&p1, &store.parse_file("b", true).unwrap()));
+        let p1 = store.files.parse_file("a", false).unwrap();
+        assert!(Arc::ptr_eq(
+            &p1,
+            &store.files.parse_file("b", false).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &p1,
+            &store.files.parse_file("b", true).unwrap()
+        ));
 
         // Rewritten in place, same size: the parse is dropped on the event
         // (once all the events of one write are in), and the next read sees
@@ -522,12 +578,12 @@ mod tests {
         changes.changed().await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(
-            store.cache.parsed.lock().unwrap().is_none(),
+            store.files.cache.parsed.lock().unwrap().is_none(),
             "dropped on the event"
         );
         let a = store.read("a").await.unwrap();
         assert_eq!(a.bytes.expose_secret(), other.as_bytes());
-        let p2 = store.parse_file("a", false).unwrap();
+        let p2 = store.files.parse_file("a", false).unwrap();
         assert!(!Arc::ptr_eq(&p1, &p2));
         assert_eq!(
             store.read("b").await.unwrap().bytes.expose_secret(),
