@@ -278,10 +278,7 @@ impl DynamicKeys {
             if live.keys.iter().any(|(sid, _, _)| *sid == key.sid) {
                 continue;
             }
-            let expires = expiry
-                .parse::<u64>()
-                .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-                .unwrap_or(UNIX_EPOCH);
+            let expires = expiry_in_name(expiry);
             live.keys.push((key.sid, expires, None));
         }
         Ok(())
@@ -386,5 +383,31 @@ impl Issuer for DynamicKeys {
             name: self.name().to_owned(),
             what: "a dynamic_api_key is leased per call: use GetCredential",
         })
+    }
+}
+
+/// The expiry a key's friendly name carries (Unix seconds after our
+/// prefix). Twilio's answer is not trusted: a name that is not a time, or
+/// one beyond what the clock can hold, counts as expired (the key is ours,
+/// by its prefix, and deleted).
+fn expiry_in_name(text: &str) -> SystemTime {
+    text.parse::<u64>()
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_beyond_the_clock_is_taken_for_expired_not_a_panic() {
+        assert_eq!(
+            expiry_in_name("1700000000"),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        assert_eq!(expiry_in_name("18446744073709551615"), UNIX_EPOCH);
+        assert_eq!(expiry_in_name("soon"), UNIX_EPOCH);
     }
 }
