@@ -134,7 +134,7 @@ fn router(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let gate = gate::Gate::new(Arc::clone(&issuers), config.server.admin.clone(), own_uid);
+    let gate = gate::Gate::new(&issuers, &config.server.admin, own_uid);
     let broker_service =
         service::BrokerService::new(issuers, broker, own_uid, limits.max_watches_per_uid);
     let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
