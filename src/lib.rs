@@ -9,7 +9,8 @@
 //!   types), [`clock`] (wall clock that follows tokio's), [`retry`] (the one
 //!   backoff with jitter), [`metrics`] (the Prometheus registry every layer
 //!   counts into), [`hygiene`] (the zeroizing allocator, mlock, no core
-//!   dumps, taking a secret out of the environment), [`proto`].
+//!   dumps, taking a secret out of the environment), [`text`] (outside
+//!   text cut to a bound for logs and errors), [`proto`].
 //! - [`credential`]: the Twilio credential model and the stored documents
 //!   it is parsed from.
 //! - [`config`]: raw TOML → validated [`config::Config`], one file per
@@ -55,6 +56,7 @@ pub mod rotation;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod twilio;
 
 /// The generated `credbroker.v1` messages, clients and servers.

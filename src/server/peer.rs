@@ -69,17 +69,10 @@ pub fn permits(allow: &AllowList, peer: &Peer, own_uid: u32) -> bool {
 const SHOWN_BYTES: usize = 128;
 
 /// Caller-chosen `text` as a log line shows it: cut at [`SHOWN_BYTES`]
-/// (on a character boundary) with the full length said, so a caller cannot
-/// grow the log by sending long names.
+/// with the full length said, so a caller cannot grow the log by sending
+/// long names.
 pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= SHOWN_BYTES {
-        return text.into();
-    }
-    let mut end = SHOWN_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…({} bytes)", &text[..end], text.len()).into()
+    crate::text::cut(text, SHOWN_BYTES)
 }
 
 /// Writes one audit event. Never given a secret: only who, what, which
@@ -124,18 +117,4 @@ pub fn audit(
         decision = decision.as_str(),
         "access decision"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_caller_text_is_cut_in_logs() {
-        assert_eq!(shown("verify"), "verify");
-        let long = "é".repeat(200);
-        let cut = shown(&long);
-        assert!(cut.len() < SHOWN_BYTES + 20, "{cut}");
-        assert!(cut.ends_with("…(400 bytes)"), "{cut}");
-    }
 }

@@ -93,13 +93,14 @@ impl AwsStore {
             }
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("unknown");
+                let shown_code = crate::text::said(code);
                 let status = service.raw().status().as_u16();
                 let detail = format!(
-                    "{action}: {code} (HTTP {status}){}",
+                    "{action}: {shown_code} (HTTP {status}){}",
                     service
                         .err()
                         .message()
-                        .map(|m| format!(": {m}"))
+                        .map(|m| format!(": {}", crate::text::said(m)))
                         .unwrap_or_default()
                 );
                 let class = match code {

@@ -10,11 +10,14 @@ use super::StoreError;
 pub(crate) enum Class {
     /// Nothing at that path: the credential is unavailable at once.
     NotFound,
-    /// The store refused us: unavailable at once, re-read every interval.
+    /// The store refused us (401/403, an expired token): served stale
+    /// until `max_stale`, since that may pass; fails a start.
     Denied,
-    /// An outage, a timeout, throttling, a server error: served stale.
+    /// An outage, a timeout, throttling, a server error: served stale, and
+    /// retried at start.
     Transient,
-    /// Anything else the store refused: unavailable at once.
+    /// Anything else the store refused: served stale like a refusal;
+    /// fails a start.
     Rejected,
 }
 

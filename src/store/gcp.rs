@@ -448,8 +448,16 @@ fn map_error(store: &str, path: &str, step: Step, e: &GaxError) -> StoreError {
     let http = e.http_status_code();
     if let Some(status) = e.status() {
         let detail = match http {
-            Some(h) => format!("{} ({h}): {}", status.code.name(), status.message),
-            None => format!("{}: {}", status.code.name(), status.message),
+            Some(h) => format!(
+                "{} ({h}): {}",
+                status.code.name(),
+                crate::text::said(&status.message)
+            ),
+            None => format!(
+                "{}: {}",
+                status.code.name(),
+                crate::text::said(&status.message)
+            ),
         };
         let class = match status.code {
             // An etag refusal (Google: FAILED_PRECONDITION; ABORTED in
@@ -483,7 +491,7 @@ fn map_error(store: &str, path: &str, step: Step, e: &GaxError) -> StoreError {
         return Class::of_http(h).error(store, path, format!("HTTP {h}"));
     }
     if e.is_timeout() || e.is_connect() || e.is_io() || e.is_transport() || e.is_exhausted() {
-        return Class::Transient.error(store, path, e.to_string());
+        return Class::Transient.error(store, path, crate::text::said(&e.to_string()));
     }
     if e.is_authentication() {
         // A transient failure to get a token (metadata server busy) is
@@ -493,6 +501,7 @@ fn map_error(store: &str, path: &str, step: Step, e: &GaxError) -> StoreError {
         } else {
             Class::Rejected
         };
+        let e = crate::text::said(&e.to_string());
         return class.error(store, path, format!("cannot get Google credentials: {e}"));
     }
     if e.is_deserialization() {

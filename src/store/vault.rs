@@ -445,7 +445,7 @@ fn reason(why: &str) -> String {
     if why.is_empty() {
         String::new()
     } else {
-        format!(": {}", why.replace(['\n', '\t'], " "))
+        format!(": {}", crate::text::said(why))
     }
 }
 

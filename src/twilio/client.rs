@@ -503,7 +503,7 @@ async fn answer(action: &str, response: reqwest::Response) -> Answer {
         return Answer::Done(Ok(SecretJson(body)));
     }
     let code = body["code"].as_u64();
-    let detail = match (code, body["message"].as_str()) {
+    let detail = match (code, body["message"].as_str().map(crate::text::said)) {
         (Some(code), Some(message)) => format!(", code {code}: {message}"),
         (None, Some(message)) => format!(": {message}"),
         _ => String::new(),
@@ -668,5 +668,24 @@ mod tests {
         .await;
         let e = client.list_keys(&admin()).await.unwrap_err().to_string();
         assert!(e.contains("larger than 4194304 bytes"), "{e}");
+    }
+
+    /// Twilio's message is quoted in the error, cut to a bound, with no
+    /// newline that could forge a log line.
+    #[tokio::test]
+    async fn a_long_message_from_twilio_is_cut_in_the_error() {
+        let message = format!("line one\nline two {}", "x".repeat(1 << 20));
+        let body = serde_json::json!({"code": 20001, "message": message}).to_string();
+        let (client, _) = hostile(move |_| {
+            format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .await;
+        let e = client.list_keys(&admin()).await.unwrap_err().to_string();
+        assert!(e.contains("code 20001: line one line two xxx"), "{e:.200}");
+        assert!(e.len() < 600, "an error of {} bytes", e.len());
     }
 }
