@@ -93,34 +93,9 @@ impl AwsStore {
             }
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("unknown");
-                let shown_code = crate::text::said(code);
                 let status = service.raw().status().as_u16();
-                let detail = format!(
-                    "{action}: {shown_code} (HTTP {status}){}",
-                    service
-                        .err()
-                        .message()
-                        .map(|m| format!(": {}", crate::text::said(m)))
-                        .unwrap_or_default()
-                );
-                let class = match code {
-                    "ResourceNotFoundException" => Class::NotFound,
-                    "AccessDeniedException"
-                    | "UnrecognizedClientException"
-                    | "InvalidSignatureException"
-                    | "ExpiredTokenException" => Class::Denied,
-                    "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => {
-                        Class::Transient
-                    }
-                    // Any other code: what its HTTP status says, except
-                    // that a 404 without ResourceNotFoundException is not
-                    // taken for a missing secret.
-                    _ => match Class::of_http(status) {
-                        Class::NotFound => Class::Rejected,
-                        class => class,
-                    },
-                };
-                (class, detail)
+                let detail = service_detail(action, code, status, service.err().message());
+                (class_of(code, status), detail)
             }
             _ => (
                 Class::Rejected,
@@ -145,6 +120,45 @@ impl AwsStore {
             },
         }
     }
+}
+
+/// What an AWS error `code` (or, for other codes, the HTTP `status`) means.
+fn class_of(code: &str, status: u16) -> Class {
+    match code {
+        "ResourceNotFoundException" => Class::NotFound,
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException" => Class::Denied,
+        "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => Class::Transient,
+        // Any other code: what its HTTP status says, except that a 404
+        // without ResourceNotFoundException is not taken for a missing
+        // secret.
+        _ => match Class::of_http(status) {
+            Class::NotFound => Class::Rejected,
+            class => class,
+        },
+    }
+}
+
+/// For the fuzz target (`fuzz/`): the error an AWS service error (`code`,
+/// HTTP `status`, `message`) becomes, as `AwsStore` words it. Not an API.
+#[doc(hidden)]
+pub fn fuzz_error(code: &str, status: u16, message: &str) -> StoreError {
+    let detail = service_detail("GetSecretValue", code, status, Some(message));
+    class_of(code, status).error("aws", "p", detail)
+}
+
+/// What an error says of the service's answer: the action, its code and
+/// status, and its message, cut.
+fn service_detail(action: &str, code: &str, status: u16, message: Option<&str>) -> String {
+    format!(
+        "{action}: {} (HTTP {status}){}",
+        crate::text::said(code),
+        message
+            .map(|m| format!(": {}", crate::text::said(m)))
+            .unwrap_or_default()
+    )
 }
 
 #[async_trait]

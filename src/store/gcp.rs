@@ -284,26 +284,16 @@ impl SecretStore for GcpStore {
             .access_secret_version()
             .set_name(format!("{}/versions/latest", self.secret_name(path)));
         let response = self.call(path, Step::Plain, req.send()).await?;
-        let version = version_number(&response.name)
-            .ok_or_else(|| self.malformed(path, "the answer names no version".into()))?
-            .to_owned();
-        let payload = response
-            .payload
-            .ok_or_else(|| self.malformed(path, "the answer has no payload".into()))?;
-        if let Some(expected) = payload.data_crc32c
-            && i64::from(crc32c(&payload.data)) != expected
-        {
-            // Corrupted on the way: another read may well be fine.
-            return Err(StoreError::Unavailable {
-                store: self.name.clone(),
-                path: path.to_owned(),
-                detail: format!("version {version}: the payload does not match its CRC32C"),
-            });
-        }
-        // `Bytes` → `Vec` reuses the buffer the SDK decoded into when it is
-        // the only owner, which it is here: no extra copy of the secret.
-        let bytes = SecretBytes::new(Vec::from(payload.data));
-        Ok(Document { bytes, version })
+        let Some(payload) = response.payload else {
+            return Err(self.malformed(path, "the answer has no payload".into()));
+        };
+        read_document(
+            &self.name,
+            path,
+            &response.name,
+            payload.data,
+            payload.data_crc32c,
+        )
     }
 
     async fn write(
@@ -397,6 +387,63 @@ impl GcpStore {
     }
 }
 
+/// The document of an AccessSecretVersion answer: the version `name`
+/// (`…/versions/N`), the payload `data` and its CRC32C when sent.
+fn read_document(
+    store: &str,
+    path: &str,
+    name: &str,
+    data: bytes::Bytes,
+    crc: Option<i64>,
+) -> Result<Document, StoreError> {
+    let version = version_number(name)
+        .ok_or_else(|| StoreError::Malformed {
+            store: store.to_owned(),
+            path: path.to_owned(),
+            problem: "the answer names no version".into(),
+        })?
+        .to_owned();
+    if let Some(expected) = crc
+        && i64::from(crc32c(&data)) != expected
+    {
+        // Corrupted on the way: another read may well be fine.
+        return Err(StoreError::Unavailable {
+            store: store.to_owned(),
+            path: path.to_owned(),
+            detail: format!("version {version}: the payload does not match its CRC32C"),
+        });
+    }
+    // `Bytes` → `Vec` reuses the buffer the SDK decoded into when it is the
+    // only owner, which it is here: no extra copy of the secret.
+    let bytes = SecretBytes::new(Vec::from(data));
+    Ok(Document { bytes, version })
+}
+
+/// For the fuzz target (`fuzz/`): the document of an answer (version
+/// `name`, `data`, its CRC32C), whether `id` is taken for a secret id, and
+/// whether a claim by `annotations` on `base` is live at `now`. Not an API.
+#[doc(hidden)]
+pub fn fuzz_answer(
+    name: &str,
+    data: &[u8],
+    crc: Option<i64>,
+    id: &str,
+    annotations: &HashMap<String, String>,
+    base: &str,
+    now: SystemTime,
+) -> (Result<Document, StoreError>, bool, bool) {
+    let data = bytes::Bytes::copy_from_slice(data);
+    (
+        read_document("gcp", "p", name, data, crc),
+        valid_secret_id(id),
+        claim_is_live(annotations, base, now),
+    )
+}
+
+/// The names of the annotations a claim is made of.
+#[doc(hidden)]
+pub const CLAIM_KEYS: [&str; 2] = [CLAIM_BASE, CLAIM_AT];
+
 /// The annotations of a secret with a claim on `base` made at `at`.
 fn claim_annotations(
     mut annotations: HashMap<String, String>,
@@ -423,8 +470,12 @@ fn claim_is_live(annotations: &HashMap<String, String>, base: &str, now: SystemT
     else {
         return false;
     };
-    // A claim from the future (clock skew) counts from now.
-    now.duration_since(at).unwrap_or_default() < CLAIM_TTL
+    // A claim from the future (clock skew) counts as made now, and one
+    // further ahead than CLAIM_TTL as expired: no time can block forever.
+    match now.duration_since(at) {
+        Ok(age) => age < CLAIM_TTL,
+        Err(ahead) => ahead.duration() < CLAIM_TTL,
+    }
 }
 
 /// The last segment of `projects/P/secrets/S/versions/N`, when it is a number.
@@ -580,6 +631,15 @@ mod tests {
         let mut garbled = fresh.clone();
         garbled.insert(CLAIM_AT.into(), "yesterday".into());
         assert!(!claim_is_live(&garbled, "3", now));
+        // A claim from the future: live for a skew under CLAIM_TTL, never
+        // for ever (a claim dated year 9999 blocked every write before).
+        let skewed = claim_annotations(HashMap::new(), "3", now + Duration::from_secs(60));
+        assert!(claim_is_live(&skewed, "3", now));
+        let far = claim_annotations(HashMap::new(), "3", now + 100 * CLAIM_TTL);
+        assert!(
+            !claim_is_live(&far, "3", now),
+            "a claim far in the future blocks for ever"
+        );
         // Other annotations survive a claim.
         let mut other = HashMap::new();
         other.insert("owner".to_owned(), "team".to_owned());

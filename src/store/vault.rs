@@ -453,6 +453,62 @@ fn to_document(data: &Value) -> SecretBytes {
     SecretBytes::new(serde_json::to_vec(data).expect("a JSON value serializes"))
 }
 
+/// The document in Vault's answer to a KV read (`kv_version` 1 or 2).
+fn read_document(
+    store: &str,
+    path: &str,
+    kv_version: u8,
+    mut answer: SecretJson,
+) -> Result<Document, StoreError> {
+    let not_found = |detail: &str| StoreError::NotFound {
+        store: store.to_owned(),
+        path: path.to_owned(),
+        detail: detail.to_owned(),
+    };
+    if kv_version != 2 {
+        return match answer.0["data"].take() {
+            doc @ Value::Object(_) => {
+                let bytes = to_document(&doc);
+                Ok(Document {
+                    version: digest_version(bytes.expose_secret()),
+                    bytes,
+                })
+            }
+            _ => Err(not_found(" (no data)")),
+        };
+    }
+    let data = &mut answer.0["data"];
+    let version = data["metadata"]["version"].as_u64();
+    match (data["data"].take(), version) {
+        (doc @ Value::Object(_), Some(version)) => Ok(Document {
+            bytes: to_document(&doc),
+            version: version.to_string(),
+        }),
+        (Value::Null, _) => Err(not_found(" (the latest version is deleted)")),
+        _ => Err(StoreError::Malformed {
+            store: store.to_owned(),
+            path: path.to_owned(),
+            problem: "the KV v2 answer has no data object or version".into(),
+        }),
+    }
+}
+
+/// For the fuzz target (`fuzz/`): what a KV read makes of Vault's answer
+/// `status` and `body`. Not an API.
+#[doc(hidden)]
+pub fn fuzz_read(kv_version: u8, status: u16, body: &[u8]) -> Result<Document, StoreError> {
+    let bytes = SecretBytes::new(body.to_vec());
+    match answer(status, &bytes) {
+        Ok(json) => read_document("vault", "p", kv_version, json),
+        Err(Failure::Status(code, why)) => Err(Class::of_http(code).error(
+            "vault",
+            "p",
+            format!("KV read: HTTP {code}{}", reason(&why)),
+        )),
+        Err(_) => Err(Class::Rejected.error("vault", "p", "KV read: other".into())),
+    }
+}
+
 #[async_trait]
 impl SecretStore for VaultStore {
     fn name(&self) -> &str {
@@ -461,56 +517,13 @@ impl SecretStore for VaultStore {
 
     async fn read(&self, path: &str) -> Result<Document, StoreError> {
         let mount = &self.settings.mount;
-        let not_found = |detail: &str| StoreError::NotFound {
-            store: self.name.clone(),
-            path: path.to_owned(),
-            detail: detail.to_owned(),
-        };
-        if self.settings.kv_version == 2 {
-            let mut answer = self
-                .authed(
-                    Method::GET,
-                    &format!("{mount}/data/{path}"),
-                    None,
-                    path,
-                    "KV v2 read",
-                )
-                .await?;
-            let data = &mut answer.0["data"];
-            let version = data["metadata"]["version"].as_u64();
-            match (data["data"].take(), version) {
-                (doc @ Value::Object(_), Some(version)) => Ok(Document {
-                    bytes: to_document(&doc),
-                    version: version.to_string(),
-                }),
-                (Value::Null, _) => Err(not_found(" (the latest version is deleted)")),
-                _ => Err(StoreError::Malformed {
-                    store: self.name.clone(),
-                    path: path.to_owned(),
-                    problem: "the KV v2 answer has no data object or version".into(),
-                }),
-            }
+        let (route, action) = if self.settings.kv_version == 2 {
+            (format!("{mount}/data/{path}"), "KV v2 read")
         } else {
-            let mut answer = self
-                .authed(
-                    Method::GET,
-                    &format!("{mount}/{path}"),
-                    None,
-                    path,
-                    "KV v1 read",
-                )
-                .await?;
-            match answer.0["data"].take() {
-                doc @ Value::Object(_) => {
-                    let bytes = to_document(&doc);
-                    Ok(Document {
-                        version: digest_version(bytes.expose_secret()),
-                        bytes,
-                    })
-                }
-                _ => Err(not_found(" (no data)")),
-            }
-        }
+            (format!("{mount}/{path}"), "KV v1 read")
+        };
+        let answer = self.authed(Method::GET, &route, None, path, action).await?;
+        read_document(&self.name, path, self.settings.kv_version, answer)
     }
 
     async fn write(

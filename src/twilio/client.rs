@@ -294,21 +294,7 @@ impl TwilioClient {
                 http.request(Method::POST, &url).form(&form)
             })
             .await?;
-        let malformed = |what: &str| TwilioError::Malformed {
-            action: "key create".into(),
-            detail: format!("the answer has no valid `{what}`"),
-        };
-        let sid = answer.0["sid"]
-            .as_str()
-            .and_then(|s| ApiKeySid::parse(s).ok())
-            .ok_or_else(|| malformed("sid"))?;
-        let Value::String(secret) = answer.0["secret"].take() else {
-            return Err(malformed("secret"));
-        };
-        Ok(NewKey {
-            sid,
-            secret: SecretString::new(secret),
-        })
+        new_key(&mut answer)
     }
 
     /// The Policy (JSON) of API key `sid` on `admin`'s account, or `None`
@@ -348,27 +334,9 @@ impl TwilioClient {
             let answer = self
                 .send("key list", admin, Retry::Idempotent, |http| http.get(&url))
                 .await?;
-            for key in answer.0["keys"].as_array().into_iter().flatten() {
-                if let (Some(sid), Some(name)) =
-                    (key["sid"].as_str(), key["friendly_name"].as_str())
-                {
-                    keys.push(KeyInfo {
-                        sid: sid.to_owned(),
-                        friendly_name: name.to_owned(),
-                    });
-                }
-            }
-            match answer.0["next_page_uri"].as_str() {
-                // Twilio sends a path; some send an absolute URL. Only the
-                // path and query are used, on the configured base.
-                Some(next) if !next.is_empty() => {
-                    let path = match next.split_once("://") {
-                        Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
-                        None => next,
-                    };
-                    url = Self::url(&self.bases.api_base, path);
-                }
-                _ => return Ok(keys),
+            match keys_page(&answer.0, &mut keys) {
+                Some(path) => url = Self::url(&self.bases.api_base, path),
+                None => return Ok(keys),
             }
         }
         Err(TwilioError::Malformed {
@@ -472,6 +440,65 @@ async fn read_capped(mut response: reqwest::Response) -> Result<SecretBytes, Str
     Ok(SecretBytes::new(body))
 }
 
+/// The keys of one page of a key list (added to `keys`), and the path of
+/// the next page. Twilio sends a path; some send an absolute URL: only the
+/// path and query are used, on the configured base.
+fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Option<&'a str> {
+    for key in page["keys"].as_array().into_iter().flatten() {
+        if let (Some(sid), Some(name)) = (key["sid"].as_str(), key["friendly_name"].as_str()) {
+            keys.push(KeyInfo {
+                sid: sid.to_owned(),
+                friendly_name: name.to_owned(),
+            });
+        }
+    }
+    let next = page["next_page_uri"].as_str().filter(|n| !n.is_empty())?;
+    Some(match next.split_once("://") {
+        Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+        None => next,
+    })
+}
+
+/// The key in Twilio's answer to a key create; the secret is moved out.
+fn new_key(answer: &mut SecretJson) -> Result<NewKey, TwilioError> {
+    let malformed = |what: &str| TwilioError::Malformed {
+        action: "key create".into(),
+        detail: format!("the answer has no valid `{what}`"),
+    };
+    let sid = answer.0["sid"]
+        .as_str()
+        .and_then(|s| ApiKeySid::parse(s).ok())
+        .ok_or_else(|| malformed("sid"))?;
+    let Value::String(secret) = answer.0["secret"].take() else {
+        return Err(malformed("secret"));
+    };
+    Ok(NewKey {
+        sid,
+        secret: SecretString::new(secret),
+    })
+}
+
+/// For the fuzz target (`fuzz/`): what the client makes of Twilio's answer
+/// `status` and `body` to a key list (keys, next page path) and to a key
+/// create. Not an API.
+#[doc(hidden)]
+pub fn fuzz_answer(
+    status: u16,
+    body: &[u8],
+) -> Result<(Vec<KeyInfo>, Option<String>, Option<NewKey>), String> {
+    let status = StatusCode::from_u16(status).map_err(|e| e.to_string())?;
+    match judge("fuzz", status, None, &SecretBytes::new(body.to_vec())) {
+        Answer::Passing { why, .. } => Err(why),
+        Answer::Done(Err(e)) => Err(e.to_string()),
+        Answer::Done(Ok(mut json)) => {
+            let mut keys = Vec::new();
+            let next = keys_page(&json.0, &mut keys).map(str::to_owned);
+            let key = new_key(&mut json).ok();
+            Ok((keys, next, key))
+        }
+    }
+}
+
 /// What one answer from Twilio means.
 enum Answer {
     /// The call succeeded, or failed in a way retrying will not fix.
@@ -489,15 +516,22 @@ enum Answer {
 async fn answer(action: &str, response: reqwest::Response) -> Answer {
     let status = response.status();
     let retry_after = retry_after(&response);
-    let bytes = match read_capped(response).await {
-        Ok(bytes) => bytes,
-        Err(too_long) => {
-            return Answer::Done(Err(TwilioError::Malformed {
-                action: action.to_owned(),
-                detail: too_long,
-            }));
-        }
-    };
+    match read_capped(response).await {
+        Ok(bytes) => judge(action, status, retry_after, &bytes),
+        Err(too_long) => Answer::Done(Err(TwilioError::Malformed {
+            action: action.to_owned(),
+            detail: too_long,
+        })),
+    }
+}
+
+/// What Twilio's answer (`status`, `bytes`) to `action` means.
+fn judge(
+    action: &str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    bytes: &SecretBytes,
+) -> Answer {
     let body: Value = serde_json::from_slice(bytes.expose_secret()).unwrap_or(Value::Null);
     if status.is_success() {
         return Answer::Done(Ok(SecretJson(body)));
