@@ -335,8 +335,14 @@ impl TwilioClient {
                 .send("key list", admin, Retry::Idempotent, |http| http.get(&url))
                 .await?;
             match keys_page(&answer.0, &mut keys) {
-                Some(path) => url = Self::url(&self.bases.api_base, path),
-                None => return Ok(keys),
+                Ok(Some(path)) => url = Self::url(&self.bases.api_base, path),
+                Ok(None) => return Ok(keys),
+                Err(detail) => {
+                    return Err(TwilioError::Malformed {
+                        action: "key list".into(),
+                        detail,
+                    });
+                }
             }
         }
         Err(TwilioError::Malformed {
@@ -442,8 +448,10 @@ async fn read_capped(mut response: reqwest::Response) -> Result<SecretBytes, Str
 
 /// The keys of one page of a key list (added to `keys`), and the path of
 /// the next page. Twilio sends a path; some send an absolute URL: only the
-/// path and query are used, on the configured base.
-fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Option<&'a str> {
+/// path and query are used, on the configured base. Anything that is not a
+/// path from `/` is refused: appended to the base, `@evil.example/…` or
+/// `.evil.example/…` would send the admin credential to another host.
+fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Result<Option<&'a str>, String> {
     for key in page["keys"].as_array().into_iter().flatten() {
         if let (Some(sid), Some(name)) = (key["sid"].as_str(), key["friendly_name"].as_str()) {
             keys.push(KeyInfo {
@@ -452,11 +460,20 @@ fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Option<&'a str> {
             });
         }
     }
-    let next = page["next_page_uri"].as_str().filter(|n| !n.is_empty())?;
-    Some(match next.split_once("://") {
+    let Some(next) = page["next_page_uri"].as_str().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let path = match next.split_once("://") {
         Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
         None => next,
-    })
+    };
+    if !path.starts_with('/') || path.starts_with("//") {
+        return Err(format!(
+            "next_page_uri {:?} is not a path on the API base; not followed",
+            crate::text::cut(next, 64)
+        ));
+    }
+    Ok(Some(path))
 }
 
 /// The key in Twilio's answer to a key create; the secret is moved out.
@@ -492,7 +509,7 @@ pub fn fuzz_answer(
         Answer::Done(Err(e)) => Err(e.to_string()),
         Answer::Done(Ok(mut json)) => {
             let mut keys = Vec::new();
-            let next = keys_page(&json.0, &mut keys).map(str::to_owned);
+            let next = keys_page(&json.0, &mut keys)?.map(str::to_owned);
             let key = new_key(&mut json).ok();
             Ok((keys, next, key))
         }
@@ -721,5 +738,35 @@ mod tests {
         let e = client.list_keys(&admin()).await.unwrap_err().to_string();
         assert!(e.contains("code 20001: line one line two xxx"), "{e:.200}");
         assert!(e.len() < 600, "an error of {} bytes", e.len());
+    }
+
+    /// A next page that is not a path on the API base is not followed:
+    /// appended to the base it would send the admin credential elsewhere.
+    #[test]
+    fn a_next_page_elsewhere_is_refused() {
+        let page = |next: &str| serde_json::json!({"keys": [], "next_page_uri": next});
+        let mut keys = Vec::new();
+        for hostile in [
+            "@evil.example/x",
+            ".evil.example/x",
+            "evil",
+            "//evil.example/x",
+        ] {
+            let e = keys_page(&page(hostile), &mut keys).unwrap_err();
+            assert!(e.contains("not a path on the API base"), "{hostile}: {e}");
+        }
+        assert_eq!(
+            keys_page(
+                &page("https://evil.example/2010-04-01/Keys.json?Page=2"),
+                &mut keys
+            ),
+            Ok(Some("/2010-04-01/Keys.json?Page=2")),
+            "an absolute URL: only its path, on our base"
+        );
+        assert_eq!(keys_page(&page("/next"), &mut keys), Ok(Some("/next")));
+        assert_eq!(
+            keys_page(&serde_json::json!({"keys": []}), &mut keys),
+            Ok(None)
+        );
     }
 }
