@@ -495,6 +495,11 @@ fn new_key(answer: &mut SecretJson) -> Result<NewKey, TwilioError> {
     })
 }
 
+/// What the client makes of a successful answer: a page of keys, the next
+/// page's path, and a created key (fuzzing only).
+#[doc(hidden)]
+pub type FuzzReading = (Vec<KeyInfo>, Option<String>, Option<NewKey>);
+
 /// For the fuzz target (`fuzz/`): what the client makes of Twilio's answer
 /// `status` and `body` to a key list (keys, next page path) and to a key
 /// create. Not an API.
@@ -502,7 +507,7 @@ fn new_key(answer: &mut SecretJson) -> Result<NewKey, TwilioError> {
 pub fn fuzz_answer(
     status: u16,
     body: &[u8],
-) -> Result<(Vec<KeyInfo>, Option<String>, Option<NewKey>), String> {
+) -> Result<FuzzReading, String> {
     let status = StatusCode::from_u16(status).map_err(|e| e.to_string())?;
     match judge("fuzz", status, None, &SecretBytes::new(body.to_vec())) {
         Answer::Passing { why, .. } => Err(why),
