@@ -66,6 +66,18 @@ impl fmt::Debug for SecretString {
 /// is freed, and wiped by the zeroizing allocator, when it is dropped.
 pub struct SecretJson(pub Value);
 
+impl SecretJson {
+    /// Moves the value at JSON `pointer` (`/auth/client_token`) out, leaving
+    /// null; null when there is none. Never panics, whatever the answer's
+    /// shape (indexing a JSON number or array mutably does).
+    pub fn take_at(&mut self, pointer: &str) -> Value {
+        self.0
+            .pointer_mut(pointer)
+            .map(Value::take)
+            .unwrap_or(Value::Null)
+    }
+}
+
 /// Secret bytes: a whole stored document, which holds secrets.
 ///
 /// Equality is constant-time in the content, as for [`SecretString`].

@@ -382,7 +382,7 @@ impl TwilioClient {
                 |http| http.post(&url),
             )
             .await?;
-        match answer.0["secondary_auth_token"].take() {
+        match answer.take_at("/secondary_auth_token") {
             Value::String(token) => Ok(SecretString::new(token)),
             _ => Err(TwilioError::Malformed {
                 action: "secondary Auth Token create".into(),
@@ -486,7 +486,7 @@ fn new_key(answer: &mut SecretJson) -> Result<NewKey, TwilioError> {
         .as_str()
         .and_then(|s| ApiKeySid::parse(s).ok())
         .ok_or_else(|| malformed("sid"))?;
-    let Value::String(secret) = answer.0["secret"].take() else {
+    let Value::String(secret) = answer.take_at("/secret") else {
         return Err(malformed("secret"));
     };
     Ok(NewKey {
@@ -504,10 +504,7 @@ pub type FuzzReading = (Vec<KeyInfo>, Option<String>, Option<NewKey>);
 /// `status` and `body` to a key list (keys, next page path) and to a key
 /// create. Not an API.
 #[doc(hidden)]
-pub fn fuzz_answer(
-    status: u16,
-    body: &[u8],
-) -> Result<FuzzReading, String> {
+pub fn fuzz_answer(status: u16, body: &[u8]) -> Result<FuzzReading, String> {
     let status = StatusCode::from_u16(status).map_err(|e| e.to_string())?;
     match judge("fuzz", status, None, &SecretBytes::new(body.to_vec())) {
         Answer::Passing { why, .. } => Err(why),
