@@ -241,3 +241,45 @@ fn socket_path_fits_sun_path() {
     .to_string();
     assert!(e.contains("a path of at most 107 bytes"), "{e}");
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `minimal` with `max_stale` set to `value`.
+    fn with_max_stale(value: &str) -> Result<Config, ConfigError> {
+        parse_str(&format!("{}max_stale = {value:?}\n", fixture("minimal")))
+    }
+
+    proptest! {
+        /// Any number of seconds is accepted exactly when it is between 1 s
+        /// and 365 days, and then read as exactly that; above, the error says
+        /// the bound.
+        #[test]
+        fn durations_are_read_exactly_within_the_bound(secs in any::<u64>()) {
+            let parsed = with_max_stale(&format!("{secs}s"));
+            let bound = MAX_DURATION.as_secs();
+            if (1..=bound).contains(&secs) {
+                let c = parsed.unwrap();
+                prop_assert_eq!(c.credentials["verify"].max_stale, Duration::from_secs(secs));
+            } else {
+                let e = parsed.unwrap_err().to_string();
+                prop_assert!(e.contains("credentials.verify.max_stale"), "{}", e);
+                if secs > bound {
+                    prop_assert!(e.contains("at most 365 days"), "{}", e);
+                }
+            }
+        }
+
+        /// humantime's units and sums are read as their seconds.
+        #[test]
+        fn duration_units_add_up(d in 0u64..300, h in 0u64..24, m in 0u64..60, s in 1u64..60) {
+            let c = with_max_stale(&format!("{d}d {h}h {m}m {s}s")).unwrap();
+            prop_assert_eq!(
+                c.credentials["verify"].max_stale,
+                Duration::from_secs(((d * 24 + h) * 60 + m) * 60 + s)
+            );
+        }
+    }
+}

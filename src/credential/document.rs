@@ -384,4 +384,103 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A credential's fields as a document spells them: (snake, camel).
+        #[derive(Debug, Clone)]
+        enum Value {
+            Token(String),
+            Key(String, String),
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                "[0-9a-f]{32}".prop_map(Value::Token),
+                ("[0-9a-f]{32}", "[A-Za-z0-9]{32}")
+                    .prop_map(|(h, s)| Value::Key(format!("SK{h}"), s)),
+            ]
+        }
+
+        fn fields(v: &Value, camel: bool) -> serde_json::Map<String, serde_json::Value> {
+            let mut m = serde_json::Map::new();
+            let name =
+                |snake: &str, camel_name: &str| if camel { camel_name } else { snake }.to_owned();
+            match v {
+                Value::Token(t) => {
+                    m.insert(name("auth_token", "authToken"), t.clone().into());
+                }
+                Value::Key(sid, secret) => {
+                    m.insert(name("api_key_sid", "apiKeySid"), sid.clone().into());
+                    m.insert(
+                        name("api_key_secret", "apiKeySecret"),
+                        secret.clone().into(),
+                    );
+                }
+            }
+            m
+        }
+
+        fn shown(c: &TwilioCredential) -> (String, String) {
+            match &c.secret {
+                Secret::AuthToken(t) => (String::new(), t.expose_secret().to_owned()),
+                Secret::ApiKey { sid, secret } => {
+                    (sid.as_str().to_owned(), secret.expose_secret().to_owned())
+                }
+            }
+        }
+
+        fn expected(v: &Value) -> (String, String) {
+            match v {
+                Value::Token(t) => (String::new(), t.clone()),
+                Value::Key(sid, secret) => (sid.clone(), secret.clone()),
+            }
+        }
+
+        proptest! {
+            /// Any valid document, in either spelling, with or without a
+            /// pending and a previous value of the same kind, parses to
+            /// exactly the values written.
+            #[test]
+            fn documents_round_trip(
+                account in "[0-9a-f]{32}",
+                current in value(),
+                pending in proptest::option::of(value()),
+                previous in proptest::option::of(value()),
+                camel in any::<bool>(),
+                retire in 0u64..4_000_000_000,
+            ) {
+                let same_kind = |v: &Value| std::mem::discriminant(v) == std::mem::discriminant(&current);
+                let pending = pending.filter(same_kind);
+                let previous = previous.filter(same_kind);
+                let account = format!("AC{account}");
+                let mut doc = fields(&current, camel);
+                doc.insert(if camel { "accountSid" } else { "account_sid" }.into(), account.clone().into());
+                if let Some(p) = &pending {
+                    doc.insert("pending".into(), fields(p, camel).into());
+                }
+                let retire_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(retire);
+                if let Some(p) = &previous {
+                    let mut m = fields(p, camel);
+                    m.insert(
+                        "retire_at".into(),
+                        humantime::format_rfc3339_seconds(retire_at).to_string().into(),
+                    );
+                    doc.insert("previous".into(), m.into());
+                }
+                let bytes = serde_json::to_vec(&doc).unwrap();
+                let parsed = parse_document("verify", &bytes, None).unwrap();
+                prop_assert_eq!(parsed.current.account_sid.as_str(), account.as_str());
+                prop_assert_eq!(shown(&parsed.current), expected(&current));
+                prop_assert_eq!(parsed.pending.as_ref().map(shown), pending.as_ref().map(expected));
+                prop_assert_eq!(
+                    parsed.previous.as_ref().map(|p| (shown(&p.credential), p.retire_at)),
+                    previous.as_ref().map(|p| (expected(p), retire_at))
+                );
+            }
+        }
+    }
 }

@@ -659,4 +659,66 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const URL: &str = "https://example.com/sms?x=1";
+
+        fn params() -> impl Strategy<Value = Vec<(String, String)>> {
+            proptest::collection::vec(("[A-Za-z]{1,8}", "\\PC{0,12}"), 0..8)
+        }
+
+        proptest! {
+            /// The signature is over the distinct pairs in canonical order:
+            /// any order of the parameters, or a pair repeated, signs the
+            /// same, and a request so signed passes.
+            #[test]
+            fn order_and_repeats_do_not_change_the_signature(
+                params in params(),
+                seed in any::<u64>(),
+            ) {
+                let t = token("0123456789abcdef0123456789abcdef");
+                let signed = signature(&t, URL, &params);
+                let mut shuffled = params.clone();
+                // A deterministic shuffle from the seed.
+                let mut state = seed;
+                for i in (1..shuffled.len()).rev() {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    shuffled.swap(i, (state >> 33) as usize % (i + 1));
+                }
+                if let Some(first) = params.first() {
+                    shuffled.push(first.clone());
+                }
+                prop_assert_eq!(&signature(&t, URL, &shuffled), &signed);
+                let req = WebhookRequest { url: URL, params: &shuffled, body: &[], signature: &signed };
+                prop_assert!(validate(&t, &req));
+            }
+
+            /// Changing any value, or adding a pair, fails the check.
+            #[test]
+            fn a_changed_parameter_fails(params in params(), extra in "[a-z]{1,8}", at in any::<prop::sample::Index>()) {
+                let t = token("0123456789abcdef0123456789abcdef");
+                let signed = signature(&t, URL, &params);
+                let mut changed = params.clone();
+                if changed.is_empty() {
+                    changed.push((extra.clone(), extra));
+                } else {
+                    let i = at.index(changed.len());
+                    // A value that no other pair with this name has.
+                    let name = changed[i].0.clone();
+                    let taken: Vec<String> = changed.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.clone()).collect();
+                    let mut value = format!("{}{extra}", changed[i].1);
+                    while taken.contains(&value) {
+                        value.push('z');
+                    }
+                    changed[i].1 = value;
+                }
+                let req = WebhookRequest { url: URL, params: &changed, body: &[], signature: &signed };
+                prop_assert!(!validate(&t, &req));
+            }
+        }
+    }
 }
