@@ -105,6 +105,28 @@ impl SecretBytes {
         Self(Zeroizing::new(value))
     }
 
+    /// The body of an HTTP answer (which may hold secrets), read into secret
+    /// bytes and refused past `max` bytes — by its Content-Length, or as it
+    /// arrives — rather than buffered whole: a hostile or broken server
+    /// cannot make the daemon hold more. A body cut short reads as what
+    /// arrived.
+    pub async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Self, String> {
+        let too_long = || format!("the answer is larger than {max} bytes; not read");
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_long());
+        }
+        let mut body = Self::new(Vec::new());
+        while let Ok(Some(chunk)) = response.chunk().await {
+            if body.0.len() + chunk.len() > max {
+                return Err(too_long());
+            }
+            // Grown in place when it fits; a reallocation leaves the old
+            // buffer to the zeroizing allocator.
+            body.0.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     /// The bytes themselves.
     pub fn expose_secret(&self) -> &[u8] {
         &self.0

@@ -15,6 +15,11 @@
 //! - a document that is gone (404 / ResourceNotFoundException / NOT_FOUND)
 //!   is final: UNAVAILABLE at once, saying why.
 //!
+//! Hostile answers (Vault): a login whose token claims to live u64::MAX
+//! seconds, and a 64 MiB answer to a read. Neither panics nor is read
+//! whole: the credential goes stale naming the cap, the other credential
+//! serves on, the daemon's memory stays put.
+//!
 //! And the GCP store's own writes (library API): a write creates a version
 //! a read returns, two writers on the same version (exactly one wins, the
 //! other gets `StoreError::Conflict`), a 503 the SDK retries, and a 503 on
@@ -257,6 +262,97 @@ path = "twilio/verify"
         gone_says: "was not found",
     };
     faults_then_recovery(&daemon, &proxy, shapes, "store `aws`", &t1).await;
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_hostile_answers_are_refused_and_others_serve() {
+    let dir = world_dir();
+    let bao = OpenBao::start(dir.path(), "1h", "24h");
+    let (t1, t2) = (token(0xfa31), token(0xfa32));
+    bao.put_v2("twilio/verify", &auth_token_doc(&t1));
+    std::fs::write(
+        dir.path().join("local.json"),
+        format!(r#"{{"local": {}}}"#, auth_token_doc(&t2)),
+    )
+    .unwrap();
+    let proxy = FaultProxy::start(&bao.url());
+    // Every login answer claims a token that lives u64::MAX seconds: it
+    // once overflowed the clock (a panic in the first load).
+    proxy.fail_path(
+        Fault::Patch {
+            pointer: "/auth/lease_duration",
+            value: "18446744073709551615",
+        },
+        None,
+        "/login",
+    );
+    let cfg = defaults()
+        + &format!(
+            r#"
+[stores.vault]
+type = "vault"
+address = "{}"
+mount = "secret"
+kv_version = 2
+auth = {{ method = "approle", role_id_file = "{d}/role_id", secret_id_file = "{d}/secret_id" }}
+
+[stores.file]
+type = "file"
+path = "{local}"
+
+[credentials.verify]
+store = "vault"
+path = "twilio/verify"
+
+[credentials.local]
+store = "file"
+path = "local"
+"#,
+            proxy.url(),
+            d = bao.dir.display(),
+            local = dir.path().join("local.json").display(),
+        );
+    let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1, &t2]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    assert_eq!(secret_of(&client.get("verify").await.unwrap()), t1);
+    assert!(proxy.faulted() >= 1, "the login was not patched");
+
+    // A 64 MiB answer to every read: refused unread, stale.
+    let rss_before = rss_kb(daemon.pid());
+    proxy.fail_path(Fault::Huge(64 << 20), None, "/data/");
+    let stale = get_until(
+        &client,
+        "verify",
+        Duration::from_secs(10),
+        "stale during huge answers",
+        |r| r.as_ref().is_ok_and(|c| c.stale),
+    )
+    .await
+    .unwrap();
+    assert_eq!(secret_of(&stale), t1);
+    assert_eq!(secret_of(&client.get("local").await.unwrap()), t2);
+    // Several refreshes (1 s apart) have met the huge answer by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = rss_kb(daemon.pid());
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS went from {rss_before} kB to {rss_after} kB reading huge answers"
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("larger than 1048576 bytes"), "no clear error");
+    proxy.heal();
+    let back = get_fresh(&client, "verify", Duration::from_secs(10), "fresh again").await;
+    assert_eq!(secret_of(&back), t1);
+    daemon.assert_log_clean();
 }
 
 const PROJECT: &str = "credbroker-test";

@@ -45,6 +45,11 @@ use crate::{
 
 /// How long one HTTP request to Vault may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer read from Vault: a KV document is a few hundred bytes,
+/// a login answer a few KiB. Larger answers fail the call unread.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Longest token lifetime planned on, whatever Vault says.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 struct Session {
     token: SecretString,
@@ -154,13 +159,9 @@ impl VaultStore {
             })
         })?;
         let status = response.status().as_u16();
-        let bytes = SecretBytes::new(
-            response
-                .bytes()
-                .await
-                .map_err(|_| Failure::Network("the answer was cut short".into()))?
-                .to_vec(),
-        );
+        let bytes = SecretBytes::read_capped(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(Failure::Other)?;
         answer(status, &bytes)
     }
 
@@ -305,7 +306,7 @@ impl VaultStore {
                     // Near its max TTL a token renews for less each time: log
                     // in again once what is left is too short to keep.
                     if ttl >= 3 {
-                        session.ttl = Duration::from_secs(ttl);
+                        session.ttl = Duration::from_secs(ttl).min(MAX_TOKEN_TTL);
                         session.expires_at = Some(Instant::now() + session.ttl);
                         return Ok(());
                     }
@@ -430,11 +431,15 @@ fn serialize_json<S: serde::Serializer>(doc: &&SecretJson, s: S) -> Result<S::Ok
 }
 
 impl Session {
+    /// A session on `token`, which Vault says lives `ttl` seconds (0: no
+    /// expiry). A ttl past [`MAX_TOKEN_TTL`] is taken as that: renewals and
+    /// re-logins are planned on it, and no answer can overflow the clock.
     fn new(token: SecretString, ttl: u64, renewable: bool) -> Self {
+        let ttl = Duration::from_secs(ttl).min(MAX_TOKEN_TTL);
         Self {
             token,
-            expires_at: (ttl > 0).then(|| Instant::now() + Duration::from_secs(ttl)),
-            ttl: Duration::from_secs(ttl),
+            expires_at: (!ttl.is_zero()).then(|| Instant::now() + ttl),
+            ttl,
             renewable,
         }
     }

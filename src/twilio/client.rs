@@ -425,27 +425,6 @@ impl TwilioClient {
     }
 }
 
-/// The body of `response`, refused past [`MAX_ANSWER_BYTES`] (by its
-/// Content-Length, or as it arrives) rather than buffered whole. A body cut
-/// short reads as what arrived.
-async fn read_capped(mut response: reqwest::Response) -> Result<SecretBytes, String> {
-    let too_long = || format!("the answer is larger than {MAX_ANSWER_BYTES} bytes; not read");
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(too_long());
-    }
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_long());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(SecretBytes::new(body))
-}
-
 /// The keys of one page of a key list (added to `keys`), and the path of
 /// the next page. Twilio sends a path; some send an absolute URL: only the
 /// path and query are used, on the configured base. Anything that is not a
@@ -535,7 +514,7 @@ enum Answer {
 async fn answer(action: &str, response: reqwest::Response) -> Answer {
     let status = response.status();
     let retry_after = retry_after(&response);
-    match read_capped(response).await {
+    match SecretBytes::read_capped(response, MAX_ANSWER_BYTES).await {
         Ok(bytes) => judge(action, status, retry_after, &bytes),
         Err(too_long) => Answer::Done(Err(TwilioError::Malformed {
             action: action.to_owned(),

@@ -33,6 +33,14 @@ pub enum Fault {
     },
     /// Never answer (until the proxy stops): the client must time out.
     Hang,
+    /// Answer 200 with a JSON body of this many bytes.
+    Huge(usize),
+    /// Forward, then set the JSON answer's field at `pointer` to `value`
+    /// (JSON text), as a server with a strange or hostile answer would.
+    Patch {
+        pointer: &'static str,
+        value: &'static str,
+    },
 }
 
 impl Fault {
@@ -201,10 +209,25 @@ async fn handle(
         }
         fault
     };
+    let mut patch = None;
     if let Some(fault) = fault {
         shared.faulted.fetch_add(1, Ordering::Relaxed);
         match fault {
             Fault::Hang => std::future::pending::<()>().await,
+            Fault::Huge(size) => {
+                let mut body = vec![b' '; size];
+                body[..8].copy_from_slice(b"{\"data\":");
+                body[8] = b'"';
+                body[size - 2] = b'"';
+                body[size - 1] = b'}';
+                let mut r = status_response(200, Bytes::from(body));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                return Ok(r);
+            }
+            Fault::Patch { pointer, value } => patch = Some((pointer, value)),
             Fault::Answer {
                 status,
                 headers,
@@ -244,7 +267,14 @@ async fn handle(
     };
     let status = answer.status().as_u16();
     let headers = answer.headers().clone();
-    let body = answer.bytes().await.unwrap_or_default();
+    let mut body = answer.bytes().await.unwrap_or_default();
+    if let Some((pointer, value)) = patch
+        && let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(field) = json.pointer_mut(pointer)
+    {
+        *field = serde_json::from_str(value).unwrap();
+        body = Bytes::from(serde_json::to_vec(&json).unwrap());
+    }
     let mut r = status_response(status, body);
     for (name, value) in &headers {
         if !hop_by_hop(name) {
