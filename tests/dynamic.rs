@@ -105,20 +105,43 @@ async fn created_reused_capped_deleted_and_used(root: &Path, t: &Twilio) {
     // The same caller gets the same key until half its TTL has passed.
     assert_eq!(key_of(&client.get("per-workload").await.unwrap()).0, sid_a);
 
-    // Another process is another caller: a second key; a third is over the cap.
+    // Another process is another caller: a second key; a third is over the
+    // cap. Twilio takes 3 s to create that key, and meanwhile the first
+    // caller is answered at once: no lock is held across the Twilio call.
     let sock = daemon.socket.display().to_string();
-    let out = cli(
-        &[
+    t.post(
+        "delay",
+        r#"{"path_prefix": "/v1/Keys", "method": "POST", "seconds": 3, "count": 1}"#,
+    );
+    let spawned = std::time::Instant::now();
+    let slow = std::process::Command::new(bin())
+        .args([
             "get",
             "per-workload",
             "--socket",
             &sock,
             "--json",
             "--reveal",
-        ],
-        None,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(key_of(&client.get("per-workload").await.unwrap()).0, sid_a);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a caller with a live key waited {:?} behind a slow create",
+        started.elapsed()
     );
+    let out = slow.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        spawned.elapsed() >= Duration::from_millis(2500),
+        "the create was not slowed: {:?}",
+        spawned.elapsed()
+    );
     let second: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let sid_b = second["api_key_sid"].as_str().unwrap().to_owned();
     daemon.add_secret(second["api_key_secret"].as_str().unwrap());

@@ -103,6 +103,10 @@ Test hooks (no auth), under /__fake/:
        with "after": true the request is carried out first and only its
        answer is lost (a key created whose answer never arrives);
        count 0 removes the rules for that prefix
+  POST /__fake/delay {"path_prefix", "seconds", "count", "method"?}
+       the next `count` API requests whose path starts with path_prefix
+       wait `seconds` before they are carried out (a slow Twilio); other
+       requests are served meanwhile
   POST /__fake/corrupt {"path_prefix", "count", "method"?, "status"?,
        "set"?: {field: value}, "drop"?: [field]}
        break the next `count` successful JSON answers (to prove that Prism
@@ -268,6 +272,7 @@ class State:
         self.services: dict[str, dict] = {}
         self.verifications: dict[str, dict] = {}
         self.failures: list[dict] = []
+        self.delays: list[dict] = []
         self.corruptions: list[dict] = []
         # seconds a credential created from now on takes to start working;
         # None: never
@@ -1034,6 +1039,17 @@ class Handler(BaseHTTPRequestHandler):
     def twilio(self, path, query, raw):
         """(status, body, headers, username, route) for an API request."""
         st = self.state
+        wait = 0.0
+        with st.lock:
+            for d in st.delays:
+                if path.startswith(d["path_prefix"]) and d.get("method") in (None, self.command):
+                    d["count"] -= 1
+                    if d["count"] <= 0:
+                        st.delays.remove(d)
+                    wait = d["seconds"]
+                    break
+        # Outside the lock: other requests go on meanwhile.
+        time.sleep(wait)
         creds = self.basic_auth()
         user = creds[0] if creds and re.match(r"^(AC|SK)[0-9a-fA-F]{32}$", creds[0]) else None
         route = None
@@ -1167,6 +1183,17 @@ class Handler(BaseHTTPRequestHandler):
                         "after": bool(doc.get("after")),
                     })
                 return 200, {"failures": st.failures}
+            if path == "/__fake/delay":
+                prefix = doc.get("path_prefix")
+                if not isinstance(prefix, str):
+                    raise FakeError(400, "path_prefix must be a string")
+                st.delays = [d for d in st.delays if d["path_prefix"] != prefix]
+                count = int(doc.get("count", 1))
+                if count > 0:
+                    st.delays.append({"path_prefix": prefix, "count": count,
+                                      "seconds": float(doc.get("seconds", 1)),
+                                      "method": doc.get("method")})
+                return 200, {"delays": st.delays}
             if path == "/__fake/corrupt":
                 prefix = doc.get("path_prefix")
                 if not isinstance(prefix, str):
