@@ -162,6 +162,7 @@ fn rotation_suite() {
     validation_url_is_honoured(dir.path(), &twilio);
     retry_after_is_honoured(dir.path(), &twilio);
     lost_create_answer_is_not_retried(dir.path(), &twilio);
+    hostile_twilio_answers_fail_clearly(dir.path(), &twilio);
     crash_at_every_step_then_resume(dir.path(), &twilio);
     two_rotators_at_once(dir.path(), &twilio);
     two_rotators_race_for_the_claim(dir.path(), &twilio);
@@ -1015,6 +1016,65 @@ fn lost_create_answer_is_not_retried(root: &Path, t: &Twilio) {
         .to_owned();
     assert_ne!(current, orphan[0]);
     assert_eq!(our_keys(t, "lost"), [current], "the orphan was swept");
+}
+
+/// A hostile Twilio: a key list whose `next_page_uri` points back at
+/// itself for ever, then a 5 MB answer to the key create. Each fails the
+/// rotation with a clear error — no endless loop, nothing buffered past
+/// 4 MiB — and nothing is promoted; once Twilio behaves, the next run
+/// completes and sweeps the key whose answer was too long.
+fn hostile_twilio_answers_fail_clearly(root: &Path, t: &Twilio) {
+    let (dir, config, old) = one_key_world(root, t, "hostile", "1m", "");
+    let list = format!("/2010-04-01/Accounts/{AC}/Keys.json");
+    t.post(
+        "corrupt",
+        &serde_json::json!({
+            "path_prefix": list, "method": "GET", "count": 100,
+            "set": {"next_page_uri": format!("{list}?PageSize=1000")},
+        })
+        .to_string(),
+    );
+    let out = rotate_cli(&config, &["--credential", "hostile"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("more than 100 pages"),
+        "{}",
+        stderr(&out)
+    );
+    let doc = read_doc(&dir, "hostile");
+    assert_eq!(doc["api_key_sid"], old.as_str(), "nothing promoted");
+    assert!(our_keys(t, "hostile").is_empty(), "a key was made");
+
+    t.post(
+        "corrupt",
+        &serde_json::json!({
+            "path_prefix": "/v1/Keys", "method": "POST", "count": 1,
+            "set": {"padding": "x".repeat(5 << 20)},
+        })
+        .to_string(),
+    );
+    let out = rotate_cli(&config, &["--credential", "hostile"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("larger than 4194304 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_doc(&dir, "hostile")["api_key_sid"], old.as_str());
+    let orphan = our_keys(t, "hostile");
+    assert_eq!(
+        orphan.len(),
+        1,
+        "Twilio made the key whose answer was refused"
+    );
+
+    let out = rotate_cli(&config, &["--credential", "hostile"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let current = read_doc(&dir, "hostile")["api_key_sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(our_keys(t, "hostile"), [current], "the orphan was swept");
 }
 
 /// Over a thousand keys (Twilio's largest page): the orphan on the second
