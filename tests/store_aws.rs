@@ -395,15 +395,13 @@ async fn access_denied_fails_that_credential_while_others_keep_serving() {
     // (a refusal may pass), then fails once max_stale has passed, with a
     // message naming the store, the path and why; `local` serves on.
     iam(&["deny", &key("admin", 0), &key("admin", 1)]);
-    let stale = get_until(
+    let stale = get_stale(
         &client,
         "verify",
         Duration::from_secs(5),
         "stale while denied",
-        |r| r.as_ref().is_ok_and(|c| c.stale),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(secret_of(&stale), t1);
     let err = get_err(&client, "verify", Duration::from_secs(10), "access denied").await;
     assert_unavailable_naming(

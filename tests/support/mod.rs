@@ -471,6 +471,20 @@ pub async fn get_fresh(
     .unwrap()
 }
 
+/// The first answer for `name` that is served stale, within `timeout`.
+pub async fn get_stale(
+    client: &credbroker::client::Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+) -> credbroker::proto::Credential {
+    get_until(client, name, timeout, what, |r| {
+        r.as_ref().is_ok_and(|c| c.stale)
+    })
+    .await
+    .unwrap()
+}
+
 /// `err` is UNAVAILABLE and its message names every one of `parts`.
 pub fn assert_unavailable_naming(err: &credbroker::client::ClientError, parts: &[&str]) {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
