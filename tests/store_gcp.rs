@@ -165,11 +165,16 @@ async fn serves_from_secret_manager_end_to_end() {
     gcp.add("twilio-verify", &api_key_doc(&k1).replace("SK", "sk"));
     let stale = next_matching(&mut watch, Duration::from_secs(3), "stale", |c| c.stale).await;
     assert_eq!(secret_of(&stale), t2);
-    assert!(
-        daemon
-            .log_text()
-            .lines()
-            .any(|l| l.contains("credential `verify`") && l.contains("api_key_sid"))
+    // The log is written by a background thread: give it a moment.
+    wait_until(
+        Duration::from_secs(3),
+        "a log line naming the credential and the field",
+        || {
+            daemon
+                .log_text()
+                .lines()
+                .any(|l| l.contains("credential `verify`") && l.contains("api_key_sid"))
+        },
     );
     gcp.add("twilio-verify", &auth_token_doc(&t3));
     let fixed = next_matching(&mut watch, Duration::from_secs(3), "fixed", |c| !c.stale).await;
