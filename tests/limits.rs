@@ -35,9 +35,22 @@ fn rss_kb(pid: i32) -> u64 {
         .unwrap()
 }
 
-/// `count` connections from uid 65533 in `mode` (see tests/support/flood.py),
-/// held `hold` seconds: the child, once it has opened them.
+/// `count` connections from uid 65533 (on no allow list) in `mode` (see
+/// tests/support/flood.py), held `hold` seconds: the child, once it has
+/// opened them.
 fn flood(dir: &Path, socket: &Path, count: usize, mode: &str, hold: u32) -> std::process::Child {
+    flood_as(65533, dir, socket, count, mode, hold)
+}
+
+/// `flood` from `uid`.
+fn flood_as(
+    uid: u32,
+    dir: &Path,
+    socket: &Path,
+    count: usize,
+    mode: &str,
+    hold: u32,
+) -> std::process::Child {
     let script = dir.join("flood.py");
     fs::copy(repo().join("tests/support/flood.py"), &script).unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
@@ -45,8 +58,8 @@ fn flood(dir: &Path, socket: &Path, count: usize, mode: &str, hold: u32) -> std:
         .arg(&script)
         .arg(socket)
         .args([count.to_string(), mode.to_owned(), hold.to_string()])
-        .uid(65533)
-        .gid(65533)
+        .uid(uid)
+        .gid(uid)
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 for the flood");
@@ -89,7 +102,8 @@ async fn floods_leave_room_for_allowed_callers() {
             "metrics_addr = \"127.0.0.1:{port}\"\nmax_connections_per_uid = {PER_UID}\n\
              max_watches_per_uid = 8\npreface_timeout = \"1s\"\nidle_timeout = \"2s\""
         ),
-        "",
+        // uid 65532 may read `other`: an allowed caller, for the stream flood.
+        "[credentials.other]\nstore = \"local\"\npath = \"verify\"\nallow = { uids = [65532] }\n",
     );
     // The daemon under a low descriptor limit, soft and hard.
     let low = dir.path().join("credbroker-lowfd");
@@ -155,6 +169,19 @@ async fn floods_leave_room_for_allowed_callers() {
     wait_until(Duration::from_secs(5), "descriptors back to normal", || {
         fd_count(pid) <= fds_before + 2
     });
+
+    // Streams: an allowed uid opens 150 unfinished calls on each of four
+    // connections. 100 per connection are held (max_streams_per_connection),
+    // HTTP/2 refuses the rest, and the daemon still answers at once.
+    let streams = flood_as(65532, dir.path(), &daemon.socket, 4, "streams", 2);
+    served_within_a_second(&daemon.socket, &t1).await;
+    let rss = rss_kb(pid);
+    assert!(rss < 96 * 1024, "RSS {rss} kB during the stream flood");
+    let summary = finish(streams);
+    assert_eq!(
+        summary["refused_streams"], 200,
+        "streams past 100 per connection: {summary}"
+    );
 
     // The metrics port: 300 requests that never finish their headers. The
     // listener holds 64 at a time and closes each after 5 s without

@@ -9,7 +9,10 @@ ValidateWebhook call whose 60,000-byte message never arrives (its first
 it prints `opened N` on stdout and flushes, holds them for HOLD_SECONDS,
 then prints a JSON line: how many were opened, how many the server had
 closed by then, and how many calls it had answered (a HEADERS frame ending
-stream 1) without waiting for the rest of the message.
+stream 1) without waiting for the rest of the message. `streams` opens 150
+unfinished GetCredential calls (of credential `other`) on each connection
+and also counts the streams the server refused (RST_STREAM with
+REFUSED_STREAM, past its SETTINGS_MAX_CONCURRENT_STREAMS).
 """
 
 import json
@@ -48,6 +51,37 @@ UNREAD_CALL = frame(0x1, 0x4, 1, HEADERS) + frame(
 )
 
 
+def get_call(stream):
+    """HEADERS and an unfinished message (10 of 100 bytes) for GetCredential
+    of `other` on `stream`."""
+    headers = b"".join(
+        literal(n, v)
+        for n, v in [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/credbroker.v1.CredentialBroker/GetCredential"),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ]
+    )
+    return frame(0x1, 0x4, stream, headers) + frame(
+        0x0, 0x0, stream, b"\x00" + (100).to_bytes(4, "big") + b"\x0a\x05other" + b"xxx"
+    )
+
+
+def refused_streams(data):
+    """How many RST_STREAM frames with REFUSED_STREAM (7) `data` holds."""
+    at, n = 0, 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at : at + 3], "big")
+        kind = data[at + 3]
+        if kind == 0x3 and length == 4 and int.from_bytes(data[at + 9 : at + 13], "big") == 7:
+            n += 1
+        at += 9 + length
+    return n
+
+
 def answered(data):
     """Whether `data` (what the server sent) holds a HEADERS frame that
     ends stream 1."""
@@ -74,7 +108,7 @@ def closed_by_server(s):
 
 def main():
     path, count, mode, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-    held, refused = [], 0
+    held, refused_connects = [], 0
     for _ in range(count):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -83,14 +117,16 @@ def main():
                 s.sendall(PREFACE)
             if mode == "unread":
                 s.sendall(UNREAD_CALL)
+            if mode == "streams":
+                s.sendall(PREFACE + b"".join(get_call(2 * i + 1) for i in range(150)))
             held.append(s)
         except OSError:
-            refused += 1
+            refused_connects += 1
             s.close()
     print(f"opened {len(held)}", flush=True)
     time.sleep(hold)
     # Read what the server sent (its SETTINGS), then look for EOF.
-    closed, calls_answered = 0, 0
+    closed, calls_answered, refused = 0, 0, 0
     for s in held:
         s.setblocking(False)
         got = b""
@@ -106,8 +142,10 @@ def main():
         except (ConnectionResetError, BrokenPipeError):
             closed += 1
         calls_answered += answered(got)
+        refused += refused_streams(got)
     print(
-        json.dumps({"opened": len(held), "refused": refused, "closed": closed, "answered": calls_answered}),
+        json.dumps({"opened": len(held), "refused": refused_connects, "closed": closed,
+                    "answered": calls_answered, "refused_streams": refused}),
         flush=True,
     )
 
