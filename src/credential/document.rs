@@ -58,6 +58,9 @@ pub fn parse_document(
         return Err(err("document", "expected a JSON object".into()));
     };
     let current = take_credential(&mut object, "", None, kind).map_err(|(f, p)| err(&f, p))?;
+    // A pending or previous value is of the current one's kind: promoting
+    // an Auth Token over an API key would leave a document with both.
+    let kind = Some(kind.unwrap_or(current.secret.kind()));
     let pending = match object.remove("pending") {
         None | Some(Value::Null) => None,
         // A rotation's claim comes before its new value: no secret yet.
@@ -248,6 +251,23 @@ mod tests {
     const SK: &str = "SK0123456789abcdef0123456789abcdef";
     const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
     const KEY_SECRET: &str = "QuiteSecretValue0123456789abcdef";
+
+    /// A pending value of another kind than the current one is refused:
+    /// promoting it would leave a document with both (found by the
+    /// `document` fuzz target).
+    #[test]
+    fn pending_and_previous_are_of_the_current_kind() {
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}","pending":{{"auth_token":"{TOKEN}"}}}}"#
+        );
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "pending.api_key_sid", "{e}");
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","previous":{{"api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}","retire_at":"2026-01-01T00:00:00Z"}}}}"#
+        );
+        let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "previous.auth_token", "{e}");
+    }
 
     #[test]
     fn debug_of_parsed_document_hides_secrets() {
