@@ -416,7 +416,10 @@ path = "verify"
     )
     .await;
     assert_eq!(token_of(&reread), t3);
-    assert!(daemon.log_text().contains("SIGHUP: re-reading every store"));
+    // The log is written by a background thread: give it a moment.
+    wait_until(Duration::from_secs(3), "the SIGHUP log line", || {
+        daemon.log_text().contains("SIGHUP: re-reading every store")
+    });
     assert_eq!(token_of(&client.get("verify").await.unwrap()), t3);
     daemon.assert_log_clean();
 }

@@ -390,14 +390,14 @@ mod tests {
     const AC: &str = "AC0123456789abcdef0123456789abcdef";
     const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
     const OLD: &str = "fedcba9876543210fedcba9876543210";
-    const PENDING: &str = "PendingSecretPendingSecret012345";
+    const PENDING: &str = "0badc0de0badc0de0badc0de0badc0de";
 
     /// Every broker type that holds a secret shows none in `Debug`.
     #[test]
     fn debug_of_loaded_snapshot_and_lease_hides_secrets() {
         let doc = format!(
             r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}",
-                "pending":{{"api_key_sid":"SK0123456789abcdef0123456789abcdef","api_key_secret":"{PENDING}"}},
+                "pending":{{"auth_token":"{PENDING}"}},
                 "previous":{{"auth_token":"{OLD}","retire_at":"2026-01-01T00:00:00Z"}}}}"#
         );
         let document = parse_document("verify", doc.as_bytes(), None).unwrap();

@@ -372,14 +372,23 @@ impl OpenBao {
         .unwrap();
     }
 
-    /// A root-token API call that must succeed; returns the body.
+    /// A root-token API call that must succeed; returns the body. A server
+    /// still starting (no answer, or 5xx) is asked again for up to 10 s.
     pub fn api(&self, method: &str, path: &str, body: &str) -> String {
-        let (status, text) = http(
-            method,
-            &format!("{}/v1/{path}", self.url()),
-            (!body.is_empty()).then_some(body),
-            &[("X-Vault-Token", BAO_ROOT)],
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (status, text) = loop {
+            let (status, text) = http(
+                method,
+                &format!("{}/v1/{path}", self.url()),
+                (!body.is_empty()).then_some(body),
+                &[("X-Vault-Token", BAO_ROOT)],
+            );
+            if (status == 0 || status >= 500) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            break (status, text);
+        };
         assert!(
             (200..300).contains(&status),
             "OpenBao {method} {path}: {status} {text}"
