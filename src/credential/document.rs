@@ -60,20 +60,25 @@ pub fn parse_document(
     let current = take_credential(&mut object, "", None, kind).map_err(|(f, p)| err(&f, p))?;
     // A pending or previous value is of the current one's kind: promoting
     // an Auth Token over an API key would leave a document with both.
-    let kind = Some(kind.unwrap_or(current.secret.kind()));
+    let current_kind = kind.unwrap_or(current.secret.kind());
+    let kind = Some(current_kind);
     let pending = match object.remove("pending") {
         None | Some(Value::Null) => None,
         // A rotation's claim comes before its new value: no secret yet.
         Some(Value::Object(o)) if !has_secret_field(&o) => None,
-        Some(Value::Object(mut o)) => Some(
-            take_credential(&mut o, "pending.", Some(&current.account_sid), kind)
-                .map_err(|(f, p)| err(&f, p))?,
-        ),
+        Some(Value::Object(mut o)) => {
+            only_fields_of(&o, current_kind, "pending.").map_err(|(f, p)| err(&f, p))?;
+            Some(
+                take_credential(&mut o, "pending.", Some(&current.account_sid), kind)
+                    .map_err(|(f, p)| err(&f, p))?,
+            )
+        }
         Some(_) => return Err(err("pending", "expected a JSON object".into())),
     };
     let previous = match object.remove("previous") {
         None | Some(Value::Null) => None,
         Some(Value::Object(mut o)) => {
+            only_fields_of(&o, current_kind, "previous.").map_err(|(f, p)| err(&f, p))?;
             Some(take_previous(&mut o, &current.account_sid, kind).map_err(|(f, p)| err(&f, p))?)
         }
         Some(_) => return Err(err("previous", "expected a JSON object".into())),
@@ -115,6 +120,26 @@ fn take_previous(
         version,
         retire_at,
     })
+}
+
+/// Refuses a field of the other kind in a pending or previous `object`:
+/// rotation moves every secret field it finds, so an API key's successor
+/// with an `auth_token` beside it would leave a document with both.
+fn only_fields_of(object: &Map<String, Value>, kind: Kind, prefix: &str) -> Result<(), FieldError> {
+    let other: &[&str] = match kind {
+        Kind::AuthToken => &[API_KEY_SID, API_KEY_SECRET].concat(),
+        Kind::ApiKey => &AUTH_TOKEN,
+    };
+    match other.iter().find(|f| object.contains_key(**f)) {
+        Some(f) => Err((
+            format!("{prefix}{f}"),
+            format!(
+                "a field of another kind of credential than the current one ({})",
+                kind.as_str()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Whether a (pending) object carries any secret field yet.
@@ -261,12 +286,13 @@ mod tests {
             r#"{{"account_sid":"{AC}","api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}","pending":{{"auth_token":"{TOKEN}"}}}}"#
         );
         let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
-        assert_eq!(e.field, "pending.api_key_sid", "{e}");
+        assert_eq!(e.field, "pending.auth_token", "{e}");
+        assert!(e.to_string().contains("another kind"), "{e}");
         let doc = format!(
             r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","previous":{{"api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}","retire_at":"2026-01-01T00:00:00Z"}}}}"#
         );
         let e = parse_document("verify", doc.as_bytes(), None).unwrap_err();
-        assert_eq!(e.field, "previous.auth_token", "{e}");
+        assert_eq!(e.field, "previous.api_key_sid", "{e}");
     }
 
     #[test]
