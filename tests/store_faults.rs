@@ -354,8 +354,7 @@ async fn huge_answers_refused(
             && l.contains("larger than 1048576 bytes; not read")),
         "no clear error naming the credential:\n{}",
         log.lines()
-            .filter(|l| l.contains("cannot refresh"))
-            .last()
+            .rfind(|l| l.contains("cannot refresh"))
             .unwrap_or("(no refresh error logged)")
     );
     proxy.heal();
@@ -539,8 +538,7 @@ async fn hung_store_others_serve_health_holds_and_shutdown_completes() {
             && l.contains("no answer within 10s")),
         "no clear error naming the credential and the timeout:\n{}",
         log.lines()
-            .filter(|l| l.contains("cannot refresh"))
-            .last()
+            .rfind(|l| l.contains("cannot refresh"))
             .unwrap_or("(no refresh error logged)")
     );
     assert_eq!(client.health().await.unwrap(), ServingStatus::Serving);
