@@ -66,6 +66,10 @@ fn dynamic_keys_suite() {
         .unwrap();
     rt.block_on(created_reused_capped_deleted_and_used(dir.path(), &twilio));
     swept_after_a_crash(dir.path(), &twilio);
+    rt.block_on(hostile_twilio_fails_clearly_and_others_serve(
+        dir.path(),
+        &twilio,
+    ));
     twilio.assert_no_violations(dir.path());
 }
 
@@ -272,4 +276,230 @@ fn swept_after_a_crash(root: &Path, t: &Twilio) {
         stderr(&out)
     );
     drop(daemon);
+}
+
+/// VmHWM of `pid`: the most it ever had resident, in kB.
+fn peak_rss_kb(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The SIDs of keys at Twilio named for `per-workload`.
+fn dynamic_keys(t: &Twilio) -> Vec<String> {
+    t.keys()
+        .into_iter()
+        .filter(|(_, name)| name.starts_with("credbroker-dyn:per-workload:"))
+        .map(|(sid, _)| sid)
+        .collect()
+}
+
+/// The one key named for `per-workload` that is not in `before`.
+fn new_key(t: &Twilio, before: &[String], what: &str) -> String {
+    let new: Vec<_> = dynamic_keys(t)
+        .into_iter()
+        .filter(|s| !before.contains(s))
+        .collect();
+    assert_eq!(new.len(), 1, "{what}: Twilio made one key: {new:?}");
+    new.into_iter().next().unwrap()
+}
+
+/// Twilio misbehaving under a dynamic credential, with the daemon running:
+/// each failure is a clear error naming the credential, the file-stored
+/// credential `local` is served throughout, and:
+/// - an endless `next_page_uri` in the start's key list: the sweep stops
+///   after 100 pages, saying so, and keys are still issued;
+/// - a create Twilio carries out but answers 500, and one whose answer is
+///   48 MiB: not retried, not read (the daemon's peak RSS stays put), and
+///   the key Twilio made anyway is found again and deleted at its expiry;
+/// - a key named as ours with an expiry in year 9999: deleted, not kept;
+/// - a create that never answers: fails after the client's timeout while
+///   other calls are answered at once and health stays SERVING, and
+///   SIGTERM with such a create in flight still ends the daemon.
+async fn hostile_twilio_fails_clearly_and_others_serve(root: &Path, t: &Twilio) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = root.join("hostile");
+    fs::create_dir_all(&dir).unwrap();
+    let local = token(0xd0d1);
+    fs::write(
+        dir.join("secrets.json"),
+        format!(
+            r#"{{"admin": {{"account_sid": "{AC}", "auth_token": "{ADMIN_TOKEN}"}}, "local": {}}}"#,
+            auth_token_doc(&local)
+        ),
+    )
+    .unwrap();
+    let cfg = config(t) + "[credentials.local]\nstore = \"local\"\npath = \"local\"\n";
+    let list = format!("/2010-04-01/Accounts/{AC}/Keys.json");
+    t.post(
+        "corrupt",
+        &serde_json::json!({
+            "path_prefix": list, "method": "GET", "count": 100,
+            "set": {"next_page_uri": format!("{list}?PageSize=1000")},
+        })
+        .to_string(),
+    );
+    let started = std::time::Instant::now();
+    let mut daemon = Daemon::start(&dir, &cfg).secrets(&[ADMIN_TOKEN, &local]);
+    let sock = daemon.socket.display().to_string();
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    let logged = |daemon: &Daemon, parts: &[&str]| {
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+    };
+    wait_until(Duration::from_secs(30), "the sweep to give up", || {
+        logged(
+            &daemon,
+            &[
+                "credential=per-workload",
+                "more than 100 pages",
+                "cannot list keys to sweep",
+            ],
+        )
+    });
+    let (_, secret) = key_of(&client.get("per-workload").await.unwrap());
+    daemon.add_secret(&secret);
+    assert_eq!(secret_of(&client.get("local").await.unwrap()), local);
+
+    // A create carried out whose answer is a 500.
+    let before = dynamic_keys(t);
+    t.post(
+        "fail",
+        r#"{"path_prefix": "/v1/Keys", "method": "POST", "status": 500, "count": 1, "after": true}"#,
+    );
+    let out = cli(&["get", "per-workload", "--socket", &sock], None);
+    assert!(
+        !out.status.success()
+            && stderr(&out).contains("credential `per-workload`: Twilio key create")
+            && stderr(&out).contains("HTTP 500")
+            && stderr(&out).contains("not retried"),
+        "{}",
+        stderr(&out)
+    );
+    let lost = new_key(t, &before, "a 500 after the create");
+    assert_eq!(secret_of(&client.get("local").await.unwrap()), local);
+
+    // A create whose answer is 48 MiB.
+    let before = dynamic_keys(t);
+    let peak = peak_rss_kb(daemon.pid());
+    t.post(
+        "corrupt",
+        &serde_json::json!({
+            "path_prefix": "/v1/Keys", "method": "POST", "count": 1,
+            "set": {"padding": "x".repeat(48 << 20)},
+        })
+        .to_string(),
+    );
+    let out = cli(&["get", "per-workload", "--socket", &sock], None);
+    let peak_after = peak_rss_kb(daemon.pid());
+    assert!(
+        peak_after < peak + 16 * 1024,
+        "peak RSS went from {peak} kB to {peak_after} kB on a 48 MiB answer"
+    );
+    assert!(
+        !out.status.success()
+            && stderr(&out).contains("credential `per-workload`: Twilio key create")
+            && stderr(&out).contains("larger than 4194304 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    let unread = new_key(t, &before, "an answer too long");
+    assert_eq!(secret_of(&client.get("local").await.unwrap()), local);
+
+    // A key named as ours that claims to live until 9999.
+    let forever = t.post(
+        "keys",
+        &format!(
+            r#"{{"account_sid": "{AC}", "friendly_name": "credbroker-dyn:per-workload:253402300799"}}"#
+        ),
+    )["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Any failed create lists the keys again: that finds all three.
+    t.post(
+        "fail",
+        r#"{"path_prefix": "/v1/Keys", "method": "POST", "status": 500, "count": 1}"#,
+    );
+    let out = cli(&["get", "per-workload", "--socket", &sock], None);
+    assert!(stderr(&out).contains("HTTP 500"), "{}", stderr(&out));
+    wait_gone(t, &lost, "the key whose create answered 500 deleted");
+    wait_gone(t, &unread, "the key whose answer was not read deleted");
+    wait_gone(t, &forever, "the key named to live for ever deleted");
+
+    // A create that never answers.
+    let held = || t.state()["requests_held"].as_u64().unwrap();
+    let held_before = held();
+    t.post(
+        "delay",
+        r#"{"path_prefix": "/v1/Keys", "method": "POST", "seconds": 3600, "count": 1}"#,
+    );
+    let asked = std::time::Instant::now();
+    let hung = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("per-workload").await }
+    });
+    wait_until(Duration::from_secs(10), "the create held", || {
+        held() > held_before
+    });
+    for _ in 0..10 {
+        let at = std::time::Instant::now();
+        assert_eq!(secret_of(&client.get("local").await.unwrap()), local);
+        assert_eq!(client.health().await.unwrap(), ServingStatus::Serving);
+        assert!(
+            at.elapsed() < Duration::from_secs(1),
+            "answered in {:?} while a create hangs",
+            at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Err(err) = hung.await.unwrap() else {
+        panic!("a create that never answered gave a key");
+    };
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(
+        err.to_string()
+            .contains("credential `per-workload`: Twilio key create: unavailable (no answer in time; not retried"),
+        "{err}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(25),
+        "the hung create took {:?} to fail",
+        asked.elapsed()
+    );
+    assert_eq!(client.health().await.unwrap(), ServingStatus::Serving);
+
+    // SIGTERM while a create hangs.
+    let held_before = held();
+    t.post(
+        "delay",
+        r#"{"path_prefix": "/v1/Keys", "method": "POST", "seconds": 3600, "count": 1}"#,
+    );
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("per-workload").await }
+    });
+    wait_until(Duration::from_secs(10), "the create held", || {
+        held() > held_before
+    });
+    let stopping = std::time::Instant::now();
+    daemon.signal(rustix::process::Signal::TERM);
+    let status = daemon.wait_exit();
+    assert!(status.success(), "{status}");
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(13),
+        "shutdown took {took:?} with a create in flight"
+    );
+    let _ = in_flight.await;
+    daemon.assert_log_clean();
+    eprintln!(
+        "hostile_twilio_fails_clearly_and_others_serve: {:?} (shutdown {took:?})",
+        started.elapsed()
+    );
 }

@@ -192,12 +192,9 @@ async fn vault_faults_stale_then_fresh() {
     faults_then_recovery(&daemon, &proxy, shapes, "store `vault`", &t1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_faults_stale_then_fresh() {
-    let dir = world_dir();
-    let moto = Service::moto(dir.path());
-    let t1 = token(0xfa11);
-    let sm = aws_sdk_secretsmanager::Client::from_conf(
+/// An AWS SDK client on moto, as the tests' admin.
+fn aws_admin(moto: &Service) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::Config::builder()
             .behavior_version_latest()
             .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
@@ -206,15 +203,21 @@ async fn aws_faults_stale_then_fresh() {
                 "testing", "testing", None, None, "tests",
             ))
             .build(),
-    );
-    sm.create_secret()
-        .name("twilio/verify")
-        .secret_string(auth_token_doc(&t1))
-        .send()
-        .await
-        .unwrap();
-    let proxy = FaultProxy::start(&moto.url());
-    let cfg = defaults()
+    )
+}
+
+/// The daemon's environment for moto: fake keys, no metadata, no profile.
+const AWS_ENV: [(&str, &str); 5] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+];
+
+/// The daemon's config: `verify` on moto through `proxy`.
+fn aws_config(proxy: &FaultProxy) -> String {
+    defaults()
         + &format!(
             r#"
 [stores.aws]
@@ -227,14 +230,24 @@ store = "aws"
 path = "twilio/verify"
 "#,
             proxy.url()
-        );
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ];
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_faults_stale_then_fresh() {
+    let dir = world_dir();
+    let moto = Service::moto(dir.path());
+    let t1 = token(0xfa11);
+    aws_admin(&moto)
+        .create_secret()
+        .name("twilio/verify")
+        .secret_string(auth_token_doc(&t1))
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&moto.url());
+    let cfg = aws_config(&proxy);
+    let env = AWS_ENV;
     let daemon = Daemon::start_env(dir.path(), &cfg, &env).secrets(&[&t1]);
     // AWS's JSON protocol: the error type in the body and in a header.
     let aws_error = |status, kind: &'static str, body: &'static str| Fault::Answer {
@@ -268,26 +281,95 @@ path = "twilio/verify"
     faults_then_recovery(&daemon, &proxy, shapes, "store `aws`", &t1).await;
 }
 
-fn rss_kb(pid: i32) -> u64 {
+/// A line of /proc/PID/status, in kB.
+fn status_kb(pid: i32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// VmHWM: the most the process has ever had resident. A body buffered
+/// whole and freed at once leaves RSS where it was, but not this.
+fn peak_rss_kb(pid: i32) -> u64 {
+    status_kb(pid, "VmHWM:")
+}
+
+/// A file store `file` holding credential `local` (an Auth Token made of
+/// `seed`), as config text; the token.
+fn local_credential(dir: &std::path::Path, seed: u32) -> (String, String) {
+    let t = token(seed);
+    let local = dir.join("local.json");
+    std::fs::write(&local, format!(r#"{{"local": {}}}"#, auth_token_doc(&t))).unwrap();
+    let cfg = format!(
+        "\n[stores.file]\ntype = \"file\"\npath = \"{}\"\n\
+         [credentials.local]\nstore = \"file\"\npath = \"local\"\n",
+        local.display()
+    );
+    (cfg, t)
+}
+
+/// A 64 MiB answer to every read of `verify` (requests whose path holds
+/// `read_path`): refused unread, whatever the store's client, so the
+/// daemon's peak RSS does not grow by the body; `verify` is served stale
+/// and the log says why, naming it; `local` (`local_secret`) is served as
+/// ever; healed, `verify` is fresh again.
+async fn huge_answers_refused(
+    daemon: &Daemon,
+    proxy: &FaultProxy,
+    read_path: &'static str,
+    secret: &str,
+    local_secret: &str,
+) {
+    const HUGE: usize = 64 << 20;
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    assert_eq!(secret_of(&client.get("verify").await.unwrap()), secret);
+    let peak_before = peak_rss_kb(daemon.pid());
+    let faulted = proxy.faulted();
+    proxy.fail_path(Fault::Huge(HUGE), None, read_path);
+    let stale = get_stale(
+        &client,
+        "verify",
+        Duration::from_secs(15),
+        "stale during huge answers",
+    )
+    .await;
+    assert_eq!(secret_of(&stale), secret);
+    assert_eq!(secret_of(&client.get("local").await.unwrap()), local_secret);
+    // Several refreshes (1 s apart) meet the huge answer.
+    wait_until(Duration::from_secs(15), "three huge answers", || {
+        proxy.faulted() >= faulted + 3
+    });
+    let peak_after = peak_rss_kb(daemon.pid());
+    assert!(
+        peak_after < peak_before + (HUGE as u64 / 1024) / 4,
+        "peak RSS went from {peak_before} kB to {peak_after} kB on {} MiB answers",
+        HUGE >> 20
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("credential=verify")
+            && l.contains("larger than 1048576 bytes; not read")),
+        "no clear error naming the credential:\n{}",
+        log.lines()
+            .rfind(|l| l.contains("cannot refresh"))
+            .unwrap_or("(no refresh error logged)")
+    );
+    proxy.heal();
+    let back = get_fresh(&client, "verify", Duration::from_secs(15), "fresh again").await;
+    assert_eq!(secret_of(&back), secret);
+    daemon.assert_log_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_hostile_answers_are_refused_and_others_serve() {
     let dir = world_dir();
     let bao = OpenBao::start(dir.path(), "1h", "24h");
-    let (t1, t2) = (token(0xfa31), token(0xfa32));
+    let t1 = token(0xfa31);
     bao.put_v2("twilio/verify", &auth_token_doc(&t1));
-    std::fs::write(
-        dir.path().join("local.json"),
-        format!(r#"{{"local": {}}}"#, auth_token_doc(&t2)),
-    )
-    .unwrap();
+    let (local, t2) = local_credential(dir.path(), 0xfa32);
     let proxy = FaultProxy::start(&bao.url());
     // Every login answer claims a token that lives u64::MAX seconds: it
     // once overflowed the clock (a panic in the first load).
@@ -299,46 +381,32 @@ async fn vault_hostile_answers_are_refused_and_others_serve() {
         None,
         "/login",
     );
-    let local = dir.path().join("local.json");
-    let cfg = vault_config(
-        &proxy,
-        &bao,
-        &format!(
-            "[stores.file]\ntype = \"file\"\npath = \"{}\"\n\
-             [credentials.local]\nstore = \"file\"\npath = \"local\"\n",
-            local.display()
-        ),
-    );
+    let cfg = vault_config(&proxy, &bao, &local);
     let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1, &t2]);
     let client = Client::connect(&daemon.socket).await.unwrap();
     assert_eq!(secret_of(&client.get("verify").await.unwrap()), t1);
     assert!(proxy.faulted() >= 1, "the login was not patched");
+    huge_answers_refused(&daemon, &proxy, "/data/", &t1, &t2).await;
+}
 
-    // A 64 MiB answer to every read: refused unread, stale.
-    let rss_before = rss_kb(daemon.pid());
-    proxy.fail_path(Fault::Huge(64 << 20), None, "/data/");
-    let stale = get_stale(
-        &client,
-        "verify",
-        Duration::from_secs(10),
-        "stale during huge answers",
-    )
-    .await;
-    assert_eq!(secret_of(&stale), t1);
-    assert_eq!(secret_of(&client.get("local").await.unwrap()), t2);
-    // Several refreshes (1 s apart) have met the huge answer by now.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_after = rss_kb(daemon.pid());
-    assert!(
-        rss_after < rss_before + 32 * 1024,
-        "RSS went from {rss_before} kB to {rss_after} kB reading huge answers"
-    );
-    let log = daemon.log_text();
-    assert!(log.contains("larger than 1048576 bytes"), "no clear error");
-    proxy.heal();
-    let back = get_fresh(&client, "verify", Duration::from_secs(10), "fresh again").await;
-    assert_eq!(secret_of(&back), t1);
-    daemon.assert_log_clean();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_huge_answers_are_refused_and_others_serve() {
+    let dir = world_dir();
+    let moto = Service::moto(dir.path());
+    let t1 = token(0xfa41);
+    aws_admin(&moto)
+        .create_secret()
+        .name("twilio/verify")
+        .secret_string(auth_token_doc(&t1))
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&moto.url());
+    let (local, t2) = local_credential(dir.path(), 0xfa42);
+    let cfg = aws_config(&proxy) + &local;
+    let daemon = Daemon::start_env(dir.path(), &cfg, &AWS_ENV).secrets(&[&t1, &t2]);
+    // Every AWS call is a POST to `/`.
+    huge_answers_refused(&daemon, &proxy, "/", &t1, &t2).await;
 }
 
 const PROJECT: &str = "credbroker-test";
@@ -373,20 +441,7 @@ async fn gcp_faults_stale_then_fresh() {
     let t1 = token(0xfa21);
     gcp_secret(&gcp, "twilio-verify", Some(&auth_token_doc(&t1)));
     let proxy = FaultProxy::start(&gcp.url());
-    let cfg = defaults()
-        + &format!(
-            r#"
-[stores.gcp]
-type = "gcp_secret_manager"
-project = "{PROJECT}"
-endpoint = "{}"
-
-[credentials.verify]
-store = "gcp"
-path = "twilio-verify"
-"#,
-            proxy.url()
-        );
+    let cfg = gcp_config(&proxy, "");
     let daemon = Daemon::start(dir.path(), &cfg).secrets(&[&t1]);
     let shapes = Shapes {
         unavailable: Fault::answer(
@@ -408,6 +463,112 @@ path = "twilio-verify"
         gone_says: "was not found",
     };
     faults_then_recovery(&daemon, &proxy, shapes, "store `gcp`", &t1).await;
+}
+
+/// The daemon's config: `verify` (secret `twilio-verify`) on the GCP fake
+/// through `proxy`, and `extra`.
+fn gcp_config(proxy: &FaultProxy, extra: &str) -> String {
+    defaults()
+        + &format!(
+            r#"
+[stores.gcp]
+type = "gcp_secret_manager"
+project = "{PROJECT}"
+endpoint = "{}"
+
+[credentials.verify]
+store = "gcp"
+path = "twilio-verify"
+{extra}"#,
+            proxy.url()
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_huge_answers_are_refused_and_others_serve() {
+    let dir = world_dir();
+    let gcp = Service::python_fake("gcp_fake.py", dir.path(), &[]);
+    let t1 = token(0xfa51);
+    gcp_secret(&gcp, "twilio-verify", Some(&auth_token_doc(&t1)));
+    let proxy = FaultProxy::start(&gcp.url());
+    let (local, t2) = local_credential(dir.path(), 0xfa52);
+    let daemon = Daemon::start(dir.path(), &gcp_config(&proxy, &local)).secrets(&[&t1, &t2]);
+    huge_answers_refused(&daemon, &proxy, ":access", &t1, &t2).await;
+}
+
+/// A store that never answers: while its reads hang, the daemon answers
+/// for its other credential at once, health stays SERVING, the hung one
+/// turns stale when the store's timeout fires (saying so, naming it), and
+/// SIGTERM still ends the daemon promptly, with a read held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_store_others_serve_health_holds_and_shutdown_completes() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = world_dir();
+    let gcp = Service::python_fake("gcp_fake.py", dir.path(), &[]);
+    let t1 = token(0xfa61);
+    gcp_secret(&gcp, "twilio-verify", Some(&auth_token_doc(&t1)));
+    let proxy = FaultProxy::start(&gcp.url());
+    let (local, t2) = local_credential(dir.path(), 0xfa62);
+    let mut daemon = Daemon::start(dir.path(), &gcp_config(&proxy, &local)).secrets(&[&t1, &t2]);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    assert_eq!(secret_of(&client.get("verify").await.unwrap()), t1);
+
+    proxy.fail_path(Fault::Hang, None, ":access");
+    let held = proxy.faulted();
+    wait_until(Duration::from_secs(10), "a read held by the store", || {
+        proxy.faulted() > held
+    });
+    for _ in 0..10 {
+        let asked = Instant::now();
+        assert_eq!(secret_of(&client.get("local").await.unwrap()), t2);
+        assert_eq!(client.health().await.unwrap(), ServingStatus::Serving);
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "answered in {:?} while a store hangs",
+            asked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stale = get_stale(&client, "verify", Duration::from_secs(25), "stale").await;
+    assert_eq!(secret_of(&stale), t1);
+    let log = daemon.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("credential=verify")
+            && l.contains("cannot refresh")
+            && l.contains("no answer within 10s")),
+        "no clear error naming the credential and the timeout:\n{}",
+        log.lines()
+            .rfind(|l| l.contains("cannot refresh"))
+            .unwrap_or("(no refresh error logged)")
+    );
+    assert_eq!(client.health().await.unwrap(), ServingStatus::Serving);
+
+    // SIGTERM with a read held (the next refresh is a second away at most).
+    let held = proxy.faulted();
+    let waited = Instant::now();
+    while proxy.faulted() == held && waited.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        proxy.faulted() > held,
+        "no read held since {held}:\n{}",
+        daemon
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("verify") && !l.contains("TRACE"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let asked = Instant::now();
+    daemon.signal(rustix::process::Signal::TERM);
+    let status = daemon.wait_exit();
+    assert!(status.success(), "{status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?} with a store read held",
+        asked.elapsed()
+    );
+    daemon.assert_log_clean();
 }
 
 /// The GCP store's writes, through the library API against the fake.

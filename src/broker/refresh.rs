@@ -136,7 +136,11 @@ async fn refresh_loop(
             _ = reload.changed() => {}
             _ = entry.reread.notified() => {}
         }
-        failures = refresh_once(&entry, &clock, failures).await;
+        // A read held by a hung store must not hold up shutdown.
+        failures = tokio::select! {
+            _ = stopping.cancelled() => return,
+            failures = refresh_once(&entry, &clock, failures) => failures,
+        };
     }
 }
 

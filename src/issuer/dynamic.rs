@@ -9,11 +9,17 @@
 //! key at Twilio when its TTL ends. Keys are named
 //! `credbroker-dyn:<name>:<expiry, Unix seconds>`, so after a restart the
 //! keys of the previous process are found and deleted at their expiry (at
-//! once when it has passed).
+//! once when it has passed). A create that failed after it may have reached
+//! Twilio (a 5xx or a lost answer, an answer too long to read) may have made
+//! a key all the same: the keys are listed again, so such a key is found by
+//! its name and deleted at its expiry too, rather than left for ever.
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -90,6 +96,9 @@ pub struct DynamicKeys {
     clock: Clock,
     live: Mutex<Live>,
     wake: Notify,
+    /// A create failed in a way that may have left a key at Twilio: the
+    /// reaper lists the keys again.
+    resweep: AtomicBool,
 }
 
 /// `credbroker-dyn:<name>:`, the friendly-name prefix of `name`'s keys
@@ -124,6 +133,7 @@ impl DynamicKeys {
             clock,
             live: Mutex::new(Live::default()),
             wake: Notify::new(),
+            resweep: AtomicBool::new(false),
         });
         tasks.spawn(Arc::clone(&keys).reap(stopping));
         keys
@@ -171,6 +181,10 @@ impl DynamicKeys {
         let minted = self.mint(caller, now).await;
         let mut live = self.live.lock().await;
         live.release(uid);
+        if let Err(IssueError::Twilio { .. }) = &minted {
+            self.resweep.store(true, Ordering::SeqCst);
+            self.wake.notify_one();
+        }
         let key = minted?;
         live.keys
             .push((key.sid.clone(), key.expires_at, Some(Arc::clone(&key))));
@@ -270,6 +284,7 @@ impl DynamicKeys {
             .await
             .map_err(|source| self.twilio_error(source))?;
         let prefix = key_prefix(self.name());
+        let now = self.clock.now();
         let mut live = self.live.lock().await;
         for key in keys {
             let Some(expiry) = key.friendly_name.strip_prefix(&prefix) else {
@@ -278,7 +293,7 @@ impl DynamicKeys {
             if live.keys.iter().any(|(sid, _, _)| *sid == key.sid) {
                 continue;
             }
-            let expires = expiry_in_name(expiry);
+            let expires = expiry_in_name(expiry, now);
             live.keys.push((key.sid, expires, None));
         }
         Ok(())
@@ -332,13 +347,14 @@ impl DynamicKeys {
         }
         let mut swept = false;
         loop {
-            if !swept {
-                match self.sweep().await {
-                    Ok(()) => swept = true,
+            if !swept || self.resweep.swap(false, Ordering::SeqCst) {
+                swept = match self.sweep().await {
+                    Ok(()) => true,
                     Err(e) => {
-                        tracing::warn!(credential = %self.name(), error = %e, "cannot list keys to sweep; retrying")
+                        tracing::warn!(credential = %self.name(), error = %e, "cannot list keys to sweep; retrying");
+                        false
                     }
-                }
+                };
             }
             let failed = self.delete_due().await;
             let next = {
@@ -387,13 +403,19 @@ impl Issuer for DynamicKeys {
 }
 
 /// The expiry a key's friendly name carries (Unix seconds after our
-/// prefix). Twilio's answer is not trusted: a name that is not a time, or
-/// one beyond what the clock can hold, counts as expired (the key is ours,
-/// by its prefix, and deleted).
-fn expiry_in_name(text: &str) -> SystemTime {
+/// prefix). Twilio's answer is not trusted: a name that is not a time, one
+/// beyond what the clock can hold, or one further from `now` than any
+/// configured `ttl` may be ([`crate::config::MAX_DURATION`]) counts as
+/// expired (the key is ours, by its prefix, and deleted), so no name can
+/// keep a key for ever.
+fn expiry_in_name(text: &str, now: SystemTime) -> SystemTime {
     text.parse::<u64>()
         .ok()
         .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+        .filter(|at| {
+            now.checked_add(crate::config::MAX_DURATION)
+                .is_some_and(|bound| *at <= bound)
+        })
         .unwrap_or(UNIX_EPOCH)
 }
 
@@ -403,11 +425,14 @@ mod tests {
 
     #[test]
     fn an_expiry_beyond_the_clock_is_taken_for_expired_not_a_panic() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(
-            expiry_in_name("1700000000"),
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+            expiry_in_name("1700000900", now),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_900)
         );
-        assert_eq!(expiry_in_name("18446744073709551615"), UNIX_EPOCH);
-        assert_eq!(expiry_in_name("soon"), UNIX_EPOCH);
+        assert_eq!(expiry_in_name("18446744073709551615", now), UNIX_EPOCH);
+        assert_eq!(expiry_in_name("soon", now), UNIX_EPOCH);
+        // Further ahead than any ttl may be: no key of ours, kept for ever.
+        assert_eq!(expiry_in_name("253402300799", now), UNIX_EPOCH);
     }
 }

@@ -10,6 +10,10 @@
 //! someone else moved it first — that is the compare-and-set. Secrets that
 //! AWS rotates itself (its managed Twilio secrets, camelCase fields) are
 //! served as they are.
+//!
+//! Answers are read to at most [`super::MAX_ANSWER_BYTES`] (a secret is
+//! 64 KiB at most): the SDK would otherwise buffer a hostile or broken
+//! endpoint's answer whole, however long.
 
 use std::time::Duration;
 
@@ -17,9 +21,13 @@ use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_secretsmanager::{
     Client,
-    config::http::HttpResponse,
-    error::{ProvideErrorMetadata, SdkError},
+    config::{
+        ConfigBag, Intercept, RuntimeComponents, http::HttpResponse,
+        interceptors::BeforeDeserializationInterceptorContextMut,
+    },
+    error::{BoxError, ProvideErrorMetadata, SdkError},
 };
+use aws_smithy_types::body::SdkBody;
 
 use super::{Document, SecretStore, StoreError, cas, errors::Class};
 use crate::{config::AwsConfig, secret::SecretBytes};
@@ -56,7 +64,10 @@ impl AwsStore {
             loader = loader.endpoint_url(url);
         }
         let sdk = loader.load().await;
-        Self::with_client(name, Client::new(&sdk))
+        let config = aws_sdk_secretsmanager::config::Builder::from(&sdk)
+            .interceptor(CapAnswers)
+            .build();
+        Self::with_client(name, Client::from_conf(config))
     }
 
     /// A store on a client the caller built (its own credentials provider,
@@ -86,6 +97,13 @@ impl AwsStore {
                     } else {
                         "request failed"
                     }
+                ),
+            ),
+            SdkError::ResponseError(_) if too_long(&err) => (
+                Class::Rejected,
+                format!(
+                    "{action}: the answer is larger than {} bytes; not read",
+                    super::MAX_ANSWER_BYTES
                 ),
             ),
             SdkError::ResponseError(_) => {
@@ -120,6 +138,43 @@ impl AwsStore {
             },
         }
     }
+}
+
+/// Reads every answer through a cap of [`super::MAX_ANSWER_BYTES`]: the
+/// SDK reads a body whole before it deserializes it, and this makes that
+/// read fail (as a response error) as soon as the body passes the cap.
+#[derive(Debug)]
+struct CapAnswers;
+
+impl Intercept for CapAnswers {
+    fn name(&self) -> &'static str {
+        "CapAnswers"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let body = context.response_mut().body_mut();
+        let whole = std::mem::replace(body, SdkBody::taken());
+        *body =
+            SdkBody::from_body_1_x(http_body_util::Limited::new(whole, super::MAX_ANSWER_BYTES));
+        Ok(())
+    }
+}
+
+/// Whether `error` (or what caused it) is the cap of [`CapAnswers`].
+fn too_long(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// What an AWS error `code` (or, for other codes, the HTTP `status`) means.

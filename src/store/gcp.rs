@@ -33,6 +33,13 @@
 //! Every call is bounded by [`REQUEST_TIMEOUT`], the SDK's own retries
 //! included, so a hung endpoint turns into [`StoreError::Unavailable`] and
 //! the broker keeps serving its last good value.
+//!
+//! Reads (`versions/latest:access`, what the broker does every refresh) go
+//! through a small client of our own on the same credentials, not the SDK:
+//! the SDK reads an answer whole, however long, and a hostile or broken
+//! endpoint could make the daemon buffer any size. Ours reads at most
+//! [`super::MAX_ANSWER_BYTES`] and refuses the rest unread. Writes, which
+//! only rotation makes, still use the SDK.
 
 use std::{
     collections::HashMap,
@@ -41,18 +48,31 @@ use std::{
 };
 
 use async_trait::async_trait;
-use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
+use base64::Engine as _;
+use google_cloud_auth::credentials::{
+    Builder as Adc, CacheableResource, Credentials, anonymous::Builder as Anonymous,
+};
 use google_cloud_gax::{
-    error::{Error as GaxError, rpc::Code},
+    error::{
+        Error as GaxError,
+        rpc::{Code, Status},
+    },
     retry_policy::{Aip194Strict, RetryPolicyExt},
 };
 use google_cloud_secretmanager_v1::{
     client::SecretManagerService,
     model::{Replication, Secret, SecretPayload, replication::Automatic, secret_version::State},
 };
+use serde_json::Value;
 
 use super::{Document, SecretStore, StoreError, cas, errors::Class};
-use crate::{config::GcpConfig, secret::SecretBytes};
+use crate::{
+    config::GcpConfig,
+    secret::{SecretBytes, SecretJson},
+};
+
+/// Where Secret Manager is, without an `endpoint`.
+const DEFAULT_ENDPOINT: &str = "https://secretmanager.googleapis.com";
 
 /// Upper bound on one store operation's every SDK call, retries included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +98,13 @@ pub struct GcpStore {
     name: String,
     project: String,
     client: SecretManagerService,
+    /// Our client for reads, capped (see the module doc).
+    http: reqwest::Client,
+    /// `https://secretmanager.googleapis.com`, or the configured endpoint.
+    endpoint: String,
+    /// What reads authenticate with; `None` with an `endpoint` (nothing is
+    /// sent to an emulator).
+    credentials: Option<Credentials>,
 }
 
 /// How to read a refusal: ALREADY_EXISTS, ABORTED or FAILED_PRECONDITION
@@ -109,16 +136,32 @@ impl GcpStore {
                     .with_time_limit(REQUEST_TIMEOUT),
             )
             .with_attempt_timeout(REQUEST_TIMEOUT);
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_credentials(Anonymous::new().build());
-        }
         let setup_error = |detail: String| StoreError::Rejected {
             store: name.to_owned(),
             path: "(client setup)".to_owned(),
             detail,
         };
+        let credentials = if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_credentials(Anonymous::new().build());
+            None
+        } else {
+            // One set of credentials (and token cache) for the SDK and our reads.
+            let adc = Adc::default().build().map_err(|e| {
+                setup_error(format!(
+                    "cannot load Google credentials: {}",
+                    crate::text::said(&e.to_string())
+                ))
+            })?;
+            builder = builder.with_credentials(adc.clone());
+            Some(adc)
+        };
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| setup_error(format!("cannot build the HTTP client: {e}")))?;
         let client = match tokio::time::timeout(REQUEST_TIMEOUT, builder.build()).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
@@ -141,6 +184,14 @@ impl GcpStore {
             name: name.to_owned(),
             project: config.project.clone(),
             client,
+            http,
+            endpoint: config
+                .endpoint
+                .as_deref()
+                .unwrap_or(DEFAULT_ENDPOINT)
+                .trim_end_matches('/')
+                .to_owned(),
+            credentials,
         })
     }
 
@@ -271,6 +322,62 @@ impl GcpStore {
     }
 }
 
+impl GcpStore {
+    /// `versions/latest:access` of `path`, its answer read to at most
+    /// [`super::MAX_ANSWER_BYTES`] (see the module doc).
+    async fn access_latest(&self, path: &str) -> Result<SecretJson, StoreError> {
+        let url = format!(
+            "{}/v1/{}/versions/latest:access",
+            self.endpoint,
+            self.secret_name(path)
+        );
+        let mut request = self.http.get(url);
+        if let Some(credentials) = &self.credentials {
+            match credentials.headers(http::Extensions::new()).await {
+                Ok(CacheableResource::New { data, .. }) => request = request.headers(data),
+                Ok(CacheableResource::NotModified) => {
+                    return Err(self.malformed(path, "no credentials to send".into()));
+                }
+                Err(e) => {
+                    return Err(self.map_error(path, Step::Plain, &GaxError::authentication(e)));
+                }
+            }
+        }
+        let response = request.send().await.map_err(|e| {
+            let why = if e.is_timeout() {
+                format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())
+            } else {
+                "cannot reach the endpoint".to_owned()
+            };
+            Class::Transient.error(&self.name, path, format!("AccessSecretVersion: {why}"))
+        })?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = SecretBytes::read_capped(response, super::MAX_ANSWER_BYTES)
+            .await
+            .map_err(|too_long| {
+                Class::Rejected.error(&self.name, path, format!("AccessSecretVersion: {too_long}"))
+            })?;
+        if !status.is_success() {
+            // Google's error body says no more than the status; it holds no payload.
+            let payload = bytes::Bytes::copy_from_slice(body.expose_secret());
+            let code = status.as_u16();
+            let error = match Status::try_from(&payload) {
+                Ok(s) => GaxError::service_with_http_metadata(s, Some(code), Some(headers)),
+                Err(_) => GaxError::http(code, headers, payload),
+            };
+            return Err(self.map_error(path, Step::Plain, &error));
+        }
+        serde_json::from_slice(body.expose_secret())
+            .map(SecretJson)
+            .map_err(|_| {
+                self.malformed(
+                    path,
+                    "the service's answer does not parse as a Secret Manager response".into(),
+                )
+            })
+    }
+}
+
 #[async_trait]
 impl SecretStore for GcpStore {
     fn name(&self) -> &str {
@@ -279,21 +386,22 @@ impl SecretStore for GcpStore {
 
     async fn read(&self, path: &str) -> Result<Document, StoreError> {
         self.check_path(path)?;
-        let req = self
-            .client
-            .access_secret_version()
-            .set_name(format!("{}/versions/latest", self.secret_name(path)));
-        let response = self.call(path, Step::Plain, req.send()).await?;
-        let Some(payload) = response.payload else {
+        let mut answer = self.access_latest(path).await?;
+        let name = answer.0["name"].as_str().unwrap_or_default().to_owned();
+        let crc = match &answer.0["payload"]["dataCrc32c"] {
+            // int64 is a string in proto3 JSON; a number is read too.
+            Value::String(n) => n.parse().ok(),
+            n => n.as_i64(),
+        };
+        let Value::String(data) = answer.take_at("/payload/data") else {
             return Err(self.malformed(path, "the answer has no payload".into()));
         };
-        read_document(
-            &self.name,
-            path,
-            &response.name,
-            payload.data,
-            payload.data_crc32c,
-        )
+        let data = SecretBytes::new(data.into_bytes());
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data.expose_secret())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(data.expose_secret()))
+            .map_err(|_| self.malformed(path, "the payload is not base64".into()))?;
+        read_document(&self.name, path, &name, bytes::Bytes::from(decoded), crc)
     }
 
     async fn write(

@@ -24,6 +24,12 @@ use tokio::sync::watch;
 
 use crate::{config::StoreConfig, secret::SecretBytes};
 
+/// Largest answer read from a store's server. A document is a few hundred
+/// bytes (a secret is 64 KiB at most in AWS and GCP), a Vault login answer
+/// a few KiB; a longer answer fails the call unread, so a hostile or broken
+/// server cannot make the daemon hold more.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// A document as the store holds it, with the store's version id.
 pub struct Document {
     /// The JSON document.

@@ -45,9 +45,8 @@ use crate::{
 
 /// How long one HTTP request to Vault may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest answer read from Vault: a KV document is a few hundred bytes,
-/// a login answer a few KiB. Larger answers fail the call unread.
-pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Largest answer read from Vault (the stores' common cap).
+pub use super::MAX_ANSWER_BYTES;
 /// Longest token lifetime planned on, whatever Vault says.
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
 

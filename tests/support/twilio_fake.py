@@ -105,8 +105,10 @@ Test hooks (no auth), under /__fake/:
        count 0 removes the rules for that prefix
   POST /__fake/delay {"path_prefix", "seconds", "count", "method"?}
        the next `count` API requests whose path starts with path_prefix
-       wait `seconds` before they are carried out (a slow Twilio); other
-       requests are served meanwhile
+       wait `seconds` before they are carried out (a slow Twilio; a large
+       `seconds`, an answer that never comes); other requests are served
+       meanwhile, and GET /__fake/state counts those waiting
+       ("requests_held")
   POST /__fake/corrupt {"path_prefix", "count", "method"?, "status"?,
        "set"?: {field: value}, "drop"?: [field]}
        break the next `count` successful JSON answers (to prove that Prism
@@ -258,6 +260,7 @@ class State:
     def __init__(self, args):
         self.args = args
         self.lock = threading.RLock()
+        self.held = 0  # requests waiting out a delay right now (kept by reset)
         self.clear()
         if args.state and os.path.exists(args.state):
             self.load()
@@ -463,6 +466,7 @@ class State:
             "verifications": len(self.verifications),
             "counters": self.counters,
             "requests_total": self.total,
+            "requests_held": self.held,
             "failures_pending": [
                 {k: v for k, v in f.items()} for f in self.failures
             ],
@@ -1049,7 +1053,14 @@ class Handler(BaseHTTPRequestHandler):
                     wait = d["seconds"]
                     break
         # Outside the lock: other requests go on meanwhile.
-        time.sleep(wait)
+        if wait > 0:
+            with st.lock:
+                st.held += 1
+            try:
+                time.sleep(wait)
+            finally:
+                with st.lock:
+                    st.held -= 1
         creds = self.basic_auth()
         user = creds[0] if creds and re.match(r"^(AC|SK)[0-9a-fA-F]{32}$", creds[0]) else None
         route = None
