@@ -229,10 +229,12 @@ pub fn owner_id() -> String {
 
 /// Whether `claim` still protects a rotation in another process.
 fn claim_alive(claim: &Claim, now: SystemTime) -> bool {
-    let fresh = now
-        .duration_since(claim.claimed_at)
-        .map(|age| age < CLAIM_TTL)
-        .unwrap_or(true);
+    // A claim from the future (clock skew) counts as made now, and one
+    // further ahead than CLAIM_TTL as abandoned: no date blocks for ever.
+    let fresh = match now.duration_since(claim.claimed_at) {
+        Ok(age) => age < CLAIM_TTL,
+        Err(ahead) => ahead.duration() < CLAIM_TTL,
+    };
     let mine = owner_id();
     let my_host = mine.rsplit_once(':').map(|(h, _)| h);
     match claim.owner.rsplit_once(':') {
@@ -677,5 +679,29 @@ pub fn spawn_schedules(
         );
         let span = tracing::info_span!("rotation schedule", credential = %name);
         tasks.spawn(tracing::Instrument::instrument(task, span));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claim dated in the future holds for a clock skew, not for ever
+    /// (year 9999 once blocked rotation until then).
+    #[test]
+    fn a_claim_from_the_future_does_not_hold_for_ever() {
+        let now = SystemTime::now();
+        let claim = |at: SystemTime| Claim {
+            rotation_id: "r".into(),
+            owner: "another-host:1".into(),
+            claimed_at: at,
+        };
+        assert!(claim_alive(&claim(now), now));
+        assert!(claim_alive(&claim(now + Duration::from_secs(60)), now));
+        assert!(!claim_alive(&claim(now + 100 * CLAIM_TTL), now));
+        assert!(!claim_alive(
+            &claim(now - CLAIM_TTL - Duration::from_secs(1)),
+            now
+        ));
     }
 }
