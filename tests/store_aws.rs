@@ -226,13 +226,17 @@ async fn serves_from_moto_follows_staging_labels_and_survives_an_outage() {
     promote(&sm, "twilio/verify", &auth_token_doc("0123")).await;
     let stale = next_matching(&mut watch, Duration::from_secs(3), "stale", |c| c.stale).await;
     assert_eq!(secret_of(&stale), t2);
-    assert!(
-        daemon
-            .log_text()
-            .lines()
-            .any(|l| l.contains("credential `verify`")
-                && l.contains("auth_token")
-                && l.contains("32 hexadecimal"))
+    // The log is written by a background thread: give it a moment.
+    wait_until(
+        Duration::from_secs(3),
+        "a log line naming the credential and the field",
+        || {
+            daemon.log_text().lines().any(|l| {
+                l.contains("credential `verify`")
+                    && l.contains("auth_token")
+                    && l.contains("32 hexadecimal")
+            })
+        },
     );
 
     // The secret is deleted: that credential fails at once, the other serves.
