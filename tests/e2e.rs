@@ -316,12 +316,17 @@ async fn bad_document_later_is_served_stale_then_recovers() {
     let got = client.get("verify").await.unwrap();
     assert!(got.stale);
     // messaging's document is also bad now (same file), verify's error names it.
-    let log = daemon.log_text();
-    assert!(
-        log.lines().any(|l| l.contains("ERROR")
-            && l.contains("credential `verify`")
-            && l.contains("account_sid")),
-        "no error naming the credential and field:\n{log}"
+    // The log is written by a background thread: give it a moment.
+    wait_until(
+        Duration::from_secs(3),
+        "an error naming the credential and field",
+        || {
+            daemon.log_text().lines().any(|l| {
+                l.contains("ERROR")
+                    && l.contains("credential `verify`")
+                    && l.contains("account_sid")
+            })
+        },
     );
 
     // Fixed: served fresh again, without a restart.
