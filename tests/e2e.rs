@@ -262,6 +262,10 @@ fn peers_are_checked_by_uid() {
     assert_eq!(stdout(&out), "");
 
     // Every decision is audited with the peer's uid, and never a secret.
+    // (The log is written by a background thread: give it a moment.)
+    wait_until(Duration::from_secs(3), "the stranger's audit lines", || {
+        daemon.log_text().contains("peer_uid=65533")
+    });
     let log = daemon.log_text();
     let audits: Vec<&str> = log
         .lines()

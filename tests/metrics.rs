@@ -149,6 +149,12 @@ async fn unknown_names_do_not_grow_the_metrics() {
         after.contains(r#"credbroker_calls_total{credential="(unknown)",method="GetCredential",code="NOT_FOUND"}"#),
         "{after}"
     );
+    // The log is written by a background thread: give it a moment.
+    wait_until(
+        std::time::Duration::from_secs(3),
+        "the cut name in the log",
+        || daemon.log_text().contains("…(256 bytes)"),
+    );
     let log = daemon.log_text();
     assert!(!log.contains(&long), "a 256-byte name is in the log whole");
     assert!(
