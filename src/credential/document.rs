@@ -31,6 +31,7 @@ const API_KEY_SECRET: [&str; 2] = ["api_key_secret", "apiKeySecret"];
 /// `kind` is the configured kind, when there is one; otherwise the kind is
 /// read off the fields present. Unknown fields are ignored, so documents that
 /// other tools write (AWS's managed Twilio secrets) are served as they are.
+/// `pending` and `previous` must be values of the current one's kind.
 pub fn parse_document(
     name: &str,
     bytes: &[u8],
@@ -75,6 +76,7 @@ pub fn parse_document(
         }
         Some(_) => return Err(err("previous", "expected a JSON object".into())),
     };
+    same_kind(&current, pending.as_ref(), previous.as_ref()).map_err(|(f, p)| err(&f, p))?;
     Ok(CredentialDocument {
         current,
         pending,
@@ -83,6 +85,30 @@ pub fn parse_document(
 }
 
 type FieldError = (String, String);
+
+/// Refuses a pending or previous value of another kind than the current
+/// one: they are values of one credential, and promoting one of another
+/// kind would leave both kinds' fields in the document.
+fn same_kind(
+    current: &TwilioCredential,
+    pending: Option<&TwilioCredential>,
+    previous: Option<&PreviousCredential>,
+) -> Result<(), FieldError> {
+    let kind = current.secret.kind();
+    let other = |field: &str| {
+        (
+            field.to_owned(),
+            "not the same kind as the current value".to_owned(),
+        )
+    };
+    if pending.is_some_and(|p| p.secret.kind() != kind) {
+        return Err(other("pending"));
+    }
+    if previous.is_some_and(|p| p.credential.secret.kind() != kind) {
+        return Err(other("previous"));
+    }
+    Ok(())
+}
 
 /// The `previous` object: the replaced credential (its account inherited
 /// from the current one when not given), when it retires, its version.
@@ -368,6 +394,24 @@ mod tests {
         let p = d.previous.unwrap();
         assert_eq!(p.credential.account_sid.as_str(), AC);
         assert_eq!(p.version.as_deref(), Some("v1"));
+    }
+
+    /// Found by the `document` fuzz target: without a configured kind, a
+    /// pending API key under a current Auth Token parsed, and promoting it
+    /// left both in the document, which then no longer parsed.
+    #[test]
+    fn pending_and_previous_are_of_the_current_kind() {
+        let key = format!(r#""api_key_sid":"{SK}","api_key_secret":"{KEY_SECRET}""#);
+        let current = format!(r#""account_sid":"{AC}","auth_token":"{TOKEN}""#);
+        let pending = format!(r#"{{{current},"pending":{{{key}}}}}"#);
+        let e = parse_document("k", pending.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "pending");
+        assert!(e.problem.contains("same kind"), "{e}");
+        let previous =
+            format!(r#"{{{current},"previous":{{{key},"retire_at":"2030-01-02T03:04:05Z"}}}}"#);
+        let e = parse_document("k", previous.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "previous");
+        assert!(!e.to_string().contains(KEY_SECRET) && !e.to_string().contains(TOKEN));
     }
 
     #[test]
