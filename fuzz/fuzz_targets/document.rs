@@ -89,6 +89,7 @@ fn occurrences(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
 /// is replaced by its twin, so it can neither quote nor hint at one.
 fn check_error(data: &[u8], error: &str) {
     assert!(error.len() < 1024, "an error of {} bytes", error.len());
+    assert!(!error.contains(char::is_control), "{error:?}");
     let Ok(lenient) = serde_json::from_slice::<Value>(data) else {
         return;
     };

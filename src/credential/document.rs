@@ -49,8 +49,9 @@ pub fn parse_document(
             "document",
             format!("not valid JSON (line {line}, column {column})"),
         ),
+        // Keys are the document's text: cut, control characters blanked.
         strict_json::Refused::Duplicate(path) => err(
-            &path,
+            &crate::text::said(&path),
             "given twice: a field may appear once (JSON readers differ on which copy counts)"
                 .into(),
         ),
@@ -412,6 +413,21 @@ mod tests {
         let e = parse_document("k", previous.as_bytes(), None).unwrap_err();
         assert_eq!(e.field, "previous");
         assert!(!e.to_string().contains(KEY_SECRET) && !e.to_string().contains(TOKEN));
+    }
+
+    /// Found by the `document` fuzz target: the path of a key given twice
+    /// deep in long keys made an error of any length, with any character.
+    #[test]
+    fn the_path_of_a_duplicate_key_is_cut() {
+        let key = "k\\n".repeat(200);
+        let doc = format!(r#"{{"{key}": {{"{key}": 1, "{key}": 2}}}}"#);
+        let e = parse_document("k", doc.as_bytes(), None).unwrap_err();
+        assert!(
+            e.field.len() < 300 && e.field.ends_with("bytes)"),
+            "{}",
+            e.field
+        );
+        assert!(!e.to_string().contains(char::is_control), "{e}");
     }
 
     #[test]
