@@ -31,7 +31,8 @@ const API_KEY_SECRET: [&str; 2] = ["api_key_secret", "apiKeySecret"];
 /// `kind` is the configured kind, when there is one; otherwise the kind is
 /// read off the fields present. Unknown fields are ignored, so documents that
 /// other tools write (AWS's managed Twilio secrets) are served as they are.
-/// `pending` and `previous` must be values of the current one's kind.
+/// `pending` and `previous` must be values of the current one's kind, and
+/// `pending` of its account.
 pub fn parse_document(
     name: &str,
     bytes: &[u8],
@@ -77,7 +78,7 @@ pub fn parse_document(
         }
         Some(_) => return Err(err("previous", "expected a JSON object".into())),
     };
-    same_kind(&current, pending.as_ref(), previous.as_ref()).map_err(|(f, p)| err(&f, p))?;
+    same_credential(&current, pending.as_ref(), previous.as_ref()).map_err(|(f, p)| err(&f, p))?;
     Ok(CredentialDocument {
         current,
         pending,
@@ -88,9 +89,10 @@ pub fn parse_document(
 type FieldError = (String, String);
 
 /// Refuses a pending or previous value of another kind than the current
-/// one: they are values of one credential, and promoting one of another
-/// kind would leave both kinds' fields in the document.
-fn same_kind(
+/// one, and a pending value of another account: they are values of one
+/// credential, and promoting a pending value keeps the current account SID
+/// and would leave both kinds' fields in the document.
+fn same_credential(
     current: &TwilioCredential,
     pending: Option<&TwilioCredential>,
     previous: Option<&PreviousCredential>,
@@ -104,6 +106,12 @@ fn same_kind(
     };
     if pending.is_some_and(|p| p.secret.kind() != kind) {
         return Err(other("pending"));
+    }
+    if pending.is_some_and(|p| p.account_sid != current.account_sid) {
+        return Err((
+            "pending.account_sid".into(),
+            "not the current value's account (a rotation keeps the account)".into(),
+        ));
     }
     if previous.is_some_and(|p| p.credential.secret.kind() != kind) {
         return Err(other("previous"));
@@ -413,6 +421,26 @@ mod tests {
         let e = parse_document("k", previous.as_bytes(), None).unwrap_err();
         assert_eq!(e.field, "previous");
         assert!(!e.to_string().contains(KEY_SECRET) && !e.to_string().contains(TOKEN));
+    }
+
+    /// Found by the `document` fuzz target: a pending value of another
+    /// account parsed, and promoting it paired its key with the current
+    /// account SID. A previous value may name another account (it is
+    /// served as it is, and never promoted).
+    #[test]
+    fn a_pending_value_is_of_the_current_account() {
+        let other = AC.replace("ab", "ba");
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","pending":{{"account_sid":"{other}","auth_token":"{TOKEN}"}}}}"#
+        );
+        let e = parse_document("k", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "pending.account_sid");
+        let doc = doc.replace(
+            "pending\":{",
+            "previous\":{\"retire_at\":\"2030-01-02T03:04:05Z\",",
+        );
+        let d = parse_document("k", doc.as_bytes(), None).unwrap();
+        assert_eq!(d.previous.unwrap().credential.account_sid.as_str(), other);
     }
 
     /// Found by the `document` fuzz target: the path of a key given twice
