@@ -1,5 +1,6 @@
-//! Access Tokens: whatever the identity, lifetime and grants, the token is
-//! a JWT whose claims say exactly that (lifetime cut to Twilio's 24 h).
+//! Access Tokens: whatever the identity, lifetime, grants, key secret and
+//! clock, the token is an HS256 JWT signed with the key secret whose claims
+//! say exactly that (lifetime cut to Twilio's 24 h).
 #![no_main]
 
 use std::time::{Duration, SystemTime};
@@ -10,7 +11,9 @@ use credbroker::{
     secret::SecretString,
     twilio::access_token::{self, ChatGrant, Grants, SyncGrant, VideoGrant, VoiceGrant},
 };
+use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
+use sha2::Sha256;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -20,7 +23,8 @@ struct Input {
     video: Option<String>,
     chat: Option<String>,
     sync: Option<String>,
-    now: u32,
+    now: u64,
+    secret: String,
 }
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
@@ -36,12 +40,22 @@ fuzz_target!(|input: Input| {
         chat: input.chat.map(|service_sid| ChatGrant { service_sid }),
         sync: input.sync.map(|service_sid| SyncGrant { service_sid }),
     };
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(input.now));
-    let secret = SecretString::new("0123456789abcdef0123456789abcdef".into());
+    let Some(now) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(input.now)) else {
+        return;
+    };
+    let secret = SecretString::new(input.secret.clone());
     let ttl = Duration::from_secs(u64::from(input.ttl));
     let token = access_token::mint(AC, SK, &secret, &input.identity, ttl, &grants, now);
     let parts: Vec<&str> = token.expose_secret().split('.').collect();
     assert_eq!(parts.len(), 3);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[0]).expect("base64url header")).expect("JSON");
+    assert_eq!(header["alg"], "HS256");
+    let mut mac = Hmac::<Sha256>::new_from_slice(input.secret.as_bytes()).expect("any key");
+    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    let tag = b64.decode(parts[2]).expect("base64url signature");
+    mac.verify_slice(&tag).expect("signed with the key secret");
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(parts[1])
         .expect("base64url payload");
@@ -50,8 +64,15 @@ fuzz_target!(|input: Input| {
         claims["iat"].as_u64().unwrap(),
         claims["exp"].as_u64().unwrap(),
     );
-    assert_eq!(iat, u64::from(input.now));
+    assert_eq!(iat, input.now);
+    assert_eq!(claims["nbf"].as_u64(), Some(iat));
     assert_eq!(exp - iat, u64::from(input.ttl).min(86_400));
+    assert!(
+        claims["jti"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{SK}-"))
+    );
     assert_eq!(claims["iss"], SK);
     assert_eq!(claims["sub"], AC);
     if input.identity.is_empty() {

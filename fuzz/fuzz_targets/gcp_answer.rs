@@ -1,6 +1,7 @@
 //! Secret Manager's answers: a version name gives a numeric version or an
-//! error, a payload that fails its CRC32C is never a document, secret ids
-//! follow Google's rule, and no claim time keeps a claim live for ever.
+//! error, a payload that fails its CRC32C is never a document and never
+//! quoted, secret ids follow Google's rule, no claim time keeps a claim live
+//! for ever, and a claim is live only for the base it names.
 #![no_main]
 
 use std::{
@@ -38,10 +39,38 @@ fuzz_target!(|input: Input| {
         input.base,
         now,
     );
-    if let Ok(doc) = doc {
-        assert!(doc.version.bytes().all(|b| b.is_ascii_digit()) && !doc.version.is_empty());
-        assert_eq!(doc.bytes.expose_secret(), input.data);
+    match doc {
+        Ok(doc) => {
+            assert!(doc.version.bytes().all(|b| b.is_ascii_digit()) && !doc.version.is_empty());
+            assert_eq!(doc.bytes.expose_secret(), input.data);
+        }
+        // Longer than any fixed text an error has: never quoted.
+        Err(e) if input.data.len() > 64 => {
+            let e = e.to_string();
+            assert!(
+                !e.as_bytes()
+                    .windows(input.data.len())
+                    .any(|w| w == input.data)
+            );
+        }
+        Err(_) => {}
     }
+    // A claim is on one base: another base's claim is never live.
+    let other = format!("{}/", input.base);
+    let (_, _, live_elsewhere) = fuzz_answer(
+        input.name,
+        input.data,
+        input.crc,
+        input.id,
+        &annotations,
+        &other,
+        now,
+    );
+    assert!(
+        !live_elsewhere,
+        "a claim on {:?} is live for {other:?}",
+        input.base
+    );
     if id_ok {
         assert!((1..=255).contains(&input.id.len()));
     }

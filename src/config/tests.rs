@@ -272,6 +272,25 @@ mod properties {
             }
         }
 
+        /// Any duration up to the bound, to the nanosecond, written as
+        /// humantime writes it (the form errors quote: "1month 2days 3ms"),
+        /// is read back as exactly itself; any above it is refused.
+        #[test]
+        fn written_durations_round_trip_up_to_the_bound(nanos in 1u128..=2 * MAX_DURATION.as_nanos()) {
+            let d = Duration::from_nanos(u64::try_from(nanos).unwrap());
+            let written = humantime::format_duration(d).to_string();
+            match with_max_stale(&written) {
+                Ok(c) => {
+                    prop_assert!(d <= MAX_DURATION, "{} accepted", written);
+                    prop_assert_eq!(c.credentials["verify"].max_stale, d);
+                }
+                Err(e) => {
+                    prop_assert!(d > MAX_DURATION, "{} refused: {}", written, e);
+                    prop_assert!(e.to_string().contains("at most 365 days"), "{}", e);
+                }
+            }
+        }
+
         /// humantime's units and sums are read as their seconds.
         #[test]
         fn duration_units_add_up(d in 0u64..300, h in 0u64..24, m in 0u64..60, s in 1u64..60) {

@@ -31,6 +31,8 @@ const API_KEY_SECRET: [&str; 2] = ["api_key_secret", "apiKeySecret"];
 /// `kind` is the configured kind, when there is one; otherwise the kind is
 /// read off the fields present. Unknown fields are ignored, so documents that
 /// other tools write (AWS's managed Twilio secrets) are served as they are.
+/// `pending` and `previous` must be values of the current one's kind, and
+/// `pending` of its account.
 pub fn parse_document(
     name: &str,
     bytes: &[u8],
@@ -48,8 +50,9 @@ pub fn parse_document(
             "document",
             format!("not valid JSON (line {line}, column {column})"),
         ),
+        // Keys are the document's text: cut, control characters blanked.
         strict_json::Refused::Duplicate(path) => err(
-            &path,
+            &crate::text::said(&path),
             "given twice: a field may appear once (JSON readers differ on which copy counts)"
                 .into(),
         ),
@@ -83,6 +86,7 @@ pub fn parse_document(
         }
         Some(_) => return Err(err("previous", "expected a JSON object".into())),
     };
+    same_credential(&current, pending.as_ref()).map_err(|(f, p)| err(&f, p))?;
     Ok(CredentialDocument {
         current,
         pending,
@@ -91,6 +95,24 @@ pub fn parse_document(
 }
 
 type FieldError = (String, String);
+
+/// Refuses a pending value of another account than the current one:
+/// promoting it keeps the current account SID, which would pair the new key
+/// with the wrong account. (Its kind is checked by `only_fields_of` and
+/// `take_credential`.) A previous value may name another account: it is
+/// served as it is and never promoted.
+fn same_credential(
+    current: &TwilioCredential,
+    pending: Option<&TwilioCredential>,
+) -> Result<(), FieldError> {
+    if pending.is_some_and(|p| p.account_sid != current.account_sid) {
+        return Err((
+            "pending.account_sid".into(),
+            "not the current value's account (a rotation keeps the account)".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// The `previous` object: the replaced credential (its account inherited
 /// from the current one when not given), when it retires, its version.
@@ -414,6 +436,41 @@ mod tests {
         let p = d.previous.unwrap();
         assert_eq!(p.credential.account_sid.as_str(), AC);
         assert_eq!(p.version.as_deref(), Some("v1"));
+    }
+
+    /// Found by the `document` fuzz target: a pending value of another
+    /// account parsed, and promoting it paired its key with the current
+    /// account SID. A previous value may name another account (it is
+    /// served as it is, and never promoted).
+    #[test]
+    fn a_pending_value_is_of_the_current_account() {
+        let other = AC.replace("ab", "ba");
+        let doc = format!(
+            r#"{{"account_sid":"{AC}","auth_token":"{TOKEN}","pending":{{"account_sid":"{other}","auth_token":"{TOKEN}"}}}}"#
+        );
+        let e = parse_document("k", doc.as_bytes(), None).unwrap_err();
+        assert_eq!(e.field, "pending.account_sid");
+        let doc = doc.replace(
+            "pending\":{",
+            "previous\":{\"retire_at\":\"2030-01-02T03:04:05Z\",",
+        );
+        let d = parse_document("k", doc.as_bytes(), None).unwrap();
+        assert_eq!(d.previous.unwrap().credential.account_sid.as_str(), other);
+    }
+
+    /// Found by the `document` fuzz target: the path of a key given twice
+    /// deep in long keys made an error of any length, with any character.
+    #[test]
+    fn the_path_of_a_duplicate_key_is_cut() {
+        let key = "k\\n".repeat(200);
+        let doc = format!(r#"{{"{key}": {{"{key}": 1, "{key}": 2}}}}"#);
+        let e = parse_document("k", doc.as_bytes(), None).unwrap_err();
+        assert!(
+            e.field.len() < 300 && e.field.ends_with("bytes)"),
+            "{}",
+            e.field
+        );
+        assert!(!e.to_string().contains(char::is_control), "{e}");
     }
 
     #[test]

@@ -43,6 +43,15 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// How `previous.retire_at` may be spelled (as the parser reads it).
+const RETIRE_AT: [&str; 2] = ["retire_at", "retireAt"];
+
+/// The value of a field under whichever of its `spellings` the object has.
+/// The parser refuses a field given under two spellings, so at most one is.
+fn field<'a>(object: &'a Map<String, Value>, spellings: &[&str]) -> Option<&'a Value> {
+    spellings.iter().find_map(|s| object.get(*s))
+}
+
 fn parse_time(v: &Value) -> Option<SystemTime> {
     v.as_str()
         .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
@@ -104,13 +113,18 @@ impl RawDocument {
 
     /// Whether the pending value has been created (and recorded).
     pub fn has_pending_value(&self) -> bool {
-        self.pending()
-            .is_some_and(|p| p.contains_key("api_key_sid") || p.contains_key("auth_token"))
+        self.pending().is_some_and(|p| {
+            field(p, &FIELD_SPELLINGS[2]).is_some() || field(p, &FIELD_SPELLINGS[1]).is_some()
+        })
     }
 
     /// The pending API key's SID.
     pub fn pending_key_sid(&self) -> Option<String> {
-        Some(self.pending()?.get("api_key_sid")?.as_str()?.to_owned())
+        Some(
+            field(self.pending()?, &FIELD_SPELLINGS[2])?
+                .as_str()?
+                .to_owned(),
+        )
     }
 
     /// Records a new API key as pending.
@@ -147,21 +161,13 @@ impl RawDocument {
 
     /// The previous value's API key SID.
     pub fn previous_key_sid(&self) -> Option<String> {
-        Some(
-            self.0
-                .get("previous")?
-                .get("api_key_sid")?
-                .as_str()?
-                .to_owned(),
-        )
+        let previous = self.0.get("previous")?.as_object()?;
+        Some(field(previous, &FIELD_SPELLINGS[2])?.as_str()?.to_owned())
     }
 
     /// When the previous value retires.
     pub fn retire_at(&self) -> Option<SystemTime> {
-        self.0
-            .get("previous")?
-            .get("retire_at")
-            .and_then(parse_time)
+        field(self.0.get("previous")?.as_object()?, &RETIRE_AT).and_then(parse_time)
     }
 
     /// The current API key SID, under whichever spelling it has.
@@ -186,7 +192,9 @@ impl RawDocument {
         let mut previous = Map::new();
         for spellings in &FIELD_SPELLINGS[1..] {
             let snake = spellings[0];
-            let Some(new) = pending.get(snake) else {
+            // The pending value may be spelled either way; it takes the
+            // current field's spelling.
+            let Some(new) = field(&pending, spellings) else {
                 continue;
             };
             // Where the current document keeps this field (default snake_case).
@@ -240,5 +248,43 @@ mod tests {
         );
         d.drop_previous();
         assert!(d.retire_at().is_none());
+    }
+
+    /// A pending value spelled in camelCase (which the parser accepts) is
+    /// seen and promoted: before, promote read snake_case only, wrote the
+    /// pending value nowhere, and a later rotation wrote snake_case fields
+    /// beside the camelCase ones (a document that no longer parses).
+    #[test]
+    fn camel_case_pending_and_previous_are_read() {
+        let doc = r#"{"account_sid":"AC1","auth_token":"old","pending":{"rotation_id":"r1","authToken":"new"}}"#;
+        let mut d = RawDocument::parse(&SecretBytes::new(doc.as_bytes().to_vec())).unwrap();
+        assert!(d.has_pending_value());
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        d.promote(now, "v1", now);
+        assert_eq!(d.0["auth_token"], "new");
+        assert_eq!(d.0["previous"]["auth_token"], "old");
+        assert!(!d.0.contains_key("authToken"));
+        let (ac, cur, new, old) = (
+            format!("AC{}", "0a".repeat(16)),
+            format!("SK{}", "1b".repeat(16)),
+            format!("SK{}", "2c".repeat(16)),
+            format!("SK{}", "3d".repeat(16)),
+        );
+        let (s1, s2, s3) = ("S".repeat(32), "T".repeat(32), "U".repeat(32));
+        let doc = format!(
+            r#"{{"accountSid":"{ac}","apiKeySid":"{cur}","apiKeySecret":"{s1}","pending":{{"apiKeySid":"{new}","apiKeySecret":"{s2}"}},"previous":{{"apiKeySid":"{old}","apiKeySecret":"{s3}","retireAt":"2030-01-02T03:04:05Z"}}}}"#
+        );
+        let mut d = RawDocument::parse(&SecretBytes::new(doc.as_bytes().to_vec())).unwrap();
+        assert_eq!(d.pending_key_sid(), Some(new.clone()));
+        assert_eq!(d.previous_key_sid(), Some(old));
+        assert!(d.retire_at().is_some());
+        d.promote(now, "v2", now);
+        assert_eq!(d.0["apiKeySid"], new.as_str());
+        assert_eq!(d.0["apiKeySecret"], s2.as_str());
+        assert_eq!(d.previous_key_sid(), Some(cur));
+        let bytes = d.to_bytes();
+        crate::credential::parse_document("c", bytes.expose_secret(), None)
+            .map_err(|e| e.to_string())
+            .expect("the promoted document parses");
     }
 }

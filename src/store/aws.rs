@@ -26,6 +26,7 @@ use aws_sdk_secretsmanager::{
         interceptors::BeforeDeserializationInterceptorContextMut,
     },
     error::{BoxError, ProvideErrorMetadata, SdkError},
+    primitives::Blob,
 };
 use aws_smithy_types::body::SdkBody;
 
@@ -204,6 +205,53 @@ pub fn fuzz_error(code: &str, status: u16, message: &str) -> StoreError {
     class_of(code, status).error("aws", "p", detail)
 }
 
+/// The document of a GetSecretValue answer: its version id and the secret,
+/// as text or binary. The SDK's buffers are moved into zeroizing ones; no copy.
+fn document(
+    store: &str,
+    path: &str,
+    version: Option<String>,
+    text: Option<String>,
+    binary: Option<Blob>,
+) -> Result<Document, StoreError> {
+    let malformed = |problem: &str| StoreError::Malformed {
+        store: store.to_owned(),
+        path: path.to_owned(),
+        problem: problem.into(),
+    };
+    let bytes = match (text, binary) {
+        (Some(s), _) => SecretBytes::new(s.into_bytes()),
+        (None, Some(b)) => SecretBytes::new(b.into_inner()),
+        (None, None) => {
+            return Err(malformed(
+                "the secret has neither SecretString nor SecretBinary",
+            ));
+        }
+    };
+    // The version is the compare-and-set's expected value: none is no answer.
+    let version = version
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| malformed("the answer names no VersionId"))?;
+    Ok(Document { bytes, version })
+}
+
+/// For the fuzz target (`fuzz/`): the document a GetSecretValue answer
+/// (`version` id, SecretString `text`, SecretBinary `binary`) gives. Not an API.
+#[doc(hidden)]
+pub fn fuzz_read(
+    version: Option<&str>,
+    text: Option<&str>,
+    binary: Option<&[u8]>,
+) -> Result<Document, StoreError> {
+    document(
+        "aws",
+        "p",
+        version.map(str::to_owned),
+        text.map(str::to_owned),
+        binary.map(Blob::new),
+    )
+}
+
 /// What an error says of the service's answer: the action, its code and
 /// status, and its message, cut.
 fn service_detail(action: &str, code: &str, status: u16, message: Option<&str>) -> String {
@@ -231,20 +279,13 @@ impl SecretStore for AwsStore {
             .send()
             .await
             .map_err(|e| self.error(path, "GetSecretValue", e))?;
-        let version = out.version_id.unwrap_or_default();
-        // Move the SDK's buffers into zeroizing ones; no copy.
-        let bytes = match (out.secret_string, out.secret_binary) {
-            (Some(s), _) => SecretBytes::new(s.into_bytes()),
-            (None, Some(b)) => SecretBytes::new(b.into_inner()),
-            (None, None) => {
-                return Err(StoreError::Malformed {
-                    store: self.name.clone(),
-                    path: path.to_owned(),
-                    problem: "the secret has neither SecretString nor SecretBinary".into(),
-                });
-            }
-        };
-        Ok(Document { bytes, version })
+        document(
+            &self.name,
+            path,
+            out.version_id,
+            out.secret_string,
+            out.secret_binary,
+        )
     }
 
     async fn write(
@@ -345,5 +386,33 @@ impl AwsStore {
             tracing::warn!(store = %self.name, %path, error = %e, "cannot remove AWSPENDING from the promoted version");
         }
         Ok(new_version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_gives_its_secret_and_version_as_they_are() {
+        let doc = fuzz_read(Some("v1"), Some(r#"{"accountSid":"AC1"}"#), Some(b"x")).unwrap();
+        assert_eq!(doc.bytes.expose_secret(), br#"{"accountSid":"AC1"}"#);
+        assert_eq!(doc.version, "v1");
+        let doc = fuzz_read(Some("v2"), None, Some(b"\xff\x00")).unwrap();
+        assert_eq!(doc.bytes.expose_secret(), b"\xff\x00");
+    }
+
+    /// The version is what the next write's compare-and-set expects: an
+    /// answer without one is refused rather than read as version "".
+    #[test]
+    fn an_answer_without_a_version_or_a_secret_is_malformed() {
+        for (version, text) in [
+            (None, Some("{}")),
+            (Some(""), Some("{}")),
+            (Some("v1"), None),
+        ] {
+            let e = fuzz_read(version, text, None).unwrap_err();
+            assert!(matches!(e, StoreError::Malformed { .. }), "{e}");
+        }
     }
 }

@@ -309,15 +309,7 @@ impl TwilioClient {
         let answer = self
             .send("key fetch", admin, Retry::Idempotent, |http| http.get(&url))
             .await?;
-        match &answer.0["policy"] {
-            Value::Null => Ok(None),
-            Value::String(text) => Ok(Some(text.clone())),
-            policy @ Value::Object(_) => Ok(Some(policy.to_string())),
-            _ => Err(TwilioError::Malformed {
-                action: "key fetch".into(),
-                detail: "the answer's `policy` is neither an object nor null".into(),
-            }),
-        }
+        key_policy(&answer.0)
     }
 
     /// Every API key on `admin`'s account (all pages).
@@ -382,13 +374,7 @@ impl TwilioClient {
                 |http| http.post(&url),
             )
             .await?;
-        match answer.take_at("/secondary_auth_token") {
-            Value::String(token) => Ok(SecretString::new(token)),
-            _ => Err(TwilioError::Malformed {
-                action: "secondary Auth Token create".into(),
-                detail: "the answer has no `secondary_auth_token`".into(),
-            }),
-        }
+        secondary_token(&mut answer)
     }
 
     /// Deletes the secondary Auth Token. None there is success.
@@ -455,6 +441,31 @@ fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Result<Option<&'a 
     Ok(Some(path))
 }
 
+/// The Policy in Twilio's answer to a key fetch: `None` for a key without
+/// one, the JSON text (a string as it is) otherwise.
+fn key_policy(answer: &Value) -> Result<Option<String>, TwilioError> {
+    match &answer["policy"] {
+        Value::Null => Ok(None),
+        Value::String(text) => Ok(Some(text.clone())),
+        policy @ Value::Object(_) => Ok(Some(policy.to_string())),
+        _ => Err(TwilioError::Malformed {
+            action: "key fetch".into(),
+            detail: "the answer's `policy` is neither an object nor null".into(),
+        }),
+    }
+}
+
+/// The token in Twilio's answer to a secondary Auth Token create; moved out.
+fn secondary_token(answer: &mut SecretJson) -> Result<SecretString, TwilioError> {
+    match answer.take_at("/secondary_auth_token") {
+        Value::String(token) => Ok(SecretString::new(token)),
+        _ => Err(TwilioError::Malformed {
+            action: "secondary Auth Token create".into(),
+            detail: "the answer has no `secondary_auth_token`".into(),
+        }),
+    }
+}
+
 /// The key in Twilio's answer to a key create; the secret is moved out.
 fn new_key(answer: &mut SecretJson) -> Result<NewKey, TwilioError> {
     let malformed = |what: &str| TwilioError::Malformed {
@@ -474,25 +485,40 @@ fn new_key(answer: &mut SecretJson) -> Result<NewKey, TwilioError> {
     })
 }
 
-/// What the client makes of a successful answer: a page of keys, the next
-/// page's path, and a created key (fuzzing only).
+/// What the client makes of one successful answer read as the answer to
+/// each call (fuzzing only). Holds secrets: no Debug.
 #[doc(hidden)]
-pub type FuzzReading = (Vec<KeyInfo>, Option<String>, Option<NewKey>);
+pub struct FuzzReading {
+    /// As a key list page: its keys, and the next page's path.
+    pub page: Result<(Vec<KeyInfo>, Option<String>), String>,
+    /// As a key create.
+    pub key: Result<NewKey, TwilioError>,
+    /// As a key fetch: the key's Policy.
+    pub policy: Result<Option<String>, TwilioError>,
+    /// As a secondary Auth Token create.
+    pub secondary: Result<SecretString, TwilioError>,
+}
 
 /// For the fuzz target (`fuzz/`): what the client makes of Twilio's answer
-/// `status` and `body` to a key list (keys, next page path) and to a key
-/// create. Not an API.
+/// `status` and `body` to each call whose answer it reads. An error (a
+/// failed call) is the error's text. Not an API.
 #[doc(hidden)]
 pub fn fuzz_answer(status: u16, body: &[u8]) -> Result<FuzzReading, String> {
     let status = StatusCode::from_u16(status).map_err(|e| e.to_string())?;
     match judge("fuzz", status, None, &SecretBytes::new(body.to_vec())) {
         Answer::Passing { why, .. } => Err(why),
         Answer::Done(Err(e)) => Err(e.to_string()),
-        Answer::Done(Ok(mut json)) => {
+        Answer::Done(Ok(json)) => {
             let mut keys = Vec::new();
-            let next = keys_page(&json.0, &mut keys)?.map(str::to_owned);
-            let key = new_key(&mut json).ok();
-            Ok((keys, next, key))
+            let page = keys_page(&json.0, &mut keys).map(|next| (keys, next.map(str::to_owned)));
+            let policy = key_policy(&json.0);
+            let (mut for_key, mut for_token) = (SecretJson(json.0.clone()), json);
+            Ok(FuzzReading {
+                page,
+                key: new_key(&mut for_key),
+                policy,
+                secondary: secondary_token(&mut for_token),
+            })
         }
     }
 }
