@@ -67,20 +67,21 @@ async fn run(args: Args) -> Result<(), String> {
         .get(&args.credential)
         .await
         .map_err(|e| e.to_string())?;
-    // Basic auth: an API key's SID and secret, or the Account SID and Auth Token.
-    let (user, password) = match &credential.secret {
-        Some(Secret::ApiKey(k)) => (k.sid.clone(), k.secret.clone()),
-        Some(Secret::AuthToken(t)) => (credential.account_sid.clone(), t.token.clone()),
-        None => return Err("the credential has no secret".into()),
-    };
     let url = format!(
         "{}/v2/Services/{}/Verifications",
         args.verify_base.trim_end_matches('/'),
         args.service
     );
-    let response = reqwest::Client::new()
-        .post(&url)
-        .basic_auth(user, Some(password))
+    let request = reqwest::Client::new().post(&url);
+    // Basic auth with an API key's SID and secret or the Account SID and
+    // Auth Token; an OAuth app's bearer token as it is.
+    let request = match &credential.secret {
+        Some(Secret::ApiKey(k)) => request.basic_auth(&k.sid, Some(&k.secret)),
+        Some(Secret::AuthToken(t)) => request.basic_auth(&credential.account_sid, Some(&t.token)),
+        Some(Secret::Bearer(b)) => request.bearer_auth(&b.access_token),
+        None => return Err("the credential has no secret".into()),
+    };
+    let response = request
         .form(&[("To", args.to.as_str()), ("Channel", args.channel.as_str())])
         .send()
         .await

@@ -419,6 +419,11 @@ fn print_credential(c: &proto::Credential, reveal: bool, json: bool) {
             fields.insert("api_key_sid".into(), k.sid.clone().into());
             fields.insert("api_key_secret".into(), show(&k.secret).into());
         }
+        Some(proto::credential::Secret::Bearer(b)) => {
+            fields.insert("kind".into(), "oauth_client".into());
+            fields.insert("access_token".into(), show(&b.access_token).into());
+            fields.insert("token_expires_at".into(), rfc3339(&b.expires_at).into());
+        }
         None => {}
     }
     fields.insert("version".into(), c.version.clone().into());

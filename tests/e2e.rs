@@ -53,6 +53,7 @@ fn token_of(c: &proto::Credential) -> &str {
     match &c.secret {
         Some(proto::credential::Secret::AuthToken(t)) => &t.token,
         Some(proto::credential::Secret::ApiKey(k)) => &k.secret,
+        Some(proto::credential::Secret::Bearer(b)) => &b.access_token,
         None => panic!("no secret in {c:?}"),
     }
 }

@@ -193,10 +193,15 @@ fn secret_to_proto(secret: &Secret) -> proto::credential::Secret {
     }
 }
 
-fn previous_secret(credential: &TwilioCredential) -> proto::previous_credential::Secret {
+/// A previous value's wire form. Bearer tokens have none: a replaced token
+/// is simply not served again.
+fn previous_secret(credential: &TwilioCredential) -> Option<proto::previous_credential::Secret> {
     match secret_to_proto(&credential.secret) {
-        proto::credential::Secret::AuthToken(t) => proto::previous_credential::Secret::AuthToken(t),
-        proto::credential::Secret::ApiKey(k) => proto::previous_credential::Secret::ApiKey(k),
+        proto::credential::Secret::AuthToken(t) => {
+            Some(proto::previous_credential::Secret::AuthToken(t))
+        }
+        proto::credential::Secret::ApiKey(k) => Some(proto::previous_credential::Secret::ApiKey(k)),
+        proto::credential::Secret::Bearer(_) => None,
     }
 }
 
@@ -208,7 +213,7 @@ pub fn to_proto(lease: &Lease) -> proto::Credential {
         .as_ref()
         .filter(|p| p.retire_at > lease.issued_at)
         .map(|p| proto::PreviousCredential {
-            secret: Some(previous_secret(&p.credential)),
+            secret: previous_secret(&p.credential),
             version: p.version.clone().unwrap_or_default(),
             retire_at: Some(timestamp(p.retire_at)),
         });

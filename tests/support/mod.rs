@@ -398,12 +398,13 @@ pub async fn next_matching(
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// The secret of a wire credential (Auth Token or API Key Secret).
+/// The secret of a wire credential (Auth Token, API Key Secret or bearer token).
 pub fn secret_of(c: &credbroker::proto::Credential) -> &str {
     use credbroker::proto::credential::Secret;
     match &c.secret {
         Some(Secret::AuthToken(t)) => &t.token,
         Some(Secret::ApiKey(k)) => &k.secret,
+        Some(Secret::Bearer(b)) => &b.access_token,
         None => "",
     }
 }
