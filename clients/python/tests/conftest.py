@@ -197,13 +197,21 @@ class World:
             proc.kill()
             proc.wait()
 
-    def rotate(self, name):
+    def rotate(self, name, *args):
         """`credbroker rotate --credential NAME --config FILE`: its output (no secrets)."""
-        out = subprocess.run([self.bin, "rotate", "--credential", name, "--config", str(self.config)],
+        out = subprocess.run([self.bin, "rotate", "--credential", name, "--config", str(self.config), *args],
                              capture_output=True, text=True, timeout=120)
         text = out.stdout + out.stderr
         assert out.returncode == 0, f"credbroker rotate {name} exited {out.returncode}: {text[-2000:]}"
         return text
+
+    def rotate_rpc(self, name):
+        """RotationAdmin.Rotate over the socket (the daemon's own uid is its
+        default admin list): the RotationStatus."""
+        import grpc
+        from credbroker.v1 import broker_pb2, broker_pb2_grpc
+        with grpc.insecure_channel("unix:" + self.sock, options=credbroker.channel_options()) as ch:
+            return broker_pb2_grpc.RotationAdminStub(ch).Rotate(broker_pb2.RotateRequest(name=name), timeout=120)
 
     def stop_all(self):
         self.stop_daemon()
