@@ -51,6 +51,15 @@ def key_secret():
     return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
 
 
+def note_pid(pid):
+    """Appends a PID we started to $CREDBROKER_TEST_PIDS_FILE, so that the
+    calling script can stop it if this process dies first."""
+    path = os.environ.get("CREDBROKER_TEST_PIDS_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{pid}\n")
+
+
 def wait_for(cond, timeout, what):
     """Polls cond() until it is truthy (its value) or fails the test."""
     deadline = time.monotonic() + timeout
@@ -126,6 +135,7 @@ class World:
         self.fake_proc = subprocess.Popen(
             [sys.executable, str(FAKE), "--port", "0", "--seed", str(seed_path)],
             stdout=subprocess.PIPE, stderr=self.fake_log, text=True)
+        note_pid(self.fake_proc.pid)
         line = self.fake_proc.stdout.readline().strip()
         if not line.startswith("PORT="):
             pytest.exit("the Twilio fake did not start", returncode=2)
@@ -176,6 +186,7 @@ class World:
         self.daemon_log = open(self.tmp / "daemon.log", "a")
         self.daemon_proc = subprocess.Popen([self.bin, "serve", "--config", str(self.config)],
                                             stdout=self.daemon_log, stderr=subprocess.STDOUT)
+        note_pid(self.daemon_proc.pid)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.daemon_proc.poll() is not None:

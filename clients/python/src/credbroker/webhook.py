@@ -3,6 +3,8 @@
 import logging
 from hashlib import sha256
 
+from .types import WebhookResult
+
 log = logging.getLogger("credbroker")
 
 HMAC_SHA1 = "HMAC_SHA1"
@@ -37,6 +39,10 @@ class RequestValidator:
 
     def validate_result(self, uri, params, signature):
         """The broker's WebhookResult (``valid``, ``matched``)."""
+        if not signature:
+            # A request without the header: invalid, as twilio-python answers
+            # (the broker refuses the call itself as INVALID_ARGUMENT).
+            return WebhookResult(False, "")
         if params is None:
             params = {}
         if isinstance(params, (str, bytes)):
