@@ -157,6 +157,10 @@ N_SECRETS=$(wc -l < "$TMP/secrets")
 if [ "$N_SECRETS" -ge 15 ]; then
   pass "the tests listed the run's secrets ($N_SECRETS values, rotated ones included)"
 else fail "the tests listed the run's secrets (at least 15 values)" "$N_SECRETS listed"; fi
+# Control: the scan finds a listed secret where there is one.
+if [ "$N_SECRETS" -gt 0 ] && { echo "x"; tail -1 "$TMP/secrets"; } | grep -qF -f "$TMP/secrets"; then
+  pass "control: the secret scan finds a listed value"
+else fail "control: the secret scan finds a listed value"; fi
 for f in pytest.out daemon.log twilio-fake.log; do
   if [ ! -s "$TMP/$f" ]; then
     fail "no secret in $f" "$f is missing or empty"

@@ -33,6 +33,7 @@ FAKE = ROOT / "tests" / "support" / "twilio_fake.py"
 TWILIO_HOSTS = ("https://api.twilio.com", "https://verify.twilio.com", "https://oauth.twilio.com")
 OAUTH_TTL = 6  # seconds: the daemon refreshes bearer tokens every 4 s
 GRACE = "8s"
+DYN_TTL = 6  # seconds: a dynamic key is served until half of it, then a new one
 
 
 def hex32():
@@ -76,11 +77,13 @@ class FakeHostHttpClient(TwilioHttpClient):
     """twilio-python's own HTTP client with Twilio's hosts rewritten to the
     fake's http://127.0.0.1:PORT; the SDK builds every request as usual.
     Records (method, path, sha256 of the bearer token or None) of each
-    request, never a credential."""
+    request, never a credential; every secret it sends goes to `remember`
+    (the run's list of secrets to look for in the output)."""
 
-    def __init__(self, base):
+    def __init__(self, base, remember):
         super().__init__()
         self.base = base
+        self.remember = remember
         self.sent = []
 
     def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None,
@@ -93,8 +96,11 @@ class FakeHostHttpClient(TwilioHttpClient):
             raise AssertionError(f"a request to an unexpected host: {url.split('?')[0]}")
         bearer = (headers or {}).get("Authorization", "")
         tag = None
+        if auth is not None:
+            self.remember(auth[1])
         if bearer.startswith("Bearer "):
             import hashlib
+            self.remember(bearer[len("Bearer "):])
             tag = hashlib.sha256(bearer.encode()).hexdigest()[:16]
         self.sent.append((method, url[len(self.base):].split("?")[0], tag))
         return super().request(method, url, params=params, data=data, headers=headers, auth=auth,
@@ -119,7 +125,8 @@ class World:
     def remember(self, *values):
         for v in values:
             if isinstance(v, str) and len(v) >= 16:
-                self.known.add(v)
+                with self.lock:
+                    self.known.add(v)
 
     def remember_cred(self, cred):
         self.remember(cred.auth_token, cred.api_key_secret, cred.access_token)
@@ -165,7 +172,7 @@ class World:
         return self.fake("/__fake/check", {"username": username, "password": password})[1]["valid"]
 
     def http(self):
-        return FakeHostHttpClient(self.fake_base)
+        return FakeHostHttpClient(self.fake_base, self.remember)
 
     # -- the store
     def write_docs(self, **docs):
@@ -344,7 +351,14 @@ def build(w):
             ("tw-watch", ""),
             ("tw-mint", 'kind = "api_key"\n[credentials.tw-mint.access_tokens]\nmax_ttl = "1h"\n'
                         'grants = ["voice", "video"]\nidentity_prefix = "user-"\n'),
-        ])
+        ]) + f"""
+[credentials.tw-dyn]
+kind = "dynamic_api_key"
+admin_credential = "tw-admin"
+ttl = "{DYN_TTL}s"
+max_live_keys = 20
+policy = '{{"allow": ["/twilio/messaging/messages/read"]}}'
+"""
     w.config.write_text(f"""
 [server]
 socket = "{w.sock}"

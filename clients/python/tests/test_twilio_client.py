@@ -11,7 +11,7 @@ from twilio.credential.client_credential_provider import ClientCredentialProvide
 from twilio.rest import Client
 
 import credbroker
-from conftest import OAUTH_TTL, Load, wait_for
+from conftest import DYN_TTL, OAUTH_TTL, Load, wait_for
 
 MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 VERIFICATIONS = "/v2/Services/{ServiceSid}/Verifications"
@@ -198,3 +198,25 @@ def test_oauth_bearer_tokens_across_refreshes(world):
     bad = [(r["route"], r["status"], round(r["time"] - start, 2)) for r in seen if r["status"] not in (200, 201)]
     assert len(seen) >= 20 and bad == [], f"refused at Twilio: {bad[:5]}; {len(seen)} of {len(http.sent)} requests seen"
     assert first.access_token_expires_at is not None
+
+
+def test_dynamic_keys_are_refetched_as_they_age(world):
+    """kind dynamic_api_key cannot be watched (FAILED_PRECONDITION): the
+    client asks again once a lease is past half its life, when the broker
+    mints a new restricted key, so requests go on across several keys."""
+    client = credbroker.twilio_client(world.broker, "tw-dyn", http_client=world.http())
+    first_sid = client.username
+    assert first_sid.startswith("SK") and client.account_sid == world.sid_a
+    start = time.time()
+    with Load(lambda i: client.messages.list(limit=1), pause=0.05) as load:
+        wait_for(lambda: time.time() > start + 2 * DYN_TTL, 3 * DYN_TTL, "two key lifetimes")
+    assert load.failures == [], f"failed SDK requests: {load.failures[:5]}"
+    dyn = {k["sid"] for k in world.fake("/__fake/state")[1]["keys"]
+           if k["friendly_name"].startswith("credbroker-dyn:tw-dyn:")}
+    seen = [r for r in world.fake_requests() if r["time"] >= start and r["route"] == MESSAGES
+            and r["username"] and r["username"].startswith("SK") and r["username"] not in
+            (world.key_sid, world.admin_sid)]
+    used = {r["username"] for r in seen}
+    assert len(used) >= 3, f"{len(used)} dynamic keys used"
+    assert [r for r in seen if r["status"] != 200] == [], "every request with a dynamic key succeeded"
+    assert first_sid not in dyn, "the first key was deleted at Twilio when its TTL ended"

@@ -23,10 +23,10 @@ current one, so a rotation needs no restart of the app.
   broker only, so the provider gets placeholders (it needs non-None values
   and uses them only to build its default token manager, which is replaced
   here). twilio-python's TokenAuthStrategy caches a token until its JWT
-  ``exp`` has passed; ``BrokerClient.request`` drops that cached token
-  whenever the broker has pushed a newer one (the broker refreshes at two
-  thirds of a token's life), so requests never go out with a token about to
-  expire, and retries once with a fresh token on 401/20003.
+  ``exp`` has passed; ``BrokerClient.request`` replaces that cached token
+  with the newer one whenever the broker has pushed one (the broker
+  refreshes at two thirds of a token's life), so requests never go out with
+  a token about to expire, and retries once with a newer token on 401/20003.
 """
 
 import json
@@ -129,12 +129,15 @@ class BrokerClient(Client):
         if cred.kind == OAUTH_CLIENT:
             strategy = self.credential_provider.to_auth_strategy()
             if strategy.token is not None and strategy.token != cred.access_token:
-                strategy.token = None  # the broker has a newer token: make the strategy fetch it
+                # The broker has pushed a newer token: hand it to the strategy
+                # (one assignment, so a thread between its fetch_token() and
+                # its header sees the old token or the new one, both valid).
+                strategy.token = cred.access_token
             response = send(None)
             if _refused_credential(response):
                 fresh = feed.refresh()
-                if fresh.access_token != cred.access_token:
-                    strategy.token = None
+                if fresh.access_token and fresh.access_token != cred.access_token:
+                    strategy.token = fresh.access_token
                     response = send(None)
             return response
 

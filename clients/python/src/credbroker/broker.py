@@ -8,7 +8,7 @@ import threading
 import grpc
 
 from . import errors
-from .types import AccessToken, Credential, CredentialInfo, WebhookResult, _time
+from .types import AccessToken, Credential, CredentialInfo, WebhookResult, _now, _time
 from .v1 import broker_pb2 as pb
 from .v1 import broker_pb2_grpc as pb_grpc
 
@@ -332,10 +332,7 @@ class _Feed:
         self.broker = broker
         self.name = name
         self._cred = broker.get(name)
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._serial = 0
-        self._listeners = []
+        self._watched = True  # False: a credential that cannot be watched (dynamic keys)
         self._prefer_previous = None  # the version whose previous value worked when current did not
         self._stopped = threading.Event()
         self._watch = None
@@ -351,16 +348,7 @@ class _Feed:
             watch.close()
 
     def _set(self, cred):
-        with self._lock:
-            self._cred = cred
-            self._serial += 1
-            self._changed.notify_all()
-            listeners = list(self._listeners)
-        for fn in listeners:
-            try:
-                fn(cred)
-            except Exception:  # a listener's bug must not end the watch
-                log.exception("credbroker: listener of credential %r failed", self.name)
+        self._cred = cred  # one reference: readers see the old lease or the new one
 
     def _run(self):
         first, longest = self.broker._backoff
@@ -372,6 +360,12 @@ class _Feed:
                 for cred in self._watch:
                     self._set(cred)
                 return  # stopped, or the broker was closed
+            except errors.FailedPrecondition:
+                # Not watchable: a dynamic_api_key is minted per call.
+                # current() asks the broker again past half of each lease.
+                self._watched = False
+                log.info("credbroker: credential %r cannot be watched; refetched as its leases age", self.name)
+                return
             except errors.BrokerError as err:
                 # A refusal (the credential removed from the config, the
                 # allow list changed): keep the lease held until it ends.
@@ -383,24 +377,24 @@ class _Feed:
                 if self._stopped.wait(first):
                     return
 
-    def add_listener(self, fn):
-        with self._lock:
-            self._listeners.append(fn)
-
-    def serial(self):
-        with self._lock:
-            return self._serial
-
-    def wait_change(self, serial, timeout):
-        """Waits until a lease newer than ``serial`` arrived (True) or timeout."""
-        with self._lock:
-            return self._changed.wait_for(lambda: self._serial > serial, timeout)
+    def _aged(self, cred):
+        """An unwatched lease past half its life: the broker serves a
+        dynamic key until half its TTL, then a new one."""
+        if self._watched or cred.expires_at is None or cred.issued_at is None:
+            return False
+        return _now() >= cred.issued_at + (cred.expires_at - cred.issued_at) / 2
 
     def current(self):
-        """The latest lease; a fresh one from the broker if it has ended."""
+        """The latest lease; a fresh one from the broker if it has ended
+        (or, for an unwatched credential, is past half its life)."""
         cred = self._cred
-        if not cred.expired():
+        if not cred.expired() and not self._aged(cred):
             return cred
+        if not cred.expired():
+            try:
+                return self.refresh()
+            except errors.BrokerError:
+                return cred  # still valid: try again on the next request
         try:
             fresh = self.broker.get(self.name)
         except errors.BrokerError as err:
