@@ -3,6 +3,7 @@ SDK builds, authenticated by the broker's current credential, across
 rotations (API key, Auth Token) and bearer-token refreshes, with no restart.
 Twilio is tests/support/twilio_fake.py; the daemon is the real one."""
 
+import hashlib
 import time
 
 import pytest
@@ -180,7 +181,24 @@ def test_oauth_bearer_tokens_across_refreshes(world):
     first = world.remember_cred(b.get("tw-oauth"))
     issued0 = world.fake("/__fake/state")[1]["tokens_issued"]
     start = time.time()
-    with Load(sdk_work(client, world.service)) as load:
+    # Each request goes out with the newest token the broker had pushed to
+    # the package when the request started or ended (twilio-python alone
+    # would keep a token until its exp, 2 s past the broker's refresh).
+    feed = b._feed("tw-oauth")
+    stale_sends = []
+    work = sdk_work(client, world.service)
+
+    def tag(token):
+        return hashlib.sha256(f"Bearer {token}".encode()).hexdigest()[:16]
+
+    def checked(i):
+        before = tag(feed.current().access_token)
+        work(i)
+        after = tag(feed.current().access_token)
+        if http.sent[-1][2] not in (before, after):
+            stale_sends.append(i)
+
+    with Load(checked) as load:
         # Past two whole token lifetimes: at least three tokens in use.
         wait_for(lambda: world.fake("/__fake/state")[1]["tokens_issued"] >= issued0 + 3, 4 * OAUTH_TTL,
                  "three bearer-token refreshes by the daemon")
@@ -191,6 +209,7 @@ def test_oauth_bearer_tokens_across_refreshes(world):
     assert load.failures == [], f"failed SDK requests: {load.failures[:5]}"
     used = {tag for (_, path, tag) in http.sent if tag}
     assert len(used) >= 3, f"the app used {len(used)} bearer tokens"
+    assert stale_sends == [], f"{len(stale_sends)} requests went out with an older token than the broker's"
     assert all(tag for (_, _, tag) in http.sent), "every request carried a bearer token"
     assert not [p for (_, p, _) in http.sent if p.endswith("/token")], "the app never asked Twilio for a token"
     seen = [r for r in world.fake_requests() if r["time"] >= start and r["route"] in (MESSAGES, VERIFICATIONS)
