@@ -92,6 +92,20 @@ def test_watch_follows_changes_and_reconnects_across_a_daemon_restart(world):
 
     t = threading.Thread(target=consume, daemon=True)
     t.start()
+    # A second watch that must not reconnect: it raises when the daemon goes.
+    once = b.watch("tw-watch", reconnect=False)
+    once_first = next(once)
+    once_result = queue.Queue()
+
+    def drain_once():
+        try:
+            for _ in once:
+                pass
+            once_result.put("ended without an error")
+        except Exception as err:  # noqa: BLE001
+            once_result.put(err)
+
+    threading.Thread(target=drain_once, daemon=True).start()
     first = got.get(timeout=10)
     assert isinstance(first, credbroker.Credential) and first.auth_token == world.token_w
     # A change in the store is pushed.
@@ -110,6 +124,9 @@ def test_watch_follows_changes_and_reconnects_across_a_daemon_restart(world):
     # The daemon goes away and comes back with another value: the same
     # iterator reconnects (backoff) and yields it, raising nothing.
     world.stop_daemon()
+    err = once_result.get(timeout=20)
+    assert isinstance(err, credbroker.CredentialUnavailable), f"reconnect=False: {err!r}"
+    assert "'tw-watch'" in str(err) and once_first.name == "tw-watch"
     world.write_docs(**{"tw-watch": {"account_sid": world.sid_w, "auth_token": world.token_w}})
     world.start_daemon()
     third = next_version(second.version, timeout=30)
@@ -121,3 +138,24 @@ def test_watch_follows_changes_and_reconnects_across_a_daemon_restart(world):
     while not got.empty():
         item = got.get()
         assert not isinstance(item, Exception), f"the watch raised {type(item).__name__}: {item}"
+
+
+def test_close_ends_watches_and_the_background_thread(world):
+    b = credbroker.Broker(world.sock, reconnect_backoff=(0.2, 2.0))
+    before = set(threading.enumerate())
+    client = credbroker.twilio_client(b, "tw-hooks", http_client=world.http())
+    assert client.account_sid == world.sid_w
+    threads = [t for t in set(threading.enumerate()) - before if t.name == "credbroker-watch-tw-hooks"]
+    assert len(threads) == 1, "one background watch thread for the credential"
+    credbroker.twilio_client(b, "tw-hooks", http_client=world.http())
+    assert [t for t in set(threading.enumerate()) - before if t.name.startswith("credbroker-watch")] == threads, \
+        "a second client of the same credential shares the thread"
+    stream = b.watch("tw-hooks")
+    next(stream)
+    b.close()
+    assert list(stream) == [], "a watch ends when its Broker is closed"
+    threads[0].join(10)
+    assert not threads[0].is_alive(), "the background thread ended"
+    with pytest.raises(credbroker.BrokerError) as e:
+        b.get("tw-hooks")
+    assert "closed" in str(e.value)
