@@ -24,6 +24,7 @@ impl From<&TwilioConfig> for Endpoints {
             api_base: t.api_base.clone(),
             iam_base: t.iam_base.clone(),
             accounts_base: t.accounts_base.clone(),
+            oauth_base: t.oauth_base.clone(),
         }
     }
 }

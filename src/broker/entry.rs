@@ -111,6 +111,10 @@ pub struct Entry {
     pub(super) path: String,
     /// Its configured kind (`None`: read off the document).
     kind: Option<Kind>,
+    /// The kind of the first document loaded, when none is configured:
+    /// later documents must be of it (an `oauth_client`'s issuer, or a
+    /// stored one, was chosen by it).
+    loaded_kind: std::sync::OnceLock<Kind>,
     pub(super) state: watch::Sender<Snapshot>,
     /// Asks this entry's refresh task for a re-read now (after a write).
     pub(super) reread: tokio::sync::Notify,
@@ -152,6 +156,7 @@ impl Entry {
             store,
             path,
             kind,
+            loaded_kind: std::sync::OnceLock::new(),
             state: watch::Sender::new(Snapshot {
                 unavailable: Some(Unavailability::NotLoaded),
                 ..Snapshot::default()
@@ -165,16 +170,11 @@ impl Entry {
         &self.config.name
     }
 
-    /// The kind to report in ListCredentials.
+    /// The kind to report in ListCredentials: the configured one, else the
+    /// first document's.
     pub fn kind(&self) -> Kind {
         self.kind
-            .or_else(|| {
-                self.state
-                    .borrow()
-                    .loaded
-                    .as_ref()
-                    .map(|l| l.document.kind())
-            })
+            .or_else(|| self.loaded_kind.get().copied())
             .unwrap_or(Kind::AuthToken)
     }
 
@@ -294,7 +294,9 @@ impl Entry {
                 source: e,
             }
         })?;
-        let document = parse_document(self.name(), doc.bytes.expose_secret(), self.kind)?;
+        let kind = self.kind.or_else(|| self.loaded_kind.get().copied());
+        let document = parse_document(self.name(), doc.bytes.expose_secret(), kind)?;
+        let _ = self.loaded_kind.set(document.kind());
         Ok(Loaded {
             document,
             version: doc.version,

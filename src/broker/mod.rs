@@ -11,12 +11,27 @@
 mod entry;
 mod refresh;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use tokio::{sync::mpsc, sync::watch, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use entry::{Entry, Lease, Loaded, Snapshot};
+
+/// When a watch stream sends a lease although nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renew {
+    /// At half of each lease, so a watcher always holds a live one (stored
+    /// credentials: a lease is shorter than the value's life).
+    AtHalfLease,
+    /// Never: the state's owner publishes every change, expiry included
+    /// (bearer tokens: a lease ends with the token).
+    OnChangeOnly,
+}
 use refresh::{load_retrying, supervise};
 
 use crate::{
@@ -54,6 +69,16 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("credbroker is shutting down")]
     ShuttingDown,
+    /// Twilio would not issue a bearer token to an `oauth_client`.
+    /// (Its issuer lives above the broker, with the Twilio client: the
+    /// error arrives as text, which names Twilio's status and code.)
+    #[error("credential `{name}`: cannot get a bearer token: {detail}")]
+    Token {
+        /// Credential name.
+        name: String,
+        /// Twilio's answer, or why there was none.
+        detail: String,
+    },
     /// The credential's refresh task panicked (a bug); it is restarted.
     #[error(
         "credential `{0}`: its refresh task stopped unexpectedly (it panicked); \
@@ -72,6 +97,19 @@ pub enum Unavailability {
     /// or before anything was ever loaded.
     #[error("{0}")]
     Failed(Arc<BrokerError>),
+    /// An `oauth_client`'s bearer token expired and no new one could be
+    /// fetched.
+    #[error(
+        "its bearer token expired at {} and no new one could be fetched{}",
+        humantime::format_rfc3339_seconds(*.at),
+        .last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+    )]
+    TokenExpired {
+        /// When it expired.
+        at: SystemTime,
+        /// Why the last fetch failed.
+        last_error: Option<Arc<BrokerError>>,
+    },
     /// The store has failed for longer than `max_stale` (or, for a
     /// rotating credential, `rotation.grace` when that is shorter).
     #[error(
@@ -298,31 +336,51 @@ impl Broker {
     /// expired one. Ends with an error when the credential becomes
     /// unavailable or the broker stops.
     pub fn watch(&self, entry: Arc<Entry>) -> mpsc::Receiver<Result<Lease, BrokerError>> {
+        let changes = entry.subscribe();
+        self.watch_with(changes, Renew::AtHalfLease, move |s, now| {
+            entry.lease_from(s, now)
+        })
+    }
+
+    /// A watch stream over any state that `changes` publishes: a lease
+    /// (`lease` of the state at the time) at once and on every change, and
+    /// as `renew` says; it ends after the first error.
+    pub fn watch_with<S: Send + Sync + 'static>(
+        &self,
+        mut changes: watch::Receiver<S>,
+        renew: Renew,
+        lease: impl Fn(&S, SystemTime) -> Result<Lease, BrokerError> + Send + 'static,
+    ) -> mpsc::Receiver<Result<Lease, BrokerError>> {
         let (tx, rx) = mpsc::channel(4);
         let clock = self.clock;
         let stopping = self.stopping.clone();
-        let mut changes = entry.subscribe();
         self.tasks.spawn(async move {
             loop {
-                let snapshot = changes.borrow_and_update().clone();
-                let lease = entry.lease_from(&snapshot, clock.now());
-                let renew_at = match &lease {
-                    Ok(l) => {
+                let leased = lease(&changes.borrow_and_update(), clock.now());
+                let renew_at = match (&leased, renew) {
+                    (Ok(l), Renew::AtHalfLease) => {
                         let half = l
                             .expires_at
                             .duration_since(l.issued_at)
                             .unwrap_or(Duration::ZERO)
                             / 2;
-                        clock.instant_at(l.issued_at + half)
+                        Some(clock.instant_at(l.issued_at + half))
                     }
-                    Err(_) => {
-                        let _ = tx.send(lease).await;
+                    (Ok(_), Renew::OnChangeOnly) => None,
+                    (Err(_), _) => {
+                        let _ = tx.send(leased).await;
                         return;
                     }
                 };
-                if tx.send(lease).await.is_err() {
+                if tx.send(leased).await.is_err() {
                     return;
                 }
+                let renewed = async {
+                    match renew_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = stopping.cancelled() => {
                         let _ = tx.send(Err(BrokerError::ShuttingDown)).await;
@@ -330,7 +388,7 @@ impl Broker {
                     }
                     _ = tx.closed() => return,
                     changed = changes.changed() => if changed.is_err() { return },
-                    _ = tokio::time::sleep_until(renew_at) => {}
+                    _ = renewed => {}
                 }
             }
         });

@@ -83,6 +83,12 @@ pub(super) fn credential(
         };
         rotation(p, &key, &name, r, &policy, admins)
     });
+    if kind == Some(Kind::OAuthClient) && rotation.is_some() {
+        p.push(
+            format!("{key}.rotation"),
+            "nothing for kind = \"oauth_client\": the broker does not rotate an OAuth app's secret (replace it in Twilio's Console, then in the store)",
+        );
+    }
     let access_tokens = c.access_tokens.map(|a| access_tokens(p, &key, a, kind));
     CredentialConfig {
         name,
@@ -123,7 +129,9 @@ fn kind(p: &mut Problems, key: &str, raw: Option<&str>) -> Option<Kind> {
         Some(k) => Kind::parse(k).or_else(|| {
             p.push(
                 format!("{key}.kind"),
-                format!("one of \"auth_token\", \"api_key\", \"{DYNAMIC_API_KEY}\", not {k:?}"),
+                format!(
+                    "one of \"auth_token\", \"api_key\", \"oauth_client\", \"{DYNAMIC_API_KEY}\", not {k:?}"
+                ),
             );
             None
         }),
@@ -366,7 +374,7 @@ pub(super) fn access_tokens(
     a: RawAccessTokens,
     kind: Option<Kind>,
 ) -> AccessTokenPolicy {
-    if kind == Some(Kind::AuthToken) {
+    if matches!(kind, Some(Kind::AuthToken | Kind::OAuthClient)) {
         p.push(
             format!("{key}.access_tokens"),
             "an API key credential: Access Tokens are signed with an API Key Secret",

@@ -55,6 +55,8 @@ pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
 pub const DEFAULT_IAM_BASE: &str = "https://iam.twilio.com";
 /// Twilio's accounts endpoint (Auth Tokens).
 pub const DEFAULT_ACCOUNTS_BASE: &str = "https://accounts.twilio.com";
+/// Twilio's OAuth endpoint (bearer tokens for `oauth_client`).
+pub const DEFAULT_OAUTH_BASE: &str = "https://oauth.twilio.com";
 /// Twilio's limit on an Access Token's lifetime.
 pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(86_400);
 /// Grants a `[credentials.X.access_tokens]` policy may list.
@@ -263,6 +265,8 @@ pub struct TwilioConfig {
     pub iam_base: String,
     /// Accounts (`/v1/AuthTokens/...`).
     pub accounts_base: String,
+    /// OAuth (`/v2/token`), for `oauth_client` credentials.
+    pub oauth_base: String,
 }
 
 /// `[credentials.NAME]`.

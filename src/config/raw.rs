@@ -108,6 +108,7 @@ pub(super) struct RawTwilio {
     pub(super) api_base: Option<String>,
     pub(super) iam_base: Option<String>,
     pub(super) accounts_base: Option<String>,
+    pub(super) oauth_base: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

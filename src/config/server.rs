@@ -169,6 +169,7 @@ pub(super) fn twilio(p: &mut Problems, raw: RawTwilio) -> TwilioConfig {
             raw.accounts_base,
             DEFAULT_ACCOUNTS_BASE,
         ),
+        oauth_base: p.url("twilio.oauth_base", raw.oauth_base, DEFAULT_OAUTH_BASE),
     }
 }
 

@@ -25,6 +25,11 @@ const ACCOUNT_SID: [&str; 2] = ["account_sid", "accountSid"];
 const AUTH_TOKEN: [&str; 2] = ["auth_token", "authToken"];
 const API_KEY_SID: [&str; 2] = ["api_key_sid", "apiKeySid"];
 const API_KEY_SECRET: [&str; 2] = ["api_key_secret", "apiKeySecret"];
+const CLIENT_ID: [&str; 2] = ["client_id", "clientId"];
+const CLIENT_SECRET: [&str; 2] = ["client_secret", "clientSecret"];
+/// Longest OAuth client secret accepted (Twilio does not document a
+/// format; this bounds what a document can make the broker hold and send).
+pub const MAX_CLIENT_SECRET_BYTES: usize = 1024;
 
 /// Parses a stored document for credential `name`.
 ///
@@ -65,6 +70,18 @@ pub fn parse_document(
     // an Auth Token over an API key would leave a document with both.
     let current_kind = kind.unwrap_or(current.secret.kind());
     let kind = Some(current_kind);
+    if current_kind == Kind::OAuthClient {
+        // Rotation does not apply: the app's secret is replaced in Twilio's
+        // Console and then in the store.
+        for field in ["pending", "previous"] {
+            if object.get(field).is_some_and(|v| !v.is_null()) {
+                return Err(err(
+                    field,
+                    "an oauth_client document has no rotation bookkeeping".into(),
+                ));
+            }
+        }
+    }
     let pending = match object.remove("pending") {
         None | Some(Value::Null) => None,
         // A rotation's claim comes before its new value: no secret yet.
@@ -149,8 +166,9 @@ fn take_previous(
 /// with an `auth_token` beside it would leave a document with both.
 fn only_fields_of(object: &Map<String, Value>, kind: Kind, prefix: &str) -> Result<(), FieldError> {
     let other: &[&str] = match kind {
-        Kind::AuthToken => &[API_KEY_SID, API_KEY_SECRET].concat(),
-        Kind::ApiKey => &AUTH_TOKEN,
+        Kind::AuthToken => &[API_KEY_SID, API_KEY_SECRET, CLIENT_ID, CLIENT_SECRET].concat(),
+        Kind::ApiKey => &[AUTH_TOKEN, CLIENT_ID, CLIENT_SECRET].concat(),
+        Kind::OAuthClient => &[AUTH_TOKEN, API_KEY_SID, API_KEY_SECRET].concat(),
     };
     match other.iter().find(|f| object.contains_key(**f)) {
         Some(f) => Err((
@@ -170,6 +188,8 @@ fn has_secret_field(object: &Map<String, Value>) -> bool {
         .iter()
         .chain(&API_KEY_SID)
         .chain(&API_KEY_SECRET)
+        .chain(&CLIENT_ID)
+        .chain(&CLIENT_SECRET)
         .any(|f| object.contains_key(*f))
 }
 
@@ -220,9 +240,13 @@ fn take_credential(
     let token = take_string(object, &AUTH_TOKEN, prefix)?.map(SecretString::new);
     let key_sid = take_string(object, &API_KEY_SID, prefix)?;
     let key_secret = take_string(object, &API_KEY_SECRET, prefix)?.map(SecretString::new);
-    let secret = match kind_of(kind, &token, &key_sid, &key_secret, &field)? {
+    let client_id = take_string(object, &CLIENT_ID, prefix)?;
+    let client_secret = take_string(object, &CLIENT_SECRET, prefix)?.map(SecretString::new);
+    let oauth = client_id.is_some() || client_secret.is_some();
+    let secret = match kind_of(kind, &token, &key_sid, &key_secret, oauth, &field)? {
         Kind::AuthToken => auth_token(token, &field)?,
         Kind::ApiKey => api_key(key_sid, key_secret, &field)?,
+        Kind::OAuthClient => oauth_client(client_id, client_secret, &field)?,
     };
     Ok(TwilioCredential {
         account_sid,
@@ -236,23 +260,51 @@ fn kind_of(
     token: &Option<SecretString>,
     key_sid: &Option<String>,
     key_secret: &Option<SecretString>,
+    oauth: bool,
     field: &dyn Fn(&str) -> String,
 ) -> Result<Kind, FieldError> {
     if let Some(kind) = kind {
         return Ok(kind);
     }
-    match (token, key_sid, key_secret) {
-        (Some(_), None, None) => Ok(Kind::AuthToken),
-        (None, _, _) if key_sid.is_some() || key_secret.is_some() => Ok(Kind::ApiKey),
-        (None, None, None) => Err((
+    let key = key_sid.is_some() || key_secret.is_some();
+    match (token.is_some(), key, oauth) {
+        (true, false, false) => Ok(Kind::AuthToken),
+        (false, true, false) => Ok(Kind::ApiKey),
+        (false, false, true) => Ok(Kind::OAuthClient),
+        (false, false, false) => Err((
             field("auth_token"),
-            "missing: expected `auth_token`, or `api_key_sid` and `api_key_secret`".into(),
+            "missing: expected `auth_token`, `api_key_sid` and `api_key_secret`, or `client_id` and `client_secret`".into(),
         )),
         _ => Err((
             field("auth_token"),
-            "both an Auth Token and an API key are present: set `kind` in the credential's config to choose one".into(),
+            "fields of more than one kind of credential are present: set `kind` in the credential's config to choose one".into(),
         )),
     }
+}
+
+/// A Twilio OAuth app: its client id, and a client secret of printable
+/// ASCII (at most [`MAX_CLIENT_SECRET_BYTES`]).
+fn oauth_client(
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Secret, FieldError> {
+    let id = client_id.ok_or_else(|| (field(CLIENT_ID[0]), "missing".to_owned()))?;
+    let client_id = OAuthClientId::parse(&id).map_err(|p| (field(CLIENT_ID[0]), p.to_owned()))?;
+    let client_secret =
+        client_secret.ok_or_else(|| (field(CLIENT_SECRET[0]), "missing".to_owned()))?;
+    let s = client_secret.expose_secret();
+    if s.is_empty() || s.len() > MAX_CLIENT_SECRET_BYTES || !s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err((
+            field(CLIENT_SECRET[0]),
+            format!("expected 1 to {MAX_CLIENT_SECRET_BYTES} printable ASCII characters"),
+        ));
+    }
+    Ok(Secret::OAuthClient {
+        client_id,
+        client_secret,
+    })
 }
 
 /// An Auth Token: 32 hexadecimal digits.
@@ -347,7 +399,7 @@ mod tests {
                     assert_eq!(sid.as_str(), SK);
                     assert_eq!(secret.expose_secret(), KEY_SECRET);
                 }
-                Secret::AuthToken(_) => panic!("wrong kind"),
+                _ => panic!("wrong kind"),
             }
         }
     }
@@ -533,6 +585,14 @@ mod tests {
                 Secret::ApiKey { sid, secret } => {
                     (sid.as_str().to_owned(), secret.expose_secret().to_owned())
                 }
+                Secret::OAuthClient {
+                    client_id,
+                    client_secret,
+                } => (
+                    client_id.as_str().to_owned(),
+                    client_secret.expose_secret().to_owned(),
+                ),
+                Secret::Bearer { token, .. } => (String::new(), token.expose_secret().to_owned()),
             }
         }
 

@@ -7,5 +7,6 @@ mod strict_json;
 
 pub use document::{DocumentError, FIELD_SPELLINGS, parse_document};
 pub use model::{
-    AccountSid, ApiKeySid, CredentialDocument, Kind, PreviousCredential, Secret, TwilioCredential,
+    AccountSid, ApiKeySid, CredentialDocument, Kind, OAuthClientId, PreviousCredential, Secret,
+    TwilioCredential,
 };

@@ -14,6 +14,9 @@ pub enum Kind {
     AuthToken,
     /// Account SID + API Key SID + API Key Secret.
     ApiKey,
+    /// Account SID + a Twilio OAuth app's client id and client secret,
+    /// stored; what callers get is a bearer token fetched with them.
+    OAuthClient,
 }
 
 impl Kind {
@@ -22,6 +25,7 @@ impl Kind {
         match self {
             Kind::AuthToken => "auth_token",
             Kind::ApiKey => "api_key",
+            Kind::OAuthClient => "oauth_client",
         }
     }
 
@@ -30,6 +34,7 @@ impl Kind {
         match s {
             "auth_token" => Some(Kind::AuthToken),
             "api_key" => Some(Kind::ApiKey),
+            "oauth_client" => Some(Kind::OAuthClient),
             _ => None,
         }
     }
@@ -81,6 +86,27 @@ impl ApiKeySid {
     }
 }
 
+/// A Twilio OAuth app's client id: `OQ` followed by 32 hex digits. Not a
+/// secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthClientId(String);
+
+impl OAuthClientId {
+    /// Validates `s`; the error says what was expected, never what was found.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        if is_sid(s, "OQ") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("expected `OQ` followed by 32 hexadecimal digits")
+        }
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 fn is_sid(s: &str, prefix: &str) -> bool {
     s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -101,6 +127,21 @@ pub enum Secret {
         /// The key's secret.
         secret: SecretString,
     },
+    /// A Twilio OAuth app, as stored: never served.
+    OAuthClient {
+        /// The app's client id, which is not secret.
+        client_id: OAuthClientId,
+        /// The app's client secret: it never leaves the broker.
+        client_secret: SecretString,
+    },
+    /// A bearer token fetched with an OAuth app's client secret: what an
+    /// `oauth_client` credential serves. Never stored.
+    Bearer {
+        /// The access token (a JWT).
+        token: SecretString,
+        /// The token's own expiry.
+        expires_at: SystemTime,
+    },
 }
 
 impl std::fmt::Debug for Secret {
@@ -112,16 +153,31 @@ impl std::fmt::Debug for Secret {
                 .field("sid", sid)
                 .field("secret", secret)
                 .finish(),
+            Secret::OAuthClient {
+                client_id,
+                client_secret,
+            } => f
+                .debug_struct("OAuthClient")
+                .field("client_id", client_id)
+                .field("client_secret", client_secret)
+                .finish(),
+            Secret::Bearer { token, expires_at } => f
+                .debug_struct("Bearer")
+                .field("token", token)
+                .field("expires_at", expires_at)
+                .finish(),
         }
     }
 }
 
 impl Secret {
-    /// `auth_token` or `api_key`.
+    /// The kind of credential this is a value of (a bearer token is an
+    /// `oauth_client`'s).
     pub fn kind(&self) -> Kind {
         match self {
             Secret::AuthToken(_) => Kind::AuthToken,
             Secret::ApiKey { .. } => Kind::ApiKey,
+            Secret::OAuthClient { .. } | Secret::Bearer { .. } => Kind::OAuthClient,
         }
     }
 }

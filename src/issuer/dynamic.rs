@@ -23,12 +23,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Caller, IssueError, Issuer};
 use crate::{
-    broker::{Entry, Lease, Loaded},
+    broker::{Broker, BrokerError, Entry, Lease, Loaded},
     clock::Clock,
     config::{AllowList, CredentialConfig, DynamicKeyConfig},
     credential::{CredentialDocument, Secret, TwilioCredential},
@@ -395,6 +395,16 @@ impl Issuer for DynamicKeys {
     }
 
     fn stored(&self) -> Result<&Arc<Entry>, IssueError> {
+        Err(IssueError::WrongKind {
+            name: self.name().to_owned(),
+            what: "a dynamic_api_key is leased per call: use GetCredential",
+        })
+    }
+
+    fn watch(
+        self: Arc<Self>,
+        _broker: &Broker,
+    ) -> Result<mpsc::Receiver<Result<Lease, BrokerError>>, IssueError> {
         Err(IssueError::WrongKind {
             name: self.name().to_owned(),
             what: "a dynamic_api_key is leased per call: use GetCredential",

@@ -6,23 +6,28 @@
 //!   current value.
 //! - [`dynamic::DynamicKeys`]: a restricted API key minted at Twilio per
 //!   calling process (`dynamic_api_key`).
+//! - [`oauth::OAuthTokens`]: a bearer token fetched with a stored OAuth
+//!   app's client secret, which never leaves the broker (`oauth_client`).
 //!
 //! The server never branches on the kind: it authorizes against
-//! [`Issuer::allow`], asks [`Issuer::issue`] for a lease, and asks
-//! [`Issuer::stored`] for the cached entry when a call (WatchCredential,
-//! ValidateWebhook, MintAccessToken) needs a stored document. A new kind
-//! (`oauth_client`) is one new `Issuer`.
+//! [`Issuer::allow`], asks [`Issuer::issue`] for a lease and
+//! [`Issuer::watch`] for a stream of them, and asks [`Issuer::stored`] for
+//! the cached entry when a call (ValidateWebhook, MintAccessToken) needs a
+//! stored document.
 
 pub mod dynamic;
+pub mod oauth;
 pub mod stored;
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     broker::{Broker, BrokerError, Entry, Lease},
     config::{AllowList, Config, Source},
+    credential::Kind,
     twilio::{TwilioClient, TwilioError},
 };
 
@@ -90,6 +95,12 @@ pub trait Issuer: Send + Sync {
     /// The cached stored credential behind it, for the calls that need its
     /// document; a `WrongKind` error where there is none.
     fn stored(&self) -> Result<&Arc<Entry>, IssueError>;
+    /// WatchCredential's stream: a lease at once, then one on every
+    /// change; refused up front when there is no lease to send now.
+    fn watch(
+        self: Arc<Self>,
+        broker: &Broker,
+    ) -> Result<mpsc::Receiver<Result<Lease, BrokerError>>, IssueError>;
 }
 
 impl std::fmt::Debug for dyn Issuer {
@@ -119,8 +130,19 @@ impl Issuers {
         let mut by_name: BTreeMap<String, Arc<dyn Issuer>> = broker
             .entries()
             .map(|e| {
-                let issuer: Arc<dyn Issuer> =
-                    Arc::new(stored::Stored::new(Arc::clone(e), Arc::clone(broker)));
+                // The kind is the configured one or the first document's:
+                // fixed from here on (a document of another kind is refused).
+                let issuer: Arc<dyn Issuer> = if e.kind() == Kind::OAuthClient {
+                    oauth::OAuthTokens::start(
+                        Arc::clone(e),
+                        twilio.clone(),
+                        *broker.clock(),
+                        stopping.clone(),
+                        broker.tasks(),
+                    )
+                } else {
+                    Arc::new(stored::Stored::new(Arc::clone(e), Arc::clone(broker)))
+                };
                 (e.name().to_owned(), issuer)
             })
             .collect();

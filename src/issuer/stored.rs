@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use super::{Caller, IssueError, Issuer};
 use crate::{
-    broker::{Broker, Entry, Lease},
+    broker::{Broker, BrokerError, Entry, Lease},
     config::AllowList,
 };
 
@@ -42,5 +44,13 @@ impl Issuer for Stored {
 
     fn stored(&self) -> Result<&Arc<Entry>, IssueError> {
         Ok(&self.entry)
+    }
+
+    fn watch(
+        self: Arc<Self>,
+        broker: &Broker,
+    ) -> Result<mpsc::Receiver<Result<Lease, BrokerError>>, IssueError> {
+        self.entry.lease(broker.clock())?;
+        Ok(broker.watch(Arc::clone(&self.entry)))
     }
 }

@@ -70,6 +70,11 @@ pub enum RotationError {
     /// No such credential.
     #[error("no credential named `{0}`")]
     NotFound(String),
+    /// An `oauth_client`: the broker does not rotate an OAuth app's secret.
+    #[error(
+        "credential `{0}` is an oauth_client: rotation does not apply (replace the OAuth app's client secret in Twilio's Console, then in the store: the broker fetches tokens with the new one at once)"
+    )]
+    NotRotatable(String),
     /// The store failed.
     #[error("credential `{name}`: {source}")]
     Store {
@@ -492,6 +497,9 @@ impl Rotator {
             } = self.read(name).await?;
             let now = self.clock.now();
             let kind = parsed.kind();
+            if kind == Kind::OAuthClient {
+                return Err(RotationError::NotRotatable(name.to_owned()));
+            }
 
             if let Some(retire_at) = raw.retire_at() {
                 if retire_at <= now {

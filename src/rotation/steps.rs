@@ -62,6 +62,9 @@ impl Rotator {
                 };
                 raw.set_pending_token(&token);
             }
+            Secret::OAuthClient { .. } | Secret::Bearer { .. } => {
+                return Err(RotationError::NotRotatable(name.to_owned()));
+            }
         }
         raw.set_claim(&claim.rotation_id, &self.owner, now);
         Ok(())
@@ -206,7 +209,7 @@ impl Rotator {
             (None, Secret::AuthToken(_)) => {
                 self.twilio.delete_secondary_token(&parsed.current).await
             }
-            (None, Secret::ApiKey { .. }) => Ok(()),
+            (None, _) => Ok(()),
         };
         if let Err(e) = &deleted {
             tracing::warn!(credential = %name, error = %e, "could not delete the dropped value at Twilio; the next rotation cleans it up");

@@ -181,8 +181,10 @@ fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
     t.into()
 }
 
-fn secret_to_proto(secret: &Secret) -> proto::credential::Secret {
-    match secret {
+/// The wire form of a served secret. An OAuth app's client secret has
+/// none: it never leaves the broker (its issuer serves bearer tokens).
+fn secret_to_proto(secret: &Secret) -> Option<proto::credential::Secret> {
+    Some(match secret {
         Secret::AuthToken(token) => proto::credential::Secret::AuthToken(proto::AuthToken {
             token: token.expose_secret().to_owned(),
         }),
@@ -190,13 +192,20 @@ fn secret_to_proto(secret: &Secret) -> proto::credential::Secret {
             sid: sid.as_str().to_owned(),
             secret: secret.expose_secret().to_owned(),
         }),
-    }
+        Secret::Bearer { token, expires_at } => {
+            proto::credential::Secret::Bearer(proto::BearerToken {
+                access_token: token.expose_secret().to_owned(),
+                expires_at: Some(timestamp(*expires_at)),
+            })
+        }
+        Secret::OAuthClient { .. } => return None,
+    })
 }
 
 /// A previous value's wire form. Bearer tokens have none: a replaced token
 /// is simply not served again.
 fn previous_secret(credential: &TwilioCredential) -> Option<proto::previous_credential::Secret> {
-    match secret_to_proto(&credential.secret) {
+    match secret_to_proto(&credential.secret)? {
         proto::credential::Secret::AuthToken(t) => {
             Some(proto::previous_credential::Secret::AuthToken(t))
         }
@@ -220,7 +229,7 @@ pub fn to_proto(lease: &Lease) -> proto::Credential {
     proto::Credential {
         name: lease.name.clone(),
         account_sid: doc.current.account_sid.as_str().to_owned(),
-        secret: Some(secret_to_proto(&doc.current.secret)),
+        secret: secret_to_proto(&doc.current.secret),
         version: lease.loaded.version.clone(),
         issued_at: Some(timestamp(lease.issued_at)),
         expires_at: Some(timestamp(lease.expires_at)),
@@ -254,11 +263,11 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
     ) -> Result<Response<Self::WatchCredentialStream>, Status> {
         let peer = Peer::of(&request)?;
         let name = required("name", &request.get_ref().name)?;
-        let entry = Self::entry(self.authorize(&peer, "WatchCredential", name)?.as_ref())?;
-        // Refuse up front rather than open a stream that ends at once.
-        entry.lease(self.broker.clock()).map_err(Status::from)?;
+        let issuer = self.authorize(&peer, "WatchCredential", name)?;
         let slot = self.watches.take(peer.uid)?;
-        let rx = self.broker.watch(Arc::clone(&entry));
+        let rx = Arc::clone(issuer)
+            .watch(&self.broker)
+            .map_err(Status::from)?;
         let stream = ReceiverStream::new(rx).map(move |item| {
             // The slot lives as long as the stream.
             let _held = &slot;
@@ -436,7 +445,7 @@ fn webhook_match(
         .filter(|p| p.retire_at > lease.issued_at)
         .and_then(|p| match &p.credential.secret {
             Secret::AuthToken(t) => Some(t),
-            Secret::ApiKey { .. } => None,
+            _ => None,
         });
     Ok(if webhook::validate(current, &webhook) {
         "current"
@@ -595,7 +604,11 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         // `last_error`), not as an RPC error: the rotation can be resumed.
         match rotator.rotate(name, true).await {
             Ok(_) => {}
-            Err(e @ (RotationError::NotFound(_) | RotationError::NotConfigured(_))) => {
+            Err(
+                e @ (RotationError::NotFound(_)
+                | RotationError::NotConfigured(_)
+                | RotationError::NotRotatable(_)),
+            ) => {
                 return Err(Status::from(e));
             }
             Err(_) => {}

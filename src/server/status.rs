@@ -13,9 +13,9 @@ impl From<BrokerError> for Status {
                 Status::unavailable(e.to_string())
             }
             BrokerError::Document(_) => Status::unavailable(e.to_string()),
-            BrokerError::ShuttingDown | BrokerError::RefreshPanicked(_) => {
-                Status::unavailable(e.to_string())
-            }
+            BrokerError::ShuttingDown
+            | BrokerError::RefreshPanicked(_)
+            | BrokerError::Token { .. } => Status::unavailable(e.to_string()),
         }
     }
 }
@@ -73,7 +73,9 @@ impl From<RotationError> for Status {
     fn from(e: RotationError) -> Status {
         match e {
             RotationError::NotFound(_) => Status::not_found(e.to_string()),
-            RotationError::NotConfigured(_) => Status::failed_precondition(e.to_string()),
+            RotationError::NotConfigured(_) | RotationError::NotRotatable(_) => {
+                Status::failed_precondition(e.to_string())
+            }
             _ => Status::unavailable(e.to_string()),
         }
     }

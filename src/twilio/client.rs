@@ -93,6 +93,15 @@ pub enum TwilioError {
         /// Twilio's code and message.
         detail: String,
     },
+    /// The credential cannot make this call: an `oauth_client` where an
+    /// Auth Token or API key is needed (an `admin_credential`, a rotation).
+    #[error(
+        "Twilio {action}: an oauth_client credential cannot make this call; use an Auth Token or an API key"
+    )]
+    WrongKind {
+        /// What we tried.
+        action: String,
+    },
     /// An answer we could not read.
     #[error("Twilio {action}: {detail}")]
     Malformed {
@@ -157,6 +166,8 @@ pub struct Endpoints {
     pub iam_base: String,
     /// Accounts (`/v1/AuthTokens/...`).
     pub accounts_base: String,
+    /// OAuth (`/v2/token`).
+    pub oauth_base: String,
 }
 
 /// The Twilio REST API at the configured base URLs.
@@ -190,7 +201,12 @@ impl TwilioClient {
             })
     }
 
-    fn http(&self) -> Result<&reqwest::Client, TwilioError> {
+    /// The base URLs.
+    pub(super) fn bases(&self) -> &Endpoints {
+        &self.bases
+    }
+
+    pub(super) fn http(&self) -> Result<&reqwest::Client, TwilioError> {
         if let Some(c) = self.http.get() {
             return Ok(c);
         }
@@ -207,7 +223,7 @@ impl TwilioClient {
         retry: Retry,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<SecretJson, TwilioError> {
-        let (user, password) = basic(auth);
+        let (user, password) = basic(action, auth)?;
         let mut last = String::new();
         let mut wait = None;
         for attempt in 0..ATTEMPTS {
@@ -250,7 +266,7 @@ impl TwilioClient {
         })
     }
 
-    fn url(base: &str, path: &str) -> String {
+    pub(super) fn url(base: &str, path: &str) -> String {
         format!("{}{path}", base.trim_end_matches('/'))
     }
 
@@ -549,6 +565,21 @@ async fn answer(action: &str, response: reqwest::Response) -> Answer {
     }
 }
 
+/// Reads `response` to `action`, for a call made once: a throttled or
+/// failing Twilio is [`TwilioError::Unavailable`] (the caller retries).
+pub(super) async fn answer_once(
+    action: &str,
+    response: reqwest::Response,
+) -> Result<SecretJson, TwilioError> {
+    match answer(action, response).await {
+        Answer::Done(result) => result,
+        Answer::Passing { why, .. } => Err(TwilioError::Unavailable {
+            action: action.to_owned(),
+            detail: why,
+        }),
+    }
+}
+
 /// What Twilio's answer (`status`, `bytes`) to `action` means.
 fn judge(
     action: &str,
@@ -613,11 +644,17 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_WAIT))
 }
 
-/// Basic-auth user and password of a credential.
-fn basic(credential: &TwilioCredential) -> (&str, &SecretString) {
+/// Basic-auth user and password of a credential; an OAuth app has none.
+fn basic<'a>(
+    action: &str,
+    credential: &'a TwilioCredential,
+) -> Result<(&'a str, &'a SecretString), TwilioError> {
     match &credential.secret {
-        Secret::AuthToken(token) => (credential.account_sid.as_str(), token),
-        Secret::ApiKey { sid, secret } => (sid.as_str(), secret),
+        Secret::AuthToken(token) => Ok((credential.account_sid.as_str(), token)),
+        Secret::ApiKey { sid, secret } => Ok((sid.as_str(), secret)),
+        Secret::OAuthClient { .. } | Secret::Bearer { .. } => Err(TwilioError::WrongKind {
+            action: action.to_owned(),
+        }),
     }
 }
 
@@ -660,7 +697,8 @@ mod tests {
         let client = TwilioClient::new(Endpoints {
             api_base: base.clone(),
             iam_base: base.clone(),
-            accounts_base: base,
+            accounts_base: base.clone(),
+            oauth_base: base,
         });
         (client, count)
     }

@@ -19,12 +19,16 @@
 #   prism.sh spec SPEC_NAME
 #       prints the path of a spec file
 #
-# SPEC_NAME: api_v2010 | iam_v1 | accounts_v1 | verify_v2 (file
-# twilio_<name>.json), or the path of any OpenAPI file. Which one serves what:
+# SPEC_NAME: api_v2010 | iam_v1 | accounts_v1 | verify_v2 | oauth_v1 |
+# oauth_v2_derived (file twilio_<name>.json), or the path of any OpenAPI
+# file. Which one serves what:
 #   api_v2010    /2010-04-01/...            (twilio.api_base)
 #   iam_v1       /v1/Keys...                (twilio.iam_base)
 #   accounts_v1  /v1/AuthTokens/...         (twilio.accounts_base)
 #   verify_v2    /v2/Services/.../Verifications
+#   oauth_v1     /v1/token  (GrantType, ClientId, ClientSecret; 201)
+#   oauth_v2_derived  /v2/token  (twilio.oauth_base: what the daemon and
+#                twilio-python call; see PATCH_ID below)
 # A proxy answers only the paths of its own spec (any other path: 404
 # problem+json NO_PATH_MATCHED_ERROR, not forwarded), so each base URL needs
 # its own proxy; all of them may forward to the same fake.
@@ -73,7 +77,7 @@ PRISM_ROOT="${PRISM_ROOT:-$CREDBROKER_CACHE/prism}"
 PRISM_BIN="$PRISM_ROOT/node_modules/.bin/prism"
 TWILIO_OAI_PACKAGE="${TWILIO_OAI_PACKAGE:-@twilio-alpha/mcp@0.7.0}"
 SPEC_DIR="${SPEC_DIR:-$CREDBROKER_CACHE/twilio-oai}"
-SPECS=(twilio_api_v2010.json twilio_iam_v1.json twilio_accounts_v1.json twilio_verify_v2.json)
+SPECS=(twilio_api_v2010.json twilio_iam_v1.json twilio_accounts_v1.json twilio_verify_v2.json twilio_oauth_v1.json)
 PRISM_START_TIMEOUT="${PRISM_START_TIMEOUT:-90}"
 PRISM_LOG_LEVEL="${PRISM_LOG_LEVEL:-info}"
 
@@ -98,8 +102,15 @@ prism_ok() {
 # (absolute), but Twilio sends them relative ("/2010-04-01/Accounts/...",
 # as its paging docs show). Those four fields of list envelopes become
 # `uri-reference`, which still refuses anything that is not a URI path;
-# nothing else is touched. Bump PATCH_ID when this changes.
-PATCH_ID="paging-uri-reference-1"
+# nothing else is touched.
+# One document is derived, not changed: the package has no OAuth v2 spec,
+# but twilio-python 9.13 and the daemon call POST /v2/token with the form
+# fields grant_type, client_id, client_secret (snake_case) and Twilio
+# answers 200 (RFC 6749 §5.1). twilio_oauth_v2_derived.json is
+# twilio_oauth_v1.json's /v1/token with that path, those field names and
+# status 200; its answer schema is oauth.v1.token, untouched.
+# Bump PATCH_ID when any of this changes.
+PATCH_ID="paging-uri-reference-1+oauth-v2-derived-1"
 
 patch_specs() {
     python3 - "$SPEC_DIR/twilio_api_v2010.json" <<'PY' || die "cannot patch twilio_api_v2010.json"
@@ -138,6 +149,30 @@ with open(path + ".tmp", "w", encoding="utf-8") as f:
 import os
 os.replace(path + ".tmp", path)
 print(f"prism.sh: {changed} paging fields of twilio_api_v2010.json set to uri-reference", file=sys.stderr)
+PY
+    python3 - "$SPEC_DIR/twilio_oauth_v1.json" "$SPEC_DIR/twilio_oauth_v2_derived.json" <<'PY' || die "cannot derive twilio_oauth_v2_derived.json"
+import copy, json, os, re, sys
+src, dst = sys.argv[1], sys.argv[2]
+with open(src, encoding="utf-8") as f:
+    spec = json.load(f)
+v1 = spec["paths"]["/v1/token"]
+op = copy.deepcopy(v1)
+post = op["post"]
+created = post["responses"].pop("201")
+assert created["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/oauth.v1.token"
+post["responses"] = {"200": created}
+form = post["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+snake = lambda n: re.sub(r"(?<!^)([A-Z])", r"_\1", n).lower()
+form["properties"] = {snake(k): v for k, v in form["properties"].items()}
+form["required"] = [snake(k) for k in form.get("required", [])]
+if not form["required"]:
+    form.pop("required")
+assert {"grant_type", "client_id", "client_secret"} <= set(form["properties"]), form["properties"].keys()
+spec["paths"] = {"/v2/token": op}
+with open(dst + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(spec, f)
+os.replace(dst + ".tmp", dst)
+print("prism.sh: twilio_oauth_v2_derived.json: /v2/token, snake_case form, 200 oauth.v1.token", file=sys.stderr)
 PY
     echo "$PATCH_ID" > "$SPEC_DIR/PATCHED"
 }
@@ -195,7 +230,7 @@ spec_path() {
     name="${name#twilio_}"
     name="${name%.json}"
     [[ -s "$SPEC_DIR/twilio_$name.json" ]] \
-        || die "no spec $SPEC_DIR/twilio_$name.json (known: api_v2010 iam_v1 accounts_v1 verify_v2; run 'prism.sh install')"
+        || die "no spec $SPEC_DIR/twilio_$name.json (known: api_v2010 iam_v1 accounts_v1 verify_v2 oauth_v1 oauth_v2_derived; run 'prism.sh install')"
     echo "$SPEC_DIR/twilio_$name.json"
 }
 

@@ -19,6 +19,11 @@ drift from the spec fails the request. One fake serves every Twilio host:
   accounts.twilio.com  POST|DELETE /v1/AuthTokens/Secondary
                        POST /v1/AuthTokens/Promote
   verify.twilio.com    POST /v2/Services/{ServiceSid}/Verifications         To, Channel
+  oauth.twilio.com     POST /v2/token   grant_type=client_credentials, client_id,
+                                        client_secret (twilio-python 9.13's
+                                        ClientTokenManager; 200, as RFC 6749 §5.1)
+                       POST /v1/token   GrantType, ClientId, ClientSecret
+                                        (twilio_oauth_v1.json; 201)
 
 Twilio's conventions kept here:
 * HTTP Basic auth on every API route. Username: an Account SID (password its
@@ -38,6 +43,20 @@ Twilio's conventions kept here:
 * Propagation: a key or secondary Auth Token created while a delay is set
   (POST /__fake/propagation) answers 401 20003 until that delay has passed
   since its creation, as a credential just made at Twilio may.
+* OAuth 2.0 client credentials: an OAuth app (client_id "OQ" + 32 hex,
+  client_secret, its account) exchanges its id and secret at the token
+  endpoints (no Basic auth) for a bearer token: a JWT (HS256, signed with a
+  key of this fake's own) whose payload has iss, sub (the client id),
+  account_sid, iat, exp (now + the token lifetime, 3600 s unless set) and a
+  jti. The answer is {"access_token", "refresh_token": null, "id_token":
+  null, "token_type": "Bearer", "expires_in"} (the oauth.v1.token schema).
+  A wrong or unknown client answers 401 20003, another grant_type 400.
+  `Authorization: Bearer <token>` is accepted on every API route until the
+  token's exp (not one second later), for the app's account, with what a
+  Standard key may do (not the Account resource, Keys or Auth Tokens: 401
+  20003). The strict reading: Twilio does not document OAuth tokens on
+  those routes. A token stays valid until exp when the app's secret
+  changes, as a signed JWT does.
 * Request bodies are application/x-www-form-urlencoded; a body of another
   type is ignored, as Twilio does (so required parameters are missing).
 * Errors are {"code", "message", "more_info", "status"}; 404 is 20404
@@ -58,7 +77,8 @@ Usage:
     services. Counters and injected failures are not persisted.
   --seed FILE: JSON {"accounts": [{"sid", "auth_token", "friendly_name"?}],
     "keys": [{"account_sid", "sid", "secret", "friendly_name"?, "type"?,
-    "policy"?}], "services": [{"sid", "account_sid", "friendly_name"?}]};
+    "policy"?}], "services": [{"sid", "account_sid", "friendly_name"?}],
+    "oauth_apps": [{"account_sid", "client_id", "client_secret"}]};
     entries already in the state are kept as they are.
   The 2010 list envelope's uri/first_page_uri/previous_page_uri/
     next_page_uri are relative ("/2010-04-01/..."), as Twilio sends them
@@ -80,6 +100,11 @@ Test hooks (no auth), under /__fake/:
        seed a key; the answer has sid and secret
   POST /__fake/services {"sid"?, "account_sid", "friendly_name"?}
        seed a Verify service (VA...); the answer has its sid
+  POST /__fake/oauth_apps {"account_sid", "client_id"?, "client_secret"?}
+       seed (or replace: a new secret) an OAuth app; the answer has
+       client_id and client_secret
+  POST /__fake/oauth {"ttl": N}
+       bearer tokens issued from now on live N seconds (default 3600)
   GET  /__fake/state   accounts (sid, friendly_name, status, has_secondary),
        keys (sid, account_sid, friendly_name, type, policy, dates), services,
        verifications, counters; never a secret
@@ -146,6 +171,8 @@ VERIFY_BASE = "https://verify.twilio.com"
 ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
 KEY_SID_RE = re.compile(r"^SK[0-9a-fA-F]{32}$")
 SERVICE_SID_RE = re.compile(r"^VA[0-9a-fA-F]{32}$")
+CLIENT_ID_RE = re.compile(r"^OQ[0-9a-fA-F]{32}$")
+OAUTH_ISSUER = "https://oauth.twilio.com"
 E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 
 KEY_TYPES = ("main", "standard", "restricted")
@@ -198,6 +225,10 @@ def new_auth_token() -> str:
 def new_key_secret() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def same(a: str, b: str | None) -> bool:
@@ -274,6 +305,11 @@ class State:
         self.keys: dict[str, dict] = {}  # insertion order = creation order
         self.services: dict[str, dict] = {}
         self.verifications: dict[str, dict] = {}
+        self.oauth_apps: dict[str, dict] = {}  # client_id -> app
+        self.oauth_ttl = 3600
+        self.tokens_issued = 0
+        # Signs this fake's bearer tokens; a restart (or reset) voids them.
+        self.jwt_key = secrets.token_bytes(32)
         self.failures: list[dict] = []
         self.delays: list[dict] = []
         self.corruptions: list[dict] = []
@@ -295,6 +331,7 @@ class State:
         self.keys = doc.get("keys", {})
         self.services = doc.get("services", {})
         self.verifications = doc.get("verifications", {})
+        self.oauth_apps = doc.get("oauth_apps", {})
 
     def save(self):
         if not self.args.state:
@@ -304,6 +341,7 @@ class State:
             "keys": self.keys,
             "services": self.services,
             "verifications": self.verifications,
+            "oauth_apps": self.oauth_apps,
         }
         d = os.path.dirname(os.path.abspath(self.args.state))
         fd, tmp = tempfile.mkstemp(prefix=".twilio-fake-", dir=d)
@@ -331,6 +369,9 @@ class State:
         for s in doc.get("services", []):
             if s.get("sid") not in self.services:
                 self.add_service(s)
+        for o in doc.get("oauth_apps", []):
+            if o.get("client_id") not in self.oauth_apps:
+                self.add_oauth_app(o)
 
     # -- seeding (test hooks and --seed)
     def add_account(self, a: dict) -> dict:
@@ -409,6 +450,64 @@ class State:
         }
         return {"sid": sid}
 
+    def add_oauth_app(self, o: dict) -> dict:
+        acc = o.get("account_sid")
+        if acc not in self.accounts:
+            raise FakeError(400, "account_sid must name a seeded account")
+        client_id = o.get("client_id") or new_sid("OQ")
+        if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
+            raise FakeError(400, "client_id must be OQ + 32 hex digits")
+        secret = o.get("client_secret") or new_key_secret()
+        if not isinstance(secret, str) or not secret:
+            raise FakeError(400, "client_secret must be a non-empty string")
+        self.oauth_apps[client_id] = {
+            "client_id": client_id, "account_sid": acc, "client_secret": secret,
+        }
+        return {"client_id": client_id, "client_secret": secret}
+
+    # -- OAuth bearer tokens
+    def issue_token(self, app: dict) -> dict:
+        now = int(time.time())
+        header = {"alg": "HS256", "typ": "JWT"}
+        payload = {
+            "iss": OAUTH_ISSUER, "sub": app["client_id"], "account_sid": app["account_sid"],
+            "iat": now, "exp": now + int(self.oauth_ttl), "jti": secrets.token_hex(16),
+        }
+        signing_input = b64url(json.dumps(header, separators=(",", ":")).encode()) + "." + \
+            b64url(json.dumps(payload, separators=(",", ":")).encode())
+        sig = hmac.new(self.jwt_key, signing_input.encode(), "sha256").digest()
+        self.tokens_issued += 1
+        return {
+            "access_token": signing_input + "." + b64url(sig),
+            "refresh_token": None,
+            "id_token": None,
+            "token_type": "Bearer",
+            "expires_in": int(self.oauth_ttl),
+        }
+
+    def bearer_principal(self, token: str) -> dict | None:
+        """The principal of a bearer token this fake issued, until its exp."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        expected = hmac.new(self.jwt_key, (parts[0] + "." + parts[1]).encode(), "sha256").digest()
+        try:
+            if not hmac.compare_digest(b64url(expected), parts[2]):
+                return None
+            payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int):
+            return None
+        # Valid up to exp, not at it (RFC 7519: "on or after" exp is refused).
+        if time.time() >= payload["exp"]:
+            return None
+        app = self.oauth_apps.get(payload.get("sub"))
+        acc = self.accounts.get(payload.get("account_sid"))
+        if not app or not acc or acc["status"] != "active":
+            return None
+        return {"account_sid": acc["sid"], "sid": app["client_id"], "type": "oauth"}
+
     # -- authentication
     def authenticate(self, username: str, password: str) -> dict | None:
         """The principal for a Basic credential, or None."""
@@ -464,6 +563,12 @@ class State:
             ],
             "services": list(self.services.values()),
             "verifications": len(self.verifications),
+            "oauth_apps": [
+                {"client_id": o["client_id"], "account_sid": o["account_sid"]}
+                for o in self.oauth_apps.values()
+            ],
+            "oauth_ttl": self.oauth_ttl,
+            "tokens_issued": self.tokens_issued,
             "counters": self.counters,
             "requests_total": self.total,
             "requests_held": self.held,
@@ -485,8 +590,11 @@ def valid_policy(policy) -> bool:
 # ------------------------------------------------------------------ routes
 
 class Route:
-    def __init__(self, method: str, template: str, handler, admin: bool, perm: str | None = None):
+    def __init__(self, method: str, template: str, handler, admin: bool, perm: str | None = None,
+                 public: bool = False):
         self.method = method
+        # public: no Authorization (the OAuth token endpoints).
+        self.public = public
         self.template = template
         self.handler = handler
         # admin: only an Auth Token or a Main key may call it.
@@ -525,6 +633,8 @@ class Api:
             R("POST", "/v1/AuthTokens/Promote", self.promote, admin=True),
             R("POST", "/v2/Services/{ServiceSid}/Verifications", self.create_verification,
               admin=False, perm=PERM_VERIFICATION_CREATE),
+            R("POST", "/v2/token", self.create_token_v2, admin=False, public=True),
+            R("POST", "/v1/token", self.create_token_v1, admin=False, public=True),
         ]
 
     def match(self, method: str, path: str):
@@ -551,7 +661,8 @@ class Api:
             if route.perm and route.perm in allow and route.perm not in deny:
                 return
             raise outside_policy()
-        # standard key: everything but the Account resource, Keys and Auth Tokens
+        # standard key (and OAuth bearer token): everything but the Account
+        # resource, Keys and Auth Tokens
         if route.admin:
             raise unauthorized()
 
@@ -929,6 +1040,37 @@ class Api:
         state.verifications[sid] = v
         return 201, copy.deepcopy(v)
 
+    # -- OAuth token endpoints (no Authorization; the form carries the client)
+    def create_token_v2(self, state, principal, p, form, path, query):
+        return 200, token_grant(state, form.get("grant_type"), form.get("client_id"),
+                                form.get("client_secret"),
+                                ("grant_type", "client_id", "client_secret"))
+
+    def create_token_v1(self, state, principal, p, form, path, query):
+        return 201, token_grant(state, form.get("GrantType"), form.get("ClientId"),
+                                form.get("ClientSecret"), ("GrantType", "ClientId", "ClientSecret"))
+
+
+# ------------------------------------------------------------------- OAuth
+
+def token_grant(state: State, grant_type, client_id, client_secret, names) -> dict:
+    """The token answer for a client-credentials grant, or a TwilioError.
+    `names` are the form fields' names as this endpoint spells them."""
+    for value, name in zip((grant_type, client_id, client_secret), names):
+        if not value:
+            raise missing_param(name)
+    if grant_type != "client_credentials":
+        raise invalid_param(names[0])
+    app = state.oauth_apps.get(client_id)
+    if app is None or not same(client_secret, app["client_secret"]):
+        raise TwilioError(401, 20003, "Authenticate: invalid client credentials")
+    acc = state.accounts.get(app["account_sid"])
+    if not acc or acc["status"] != "active":
+        raise TwilioError(401, 20003, "Authenticate: invalid client credentials")
+    return state.issue_token(app)
+
+
+
 
 # ----------------------------------------------------------------- handler
 
@@ -1040,6 +1182,13 @@ class Handler(BaseHTTPRequestHandler):
         user, sep, pw = decoded.partition(":")
         return (user, pw) if sep else None
 
+    def bearer(self) -> str | None:
+        h = self.headers.get("Authorization", "")
+        scheme, _, token = h.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
+
     def twilio(self, path, query, raw):
         """(status, body, headers, username, route) for an API request."""
         st = self.state
@@ -1062,6 +1211,7 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     st.held -= 1
         creds = self.basic_auth()
+        bearer = self.bearer()
         user = creds[0] if creds and re.match(r"^(AC|SK)[0-9a-fA-F]{32}$", creds[0]) else None
         route = None
         with st.lock:
@@ -1073,12 +1223,22 @@ class Handler(BaseHTTPRequestHandler):
                 fail = self.take_failure(path)
                 if fail is not None and not fail[3]:
                     return fail[:3] + (user, route)
-                principal = st.authenticate(*creds) if creds else None
-                if principal is None:
-                    raise unauthorized()
-                if route is None:
-                    self.api.match(self.command, path)  # raises 404/405
-                Api.authorize(route, principal)
+                if route is not None and route.public:
+                    principal = None
+                else:
+                    if creds:
+                        principal = st.authenticate(*creds)
+                    elif bearer:
+                        principal = st.bearer_principal(bearer)
+                        # The log names the app (its client id), never the token.
+                        user = principal["sid"] if principal else None
+                    else:
+                        principal = None
+                    if principal is None:
+                        raise unauthorized()
+                    if route is None:
+                        self.api.match(self.command, path)  # raises 404/405
+                    Api.authorize(route, principal)
                 form = self.parse_form(raw)
                 status, body = route.handler(st, principal, params, form, path, query)
                 if self.command != "GET" and 200 <= status < 300:
@@ -1173,6 +1333,16 @@ class Handler(BaseHTTPRequestHandler):
                 out = st.add_service(doc)
                 st.save()
                 return 200, out
+            if path == "/__fake/oauth_apps":
+                out = st.add_oauth_app(doc)
+                st.save()
+                return 200, out
+            if path == "/__fake/oauth":
+                ttl = int(doc.get("ttl", 3600))
+                if not 1 <= ttl <= 86400:
+                    raise FakeError(400, "ttl must be 1..86400 seconds")
+                st.oauth_ttl = ttl
+                return 200, {"ttl": ttl}
             if path == "/__fake/check":
                 u, pw = doc.get("username"), doc.get("password")
                 if not isinstance(u, str) or not isinstance(pw, str):
