@@ -59,6 +59,12 @@ ${ROTATION("2m")}
 store = "local"
 path = "plain"
 kind = "api_key"
+
+[credentials.dynamic]
+kind = "dynamic_api_key"
+admin_credential = "twilio-admin"
+ttl = "4s"
+policy = '{"allow": ["/twilio/messaging/messages/read", "/twilio/verify/services/verifications/create"]}'
 `;
 
 /** Every form a secret seen so far may leak in (as is, base64 of user:secret). */
@@ -323,6 +329,33 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
     assert.match(err.message, /ECONNREFUSED|connect/);
     assertClean(err, "transport error");
     h.assertNoSecret(JSON.stringify(err.toJSON ? err.toJSON() : err), leakForms(), "transport error JSON");
+  });
+
+  it("dynamic_api_key (not watchable): leases renewed before their end, 0 failed across 3 keys", async () => {
+    const client = await twilioClient(broker, "dynamic", opts());
+    await fake.post("/__fake/reset-counters");
+    const run = load(client, VA);
+    const sids = () => new Set(run.keysSeen);
+    try {
+      await h.waitFor(
+        async () => {
+          const usernames = (await fake.requests()).map((r) => r.username).filter((u) => u && u.startsWith("SK"));
+          run.keysSeen = usernames;
+          return sids().size >= 3;
+        },
+        30000,
+        "requests with three successive keys",
+      );
+    } finally {
+      await run.stop();
+    }
+    assert.equal(run.stats.failed, 0, `failed requests: ${run.stats.errors.slice(0, 5).join(" | ")}`);
+    const reqs = (await fake.requests()).filter((r) => r.username && r.username.startsWith("SK"));
+    assert.ok(reqs.length >= 20, `${reqs.length} requests`);
+    const refused = reqs.filter((r) => r.status >= 300);
+    // A request may reach Twilio just as its key is deleted: it is then
+    // retried once with a fresh lease, so the caller never sees it.
+    assert.ok(refused.length <= 2, `refused then retried: ${refused.length}`);
   });
 
   it("an unknown credential is a NotFoundError from twilioClient()", async () => {
