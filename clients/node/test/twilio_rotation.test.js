@@ -13,7 +13,7 @@ const assert = require("node:assert/strict");
 const path = require("node:path");
 const { inspect } = require("node:util");
 const twilio = require("twilio");
-const { Broker, twilioClient } = require("..");
+const { Broker, twilioClient, WebhookValidator } = require("..");
 const h = require("./support/harness");
 
 const AC = h.sid("AC");
@@ -193,7 +193,7 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
    * (`switched(c)` says a lease carries the new value), then retires the old
    * value (`retired(c)`, c the lease of the switch), then 10 requests more.
    */
-  async function rotateUnderLoad({ client, name, serviceSid, switched, retired }) {
+  async function rotateUnderLoad({ client, name, serviceSid, switched, retired, inGrace }) {
     await fake.post("/__fake/reset-counters");
     const run = load(client, serviceSid);
     const phases = {};
@@ -211,6 +211,7 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
       );
       seen.push(h.remember(phases.during.exposeSecret()));
       phases.okAtSwitch = run.stats.ok;
+      if (inGrace) await inGrace(phases.during);
       await retireWhenDue(name, phases.during);
       await h.waitFor(() => retired(phases.during), 15000, "the old value's retirement at Twilio");
       await h.waitFor(async () => (await broker.get(name)).previous === null, 15000, "previous dropped");
@@ -253,7 +254,7 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
     assertClean(client, "the client after an API key rotation");
   });
 
-  it("continuous requests across a full Auth Token rotation: 0 failed, no restart", async () => {
+  it("continuous requests across a full Auth Token rotation: 0 failed, no restart; webhooks pass with either token in the grace window", async () => {
     const client = await twilioClient(broker, "acct2", opts());
     assert.equal(client.accountSid, AC2);
     const during = await rotateUnderLoad({
@@ -262,6 +263,20 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
       serviceSid: VA2,
       switched: (c) => c.exposeSecret() !== token2,
       retired: async () => !(await fake.valid(AC2, token2)),
+      // Webhooks signed with either token pass during the grace window.
+      inGrace: async (c) => {
+        const v = new WebhookValidator(broker, "acct2");
+        const url = "https://app.example.com/twilio/status";
+        const params = { MessageSid: h.sid("SM"), MessageStatus: "delivered" };
+        for (const [token, matched] of [
+          [token2, "previous"],
+          [c.exposeSecret(), "current"],
+        ]) {
+          const signature = twilio.getExpectedTwilioSignature(token, url, params);
+          assert.equal(twilio.validateRequest(token, signature, url, params), true);
+          assert.deepEqual(await v.validate({ signature, url, params }), { valid: true, matched });
+        }
+      },
     });
     assert.ok(during.previous.exposeSecret() === token2, "previous is the old primary");
     assert.ok(await fake.valid(AC2, during.exposeSecret()), "the new token is the account's token");
