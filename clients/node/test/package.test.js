@@ -26,18 +26,18 @@ it("npm pack ships index.js, lib/, the proto and the README, and no tests", () =
     env: { ...process.env, npm_config_cache: process.env.npm_config_cache || path.join(require("node:os").homedir(), ".cache", "credbroker", "npm") },
   });
   const files = JSON.parse(out)[0].files.map((f) => f.path);
-  for (const want of ["index.js", "lib/index.js", "lib/twilio.js", REL, "README.md", "package.json"]) {
+  for (const want of ["index.js", "index.d.ts", "lib/index.js", "lib/twilio.js", REL, "README.md", "package.json"]) {
     assert.ok(files.includes(want), `${want} is packed: ${files.join(", ")}`);
   }
   assert.ok(!files.some((f) => f.startsWith("test/")), "tests are not packed");
 });
 
-it("dependencies are pinned to exact versions; twilio is 5.13.1; the lock agrees", () => {
+it("dependencies and devDependencies are pinned to exact versions; twilio is 5.13.1; the lock agrees", () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(PKG, "package.json"), "utf8"));
   const lock = JSON.parse(fs.readFileSync(path.join(PKG, "package-lock.json"), "utf8"));
   assert.equal(pkg.name, "credbroker");
   assert.equal(pkg.dependencies.twilio, "5.13.1");
-  for (const [name, version] of Object.entries(pkg.dependencies)) {
+  for (const [name, version] of Object.entries({ ...pkg.dependencies, ...pkg.devDependencies })) {
     assert.match(version, /^\d+\.\d+\.\d+$/, `${name} is pinned exactly`);
     assert.equal(lock.packages[`node_modules/${name}`].version, version, `the lock has ${name}@${version}`);
   }
