@@ -249,6 +249,32 @@ describe("webhook validation in the broker, checked against twilio-node's valida
     assert.equal(await v.validateRequest(cases()[0][1], URL1, PARAMS), true, "the valid case is valid");
   });
 
+  it("accepts what twilio-node accepts on URLs it rewrites (host case, empty path, spaces, non-ASCII, query encoding)", async () => {
+    const v = new WebhookValidator(broker, "webhooks");
+    const urls = [
+      "https://app.example.com",
+      "https://App.Example.COM/hook",
+      "https://app.example.com:8443/hook?x=1",
+      "https://app.example.com/hook?q=a b&r=c+d&s=e%20f",
+      "https://app.example.com/hööks",
+    ];
+    const params = { Body: "hi", Digits: ["2", "1"] };
+    for (const url of urls) {
+      const normalized = new URL(url).toString();
+      for (const signed of new Set([url, normalized])) {
+        const sig = sign(token1, signed, params);
+        const want = twilio.validateRequest(token1, sig, url, params);
+        const got = await v.validateRequest(sig, url, params);
+        assert.ok(!want || got, `${url} signed as ${signed}: twilio-node accepts, the broker refused`);
+        // The URL exactly as given is accepted too, as twilio-python does.
+        if (signed === url) assert.equal(got, true, `${url} signed as given`);
+        const forged = sign(token2, signed, params);
+        assert.equal(await v.validateRequest(forged, url, params), false, `${url}: another token`);
+        assert.equal(twilio.validateRequest(token1, forged, url, params), false);
+      }
+    }
+  });
+
   it("validateRequestWithBody agrees with twilio.validateRequestWithBody", async () => {
     const v = new WebhookValidator(broker, "webhooks");
     const body = JSON.stringify({ event: "message.delivered", sid: h.sid("SM") });
