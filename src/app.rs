@@ -50,6 +50,10 @@ pub enum RunError {
     /// The broker could not start (a store, or a credential's first load).
     #[error("{0}")]
     Start(#[from] broker::StartError),
+    /// An issuer could not get its first value (Twilio refused an OAuth
+    /// app's secret).
+    #[error("{0}")]
+    FirstValue(#[from] issuer::IssueError),
     /// The server failed.
     #[error(transparent)]
     Server(#[from] server::ServerError),
@@ -62,7 +66,10 @@ impl RunError {
     /// Configuration problems exit with 64 (EX_USAGE); anything else with 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Root(_) | RunError::OverflowUid { .. } | RunError::Start(_) => 64,
+            RunError::Root(_)
+            | RunError::OverflowUid { .. }
+            | RunError::Start(_)
+            | RunError::FirstValue(_) => 64,
             RunError::Server(_) | RunError::Metrics(..) => 1,
         }
     }
@@ -111,6 +118,11 @@ pub async fn run(
     spawn_sighup(&broker, &stopping);
 
     let issuers = Arc::new(issuer::Issuers::start(&config, &broker, &twilio, &stopping));
+    // Serve only once every credential has a value, as for stored ones.
+    tokio::select! {
+        ready = issuers.ready() => ready?,
+        () = stopping.cancelled() => {}
+    }
     // Only these names become `credential` labels; any other is "(unknown)".
     crate::metrics::metrics().set_credentials(issuers.iter().map(|i| i.name().to_owned()));
     let served = server::serve(

@@ -281,6 +281,64 @@ async fn replaced_secret_leaves_no_trace_in_memory_openbao_kv2() {
     assert_only_new_in_memory(&daemon, &s1, &s2);
 }
 
+/// An `oauth_client`'s bearer token, once replaced by the next one and no
+/// longer leased, is gone from memory too (the fake's tokens live 6 s: the
+/// daemon fetches the next at 4 s). The client secret stays: it is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_bearer_token_leaves_no_trace_in_memory() {
+    let dir = world_dir();
+    let fake = Service::python_fake("twilio_fake.py", dir.path(), &[]);
+    let post = |what: &str, body: serde_json::Value| {
+        support::twilio::fake_post(&fake, what, &body.to_string())
+    };
+    let ac = "AC0123456789abcdef0123456789abcdef";
+    let (client_id, client_secret) = (
+        "OQ0123456789abcdef0123456789abcdef",
+        "Hygienic-Client-Secret-42",
+    );
+    post("accounts", serde_json::json!({"sid": ac}));
+    post(
+        "oauth_apps",
+        serde_json::json!({"account_sid": ac, "client_id": client_id, "client_secret": client_secret}),
+    );
+    post("oauth", serde_json::json!({"ttl": 6}));
+    fs::write(
+        dir.path().join("secrets.json"),
+        serde_json::json!({"twilio/verify": {"account_sid": ac, "client_id": client_id, "client_secret": client_secret}})
+            .to_string(),
+    )
+    .unwrap();
+    let store = "[stores.s]\ntype = \"file\"\npath = \"{dir}/secrets.json\"";
+    let cfg = config(store, "").replace(
+        "[defaults]",
+        &format!("[twilio]\noauth_base = \"{}\"\n\n[defaults]", fake.url()),
+    );
+    let mut daemon = Daemon::start(dir.path(), &cfg).secrets(&[client_secret]);
+    let old = {
+        let client = Client::connect(&daemon.socket).await.unwrap();
+        let mut watch = client.watch("verify").await.unwrap();
+        let old = secret_of(&next_message(&mut watch, "the first token").await).to_owned();
+        for _ in 0..200 {
+            assert_eq!(secret_of(&client.get("verify").await.unwrap()), old);
+        }
+        next_matching(&mut watch, Duration::from_secs(10), "the next token", |c| {
+            secret_of(c) != old
+        })
+        .await;
+        old
+    };
+    daemon.add_secret(&old);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    let new = secret_of(&client.get("verify").await.unwrap()).to_owned();
+    daemon.add_secret(&new);
+    assert_only_new_in_memory(&daemon, &old, &new);
+    assert!(
+        count_in_memory(daemon.pid(), client_secret.as_bytes()) > 0,
+        "the scan does not find the live client secret"
+    );
+    daemon.assert_no_secrets();
+}
+
 #[test]
 fn root_needs_allow_root_and_a_refused_mlock_only_warns() {
     let dir = world_dir();

@@ -95,6 +95,13 @@ pub trait Issuer: Send + Sync {
     /// The cached stored credential behind it, for the calls that need its
     /// document; a `WrongKind` error where there is none.
     fn stored(&self) -> Result<&Arc<Entry>, IssueError>;
+    /// Resolves once there is a first value to serve, or fails when there
+    /// will not be one without a change (Twilio refused an OAuth app's
+    /// secret). Passing failures are retried meanwhile. Stored and dynamic
+    /// credentials are ready at once.
+    async fn ready(&self) -> Result<(), IssueError> {
+        Ok(())
+    }
     /// WatchCredential's stream: a lease at once, then one on every
     /// change; refused up front when there is no lease to send now.
     fn watch(
@@ -187,6 +194,15 @@ impl Issuers {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// Waits until every credential is [`Issuer::ready`]; the first that
+    /// fails is the error.
+    pub async fn ready(&self) -> Result<(), IssueError> {
+        for issuer in self.iter() {
+            issuer.ready().await?;
+        }
+        Ok(())
     }
 
     /// Whether the config names this peer anywhere: only such peers learn

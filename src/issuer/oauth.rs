@@ -85,6 +85,8 @@ pub struct TokenState {
     last_error: Option<Arc<BrokerError>>,
     /// Why nothing can be served (then `token` is `None`).
     unavailable: Option<Unavailability>,
+    /// Twilio refused the app's secret at the last fetch.
+    refused: bool,
 }
 
 /// The issuer of one `oauth_client` credential.
@@ -296,19 +298,24 @@ impl OAuthTokens {
             detail: e.to_string(),
         });
         tracing::warn!(credential = %self.entry.name(), error = %error, "could not fetch a bearer token");
-        self.state.send_modify(|s| {
+        // Watchers hear of what they can see: the stale flag, the token
+        // gone. A new last error alone is no news.
+        self.state.send_if_modified(|s| {
             if refused {
                 *s = TokenState {
                     unavailable: Some(Unavailability::Failed(Arc::clone(&error))),
                     last_error: Some(error),
+                    refused: true,
                     ..TokenState::default()
                 };
-                return;
+                return true;
             }
             s.last_error = Some(Arc::clone(&error));
             match s.expires_at {
                 Some(at) if s.token.is_some() && now < at => {
+                    let first = s.stale_since.is_none();
                     s.stale_since.get_or_insert(now);
+                    first
                 }
                 _ => {
                     s.token = None;
@@ -319,6 +326,7 @@ impl OAuthTokens {
                         },
                         None => Unavailability::Failed(error),
                     });
+                    true
                 }
             }
         });
@@ -371,6 +379,35 @@ impl Issuer for OAuthTokens {
 
     async fn issue(&self, _caller: Caller) -> Result<Lease, IssueError> {
         Ok(self.lease_from(&self.state.borrow(), self.clock.now())?)
+    }
+
+    async fn ready(&self) -> Result<(), IssueError> {
+        if self.entry.config.rotation.is_some() {
+            // The config could not tell: its kind came from the document.
+            return Err(IssueError::WrongKind {
+                name: self.name().to_owned(),
+                what: "an oauth_client has no [rotation]: the broker does not rotate an OAuth app's secret (replace it in Twilio's Console, then in the store)",
+            });
+        }
+        // Passing failures are logged by the task, which retries them.
+        let mut state = self.state.subscribe();
+        loop {
+            {
+                let s = state.borrow_and_update();
+                if s.token.is_some() {
+                    return Ok(());
+                }
+                if s.refused {
+                    return match self.lease_from(&s, self.clock.now()) {
+                        Err(e) => Err(IssueError::Broker(e)),
+                        Ok(_) => Ok(()),
+                    };
+                }
+            }
+            if state.changed().await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     fn stored(&self) -> Result<&Arc<Entry>, IssueError> {

@@ -91,14 +91,7 @@ impl Twilio {
     }
 
     pub fn post(&self, what: &str, body: &str) -> serde_json::Value {
-        let (status, body) = http(
-            "POST",
-            &format!("{}/__fake/{what}", self.fake.url()),
-            Some(body),
-            &[],
-        );
-        assert_eq!(status, 200, "{what}: {body}");
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+        fake_post(&self.fake, what, body)
     }
 
     /// Seeds a standard API key; returns (sid, secret).
@@ -241,6 +234,109 @@ path = "admin"
             "prism-accounts.log",
             "prism-verify.log",
         ] {
+            let text = fs::read_to_string(dir.join(log))
+                .unwrap_or_else(|e| panic!("{log} cannot be read: {e}"));
+            let found = prism_violations(&text);
+            assert!(
+                found.is_empty(),
+                "{log}: Prism refused exchanges that break Twilio's spec:\n{}",
+                found.join("\n")
+            );
+        }
+    }
+}
+
+/// `POST /__fake/{what}` with JSON `body` to the Twilio fake; its answer.
+pub fn fake_post(fake: &Service, what: &str, body: &str) -> serde_json::Value {
+    let (status, body) = http(
+        "POST",
+        &format!("{}/__fake/{what}", fake.url()),
+        Some(body),
+        &[],
+    );
+    assert_eq!(status, 200, "{what}: {body}");
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// The Twilio fake behind Prism for its OAuth token endpoints only:
+/// `oauth_v2_derived` (what `twilio.oauth_base` points at: POST /v2/token,
+/// checked against the `oauth.v1.token` schema) and `oauth_v1` (POST
+/// /v1/token, Twilio's own document unchanged). REST calls with a bearer
+/// token go to the fake itself: the 2010 document declares Basic auth only.
+pub struct OAuth {
+    pub fake: Service,
+    pub v2: Prism,
+    pub v1: Prism,
+}
+
+impl OAuth {
+    pub fn start(dir: &Path) -> OAuth {
+        let fake = Service::python_fake("twilio_fake.py", dir, &[]);
+        let upstream = fake.url();
+        let (v2, v1) = std::thread::scope(|s| {
+            let v2 = s.spawn(|| {
+                Prism::start(
+                    "oauth_v2_derived",
+                    &upstream,
+                    &dir.join("prism-oauth-v2.log"),
+                )
+            });
+            let v1 =
+                s.spawn(|| Prism::start("oauth_v1", &upstream, &dir.join("prism-oauth-v1.log")));
+            (v2.join().unwrap(), v1.join().unwrap())
+        });
+        let o = OAuth { fake, v2, v1 };
+        o.post(
+            "accounts",
+            &format!(r#"{{"sid": "{AC}", "auth_token": "{ADMIN_TOKEN}"}}"#),
+        );
+        o
+    }
+
+    pub fn post(&self, what: &str, body: &str) -> serde_json::Value {
+        fake_post(&self.fake, what, body)
+    }
+
+    /// Seeds (or gives a new secret to) OAuth app `client_id`.
+    pub fn app(&self, client_id: &str, client_secret: &str) {
+        self.post(
+            "oauth_apps",
+            &serde_json::json!({"account_sid": AC, "client_id": client_id, "client_secret": client_secret})
+                .to_string(),
+        );
+    }
+
+    /// Bearer tokens issued from now on live `seconds`.
+    pub fn token_ttl(&self, seconds: u64) {
+        self.post("oauth", &serde_json::json!({ "ttl": seconds }).to_string());
+    }
+
+    /// Tokens the fake has issued so far.
+    pub fn tokens_issued(&self) -> u64 {
+        let (_, body) = http(
+            "GET",
+            &format!("{}/__fake/state", self.fake.url()),
+            None,
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["tokens_issued"].as_u64().unwrap()
+    }
+
+    /// `GET path` on the fake with `Authorization: Bearer token`: the status.
+    pub fn rest_with(&self, token: &str, path: &str) -> u16 {
+        http(
+            "GET",
+            &format!("{}{path}", self.fake.url()),
+            None,
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
+        .0
+    }
+
+    /// No Prism proxy saw an exchange that breaks the OAuth documents.
+    pub fn assert_no_violations(&self, dir: &Path) {
+        for log in ["prism-oauth-v2.log", "prism-oauth-v1.log"] {
             let text = fs::read_to_string(dir.join(log))
                 .unwrap_or_else(|e| panic!("{log} cannot be read: {e}"));
             let found = prism_violations(&text);
