@@ -39,6 +39,10 @@ function loadServices() {
 const CHANNEL_OPTIONS = {
   "grpc.default_authority": "localhost",
   "grpc.max_receive_message_length": 4 * 1024 * 1024,
+  // The daemon is local: after it restarts, reconnect within seconds, not
+  // after grpc-js's default of up to 120 s between attempts.
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 5000,
 };
 
 /** FormParam list from an object (values may be arrays), URLSearchParams, or [k, v] pairs. */

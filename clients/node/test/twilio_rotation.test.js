@@ -10,10 +10,11 @@
 
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
+const fs = require("node:fs");
 const path = require("node:path");
 const { inspect } = require("node:util");
 const twilio = require("twilio");
-const { Broker, twilioClient, WebhookValidator } = require("..");
+const { Broker, twilioClient, WebhookValidator, UnavailableError } = require("..");
 const h = require("./support/harness");
 
 const AC = h.sid("AC");
@@ -371,6 +372,26 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
     // A request may reach Twilio just as its key is deleted: it is then
     // retried once with a fresh lease, so the caller never sees it.
     assert.ok(refused.length <= 2, `refused then retried: ${refused.length}`);
+  });
+
+  it("daemon down past the lease: UnavailableError, no expired lease used; back up: the same client works", async () => {
+    const client = await twilioClient(broker, "plain", opts());
+    await client.messages.list({ limit: 1 });
+    const lease = await broker.get("plain");
+    await daemon.stop();
+    await new Promise((r) => setTimeout(r, Math.max(0, lease.expiresAt.getTime() - Date.now()) + 300));
+    await fake.post("/__fake/reset-counters");
+    const err = await client.messages.list({ limit: 1 }).catch((e) => e);
+    assert.ok(err instanceof UnavailableError, inspect(err));
+    assert.match(err.message, /"plain"/);
+    assertClean(err, "UnavailableError");
+    assert.equal((await fake.requests()).length, 0, "nothing sent to Twilio on an expired lease");
+    daemon = await h.startDaemon(dir, fs.readFileSync(daemon.configPath, "utf8"), { logName: "daemon2.log" });
+    await h.waitFor(
+      () => client.messages.list({ limit: 1 }).then(() => true, () => false),
+      15000,
+      "the same client to work again",
+    );
   });
 
   it("an unknown credential is a NotFoundError from twilioClient()", async () => {
