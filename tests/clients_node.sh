@@ -97,6 +97,24 @@ fi
 if [ -n "$N_PASS" ]; then PASSED=$((PASSED + N_PASS)); fi
 if [ -n "$N_FAIL" ]; then FAILED=$((FAILED + N_FAIL)); fi
 
+# --- the package as npm pack makes it, installed into an empty app ----------------
+# prepack checks the shipped proto against the repository's; the installed
+# package must load its own copy (here it fails to connect, as it should).
+mkdir "$TMP/app"
+if (cd "$PKG" && npm pack --pack-destination "$TMP" --loglevel=error >/dev/null) \
+   && (cd "$TMP/app" && npm init -y >/dev/null \
+       && npm install --prefer-offline --no-audit --no-fund --loglevel=error "$TMP"/credbroker-*.tgz >/dev/null) \
+   && OUT=$(cd "$TMP/app" && node -e '
+        const cb = require("credbroker");
+        const path = require.resolve("credbroker/proto/credbroker/v1/broker.proto");
+        if (!path.includes("node_modules/credbroker/")) throw new Error("proto not from the package: " + path);
+        new cb.Broker("/nonexistent/broker.sock", { deadlineMs: 2000 }).list().then(
+          () => { throw new Error("listed without a daemon"); },
+          (e) => { if (!(e instanceof cb.UnavailableError)) throw e; console.log("UNAVAILABLE as expected"); process.exit(0); });
+      ' 2>&1) && grep -q "UNAVAILABLE as expected" <<<"$OUT"; then
+  pass "npm pack, then npm install of the tarball into an empty app: require(\"credbroker\") loads its shipped proto"
+else fail "npm pack, then npm install of the tarball into an empty app: require(\"credbroker\") loads its shipped proto" "${OUT:-npm pack or npm install failed}"; fi
+
 # --- no secret anywhere ------------------------------------------------------------------
 N_SECRETS=$(grep -c . "$TMP/secrets" || true)
 if [ "$N_SECRETS" -ge 5 ]; then

@@ -211,6 +211,8 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
         "the new value with the old one as previous",
       );
       seen.push(h.remember(phases.during.exposeSecret()));
+      assertClean(phases.during, "a lease carrying previous");
+      h.assertNoSecret(JSON.stringify(phases.during), leakForms(), "a lease carrying previous (JSON)");
       phases.okAtSwitch = run.stats.ok;
       if (inGrace) await inGrace(phases.during);
       await retireWhenDue(name, phases.during);
