@@ -17,7 +17,7 @@ const h = require("./support/harness");
 const AC = h.sid("AC");
 const OQ = h.sid("OQ");
 const VA = h.sid("VA");
-const TTL = 3; // seconds of each bearer token: a refresh every 2 s
+const TTL = 4; // seconds of each bearer token: a refresh every 2.7 s
 let accountToken, clientSecret;
 let dir, fake, daemon, broker;
 const tokens = new Set();
