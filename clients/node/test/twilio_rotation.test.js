@@ -120,6 +120,7 @@ async function retireWhenDue(name, credential) {
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   const out = await daemon.rotate(name, ["--no-start"]);
   assert.equal(out.code, 0, `credbroker rotate --no-start: ${out.stdout}${out.stderr}`);
+  assert.match(out.stdout, new RegExp(`^${name}: previous value retired`, "m"));
 }
 
 async function keySids() {
@@ -202,6 +203,7 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
       await h.waitFor(() => run.stats.ok >= 10, 15000, "requests before the rotation");
       const rotated = await daemon.rotate(name);
       assert.equal(rotated.code, 0, `credbroker rotate: ${rotated.stdout}${rotated.stderr}`);
+      assert.match(rotated.stdout, new RegExp(`^${name}: rotated; the previous value retires at `, "m"));
       phases.during = await h.waitFor(
         async () => {
           const c = await broker.get(name);

@@ -177,7 +177,7 @@ async function startDaemon(dir, config, { logName = "daemon.log" } = {}) {
   const log = fs.openSync(path.join(dir, logName), "a");
   const child = spawn(BIN, ["serve", "--config", configPath], {
     stdio: ["ignore", log, log],
-    env: { ...process.env, CREDBROKER_LOG: "info" },
+    env: { ...process.env, CREDBROKER_LOG: process.env.CREDBROKER_TEST_LOG || "debug" },
   });
   children.add(child);
   let exited = null;
@@ -196,8 +196,13 @@ async function startDaemon(dir, config, { logName = "daemon.log" } = {}) {
     configPath,
     pid: child.pid,
     stop: () => stopChild(child),
-    /** `credbroker rotate` as a CronJob would run it. */
-    rotate: (name, extra = []) => run(BIN, ["rotate", "--credential", name, ...extra, "--config", configPath]),
+    /** `credbroker rotate` as a CronJob would run it; its output also goes to rotate.log (scanned for secrets). */
+    rotate: async (name, extra = []) => {
+      const args = ["rotate", "--credential", name, ...extra, "--config", configPath];
+      const out = await run(BIN, args, { env: { ...process.env, CREDBROKER_LOG: "debug" } });
+      fs.appendFileSync(path.join(dir, "rotate.log"), `$ credbroker ${args.join(" ")}\n${out.stdout}${out.stderr}`);
+      return out;
+    },
   };
 }
 
