@@ -22,10 +22,11 @@ const AC2 = h.sid("AC");
 const SK1 = h.sid("SK");
 const SK3 = h.sid("SK");
 const SK4 = h.sid("SK");
+const SK5 = h.sid("SK");
 const VA = h.sid("VA");
 const VA2 = h.sid("VA");
 const TO = "+15005550006";
-let adminToken, token2, secret1, secret3, secret4;
+let adminToken, token2, secret1, secret3, secret4, secret5;
 let dir, fake, daemon, broker;
 const seen = []; // every secret, for the leak checks
 
@@ -61,6 +62,12 @@ store = "local"
 path = "plain"
 kind = "api_key"
 
+[credentials.admin_rpc]
+store = "local"
+path = "admin_rpc"
+kind = "api_key"
+[credentials.admin_rpc.rotation]
+${ROTATION("3s")}
 [credentials.dynamic]
 kind = "dynamic_api_key"
 admin_credential = "twilio-admin"
@@ -70,7 +77,7 @@ policy = '{"allow": ["/twilio/messaging/messages/read", "/twilio/verify/services
 
 /** Every form a secret seen so far may leak in (as is, base64 of user:secret). */
 const leakForms = () =>
-  seen.flatMap((s) => h.leakForms(s, [AC, AC2, SK1, SK3, SK4, ...extraSids]));
+  seen.flatMap((s) => h.leakForms(s, [AC, AC2, SK1, SK3, SK4, SK5, ...extraSids]));
 const extraSids = [];
 function assertClean(value, what) {
   h.assertNoSecret(inspect(value, { depth: 12, showHidden: true }), leakForms(), `${what} (inspect)`);
@@ -133,7 +140,8 @@ before(async () => {
   secret1 = h.newKeySecret();
   secret3 = h.newKeySecret();
   secret4 = h.newKeySecret();
-  seen.push(adminToken, token2, secret1, secret3, secret4);
+  secret5 = h.newKeySecret();
+  seen.push(adminToken, token2, secret1, secret3, secret4, secret5);
   dir = h.tmpDir("twilio");
   fake = await h.startFake(dir, {
     accounts: [
@@ -144,6 +152,7 @@ before(async () => {
       { account_sid: AC, sid: SK1, secret: secret1, type: "standard" },
       { account_sid: AC, sid: SK3, secret: secret3, type: "standard" },
       { account_sid: AC, sid: SK4, secret: secret4, type: "standard" },
+      { account_sid: AC, sid: SK5, secret: secret5, type: "standard" },
     ],
     services: [
       { sid: VA, account_sid: AC },
@@ -157,6 +166,7 @@ before(async () => {
     acct2: { account_sid: AC2, auth_token: token2 },
     graceful: key(SK3, secret3),
     plain: key(SK4, secret4),
+    admin_rpc: key(SK5, secret5),
   });
   daemon = await h.startDaemon(dir, h.configHead(dir, fake.url) + CONFIG_TAIL);
   broker = new Broker(daemon.socket);
@@ -349,6 +359,29 @@ describe("twilioClient: a real twilio-node client on the broker's credential", (
     assert.match(err.message, /ECONNREFUSED|connect/);
     assertClean(err, "transport error");
     h.assertNoSecret(JSON.stringify(err.toJSON ? err.toJSON() : err), leakForms(), "transport error JSON");
+  });
+
+  it("broker.rotate() (RotationAdmin): the daemon's own scheduler then retires the old key at retire_at", async () => {
+    const client = await twilioClient(broker, "admin_rpc", opts());
+    const status = await broker.rotate("admin_rpc");
+    assert.equal(status.step, "promoted", inspect(status));
+    // The broker picks the rotator's write up as any store change: soon, not at once.
+    const c = await h.waitFor(
+      async () => {
+        const c = await broker.get("admin_rpc");
+        return c.previous ? c : null;
+      },
+      10000,
+      "the new key",
+    );
+    extraSids.push(c.apiKeySid);
+    seen.push(h.remember(c.exposeSecret()));
+    assert.equal(c.previous.apiKeySid, SK5);
+    // No `credbroker rotate --no-start` here: the daemon wakes at retire_at itself.
+    await h.waitFor(async () => !(await keySids()).includes(SK5), 15000, "the daemon to delete the old key");
+    await h.waitFor(async () => (await broker.rotationStatus("admin_rpc")).step === "idle", 15000, "idle");
+    await client.messages.list({ limit: 1 });
+    assert.equal((await fake.requests()).at(-1).username, c.apiKeySid);
   });
 
   it("dynamic_api_key (not watchable): leases renewed before their end, 0 failed across 3 keys", async () => {
