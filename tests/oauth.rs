@@ -223,11 +223,17 @@ async fn bearer_tokens_served_refreshed_and_refused_after_exp() {
         "refresh_interval = \"1h\"\n[credentials.app.rotation]\nschedule = \"0 0 3 * * Sun\"\ngrace = \"2h\"\nadmin_credential = \"verify\"\n",
     );
     assert!(rotating.contains("[credentials.app.rotation]"));
-    let mut refused = Daemon::spawn(dir.path(), &rotating);
+    assert_start_refused(dir.path(), &rotating, "an oauth_client has no [rotation]");
+}
+
+/// The daemon on `config` exits 64 at start, naming credential `app` and
+/// saying `why`.
+fn assert_start_refused(dir: &Path, config: &str, why: &str) {
+    let mut refused = Daemon::spawn(dir, config);
     assert_eq!(refused.wait_exit().code(), Some(64));
     let log = refused.log_text();
     assert!(
-        log.contains("credential `app`") && log.contains("an oauth_client has no [rotation]"),
+        log.contains("credential `app`") && log.contains(why),
         "{log}"
     );
 }
@@ -342,13 +348,7 @@ async fn new_secret_outage_and_refusal() {
 
     // At start, a refused secret stops the daemon (exit 64), as a store's
     // refusal does: there is nothing to serve until the store changes.
-    let mut refused = Daemon::spawn(dir.path(), &config(&o));
-    assert_eq!(refused.wait_exit().code(), Some(64));
-    let log = refused.log_text();
-    assert!(
-        log.contains("credential `app`") && log.contains("20003"),
-        "{log}"
-    );
+    assert_start_refused(dir.path(), &config(&o), "20003");
 }
 
 /// The fake's token answer against Twilio's own document, unchanged:

@@ -215,6 +215,20 @@ const AWS_ENV: [(&str, &str); 5] = [
     ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
 ];
 
+/// moto holding `twilio/verify` with Auth Token `t1`, behind a fault proxy.
+async fn moto_behind_faults(dir: &std::path::Path, t1: &str) -> (Service, FaultProxy) {
+    let moto = Service::moto(dir);
+    aws_admin(&moto)
+        .create_secret()
+        .name("twilio/verify")
+        .secret_string(auth_token_doc(t1))
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&moto.url());
+    (moto, proxy)
+}
+
 /// The daemon's config: `verify` on moto through `proxy`.
 fn aws_config(proxy: &FaultProxy) -> String {
     defaults()
@@ -236,16 +250,8 @@ path = "twilio/verify"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_faults_stale_then_fresh() {
     let dir = world_dir();
-    let moto = Service::moto(dir.path());
     let t1 = token(0xfa11);
-    aws_admin(&moto)
-        .create_secret()
-        .name("twilio/verify")
-        .secret_string(auth_token_doc(&t1))
-        .send()
-        .await
-        .unwrap();
-    let proxy = FaultProxy::start(&moto.url());
+    let (_moto, proxy) = moto_behind_faults(dir.path(), &t1).await;
     let cfg = aws_config(&proxy);
     let env = AWS_ENV;
     let daemon = Daemon::start_env(dir.path(), &cfg, &env).secrets(&[&t1]);
@@ -392,16 +398,8 @@ async fn vault_hostile_answers_are_refused_and_others_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_huge_answers_are_refused_and_others_serve() {
     let dir = world_dir();
-    let moto = Service::moto(dir.path());
     let t1 = token(0xfa41);
-    aws_admin(&moto)
-        .create_secret()
-        .name("twilio/verify")
-        .secret_string(auth_token_doc(&t1))
-        .send()
-        .await
-        .unwrap();
-    let proxy = FaultProxy::start(&moto.url());
+    let (_moto, proxy) = moto_behind_faults(dir.path(), &t1).await;
     let (local, t2) = local_credential(dir.path(), 0xfa42);
     let cfg = aws_config(&proxy) + &local;
     let daemon = Daemon::start_env(dir.path(), &cfg, &AWS_ENV).secrets(&[&t1, &t2]);

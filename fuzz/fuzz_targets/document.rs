@@ -25,6 +25,11 @@ fn id(c: &TwilioCredential) -> Id {
     let secret = match &c.secret {
         Secret::AuthToken(t) => t.expose_secret().to_owned(),
         Secret::ApiKey { sid, secret } => format!("{}:{}", sid.as_str(), secret.expose_secret()),
+        Secret::OAuthClient {
+            client_id,
+            client_secret,
+        } => format!("{}:{}", client_id.as_str(), client_secret.expose_secret()),
+        Secret::Bearer { .. } => panic!("a document never holds a bearer token"),
     };
     (c.account_sid.as_str().to_owned(), secret)
 }
@@ -46,7 +51,12 @@ fn parse(bytes: &[u8], what: &str) -> CredentialDocument {
 
 /// The secret fields' string values, anywhere a credential is read.
 fn secret_values(doc: &Value) -> Vec<String> {
-    let secret_fields = [FIELD_SPELLINGS[1], FIELD_SPELLINGS[3]].concat();
+    let secret_fields = [
+        FIELD_SPELLINGS[1],
+        FIELD_SPELLINGS[3],
+        ["client_secret", "clientSecret"],
+    ]
+    .concat();
     let mut objects = vec![doc];
     for nested in ["pending", "previous"] {
         objects.extend(doc.get(nested));
@@ -148,7 +158,10 @@ fn rotate_once(mut raw: RawDocument, doc: &CredentialDocument) {
     let new = SecretString::new("5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e".into());
     match doc.kind() {
         Kind::AuthToken => raw.set_pending_token(&new),
-        _ => raw.set_pending_key("SK5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e", &new),
+        Kind::ApiKey => raw.set_pending_key("SK5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e", &new),
+        // Not rotated: its document has no pending value (a test above
+        // checks that one is refused).
+        Kind::OAuthClient => return,
     }
     let pending = parse(raw.to_bytes().expose_secret(), "a new pending value");
     let pending = pending.pending.expect("the pending value is read");

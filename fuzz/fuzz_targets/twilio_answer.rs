@@ -2,8 +2,12 @@
 //! Auth Token creates, as a hostile Twilio could send them: errors stay
 //! short (Twilio's message is cut) and never depend on a secret in the
 //! answer, a next page is only ever a path on our base, a created key has a
-//! valid SID and the secret Twilio sent, a policy is JSON text.
+//! valid SID and the secret Twilio sent, a policy is JSON text; an OAuth
+//! token answer gives a token that expires in the future and within a day,
+//! or a short error that never quotes the token.
 #![no_main]
+
+use std::time::{Duration, SystemTime};
 
 use credbroker::twilio::client::{FuzzReading, fuzz_answer};
 use libfuzzer_sys::fuzz_target;
@@ -83,4 +87,28 @@ fuzz_target!(|input: (u16, &[u8])| {
     if let Ok(reading) = fuzz_answer(status, body) {
         check(reading, body);
     }
+    check_token(body);
 });
+
+/// The body read as an OAuth token answer.
+fn check_token(body: &[u8]) {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    match credbroker::twilio::oauth::fuzz_read_token(body, now) {
+        Ok(expires_at) => {
+            assert!(expires_at > now, "a token that has expired already");
+            assert!(
+                expires_at <= now + Duration::from_secs(86_400),
+                "a token for more than a day"
+            );
+        }
+        Err(e) => {
+            assert!(e.len() < 1024, "an error of {} bytes", e.len());
+            let token = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned));
+            if let Some(t) = token.filter(|t| t.len() >= 8) {
+                assert!(!e.contains(&t), "the error quotes the token: {e}");
+            }
+        }
+    }
+}

@@ -80,10 +80,10 @@ fn read_token(answer: &mut SecretJson, now: SystemTime) -> Result<BearerToken, T
     if let Some(kind) = answer.0.get("token_type").and_then(Value::as_str)
         && !kind.eq_ignore_ascii_case("bearer")
     {
-        return Err(malformed(format!(
-            "the token is of type `{}`, not `Bearer`",
-            crate::text::said(kind)
-        )));
+        // Not quoted: an answer's text could hold the token itself.
+        return Err(malformed(
+            "the answer's `token_type` is not `Bearer`".into(),
+        ));
     }
     let expires_in = answer.0.get("expires_in").and_then(Value::as_u64);
     let Value::String(token) = answer.take_at("/access_token") else {

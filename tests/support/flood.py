@@ -33,17 +33,22 @@ def frame(kind, flags, stream, payload):
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
 
-HEADERS = b"".join(
-    literal(n, v)
-    for n, v in [
-        (b":method", b"POST"),
-        (b":scheme", b"http"),
-        (b":path", b"/credbroker.v1.CredentialBroker/ValidateWebhook"),
-        (b":authority", b"localhost"),
-        (b"content-type", b"application/grpc"),
-        (b"te", b"trailers"),
-    ]
-)
+def grpc_headers(method):
+    """The HPACK block of a gRPC call to CredentialBroker/`method`."""
+    return b"".join(
+        literal(n, v)
+        for n, v in [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/credbroker.v1.CredentialBroker/" + method),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ]
+    )
+
+
+HEADERS = grpc_headers(b"ValidateWebhook")
 # HEADERS (END_HEADERS), then DATA without END_STREAM: a gRPC message
 # header announcing 60,000 bytes and the first 1,000 of them.
 UNREAD_CALL = frame(0x1, 0x4, 1, HEADERS) + frame(
@@ -54,17 +59,7 @@ UNREAD_CALL = frame(0x1, 0x4, 1, HEADERS) + frame(
 def get_call(stream):
     """HEADERS and an unfinished message (10 of 100 bytes) for GetCredential
     of `other` on `stream`."""
-    headers = b"".join(
-        literal(n, v)
-        for n, v in [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", b"/credbroker.v1.CredentialBroker/GetCredential"),
-            (b":authority", b"localhost"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-        ]
-    )
+    headers = grpc_headers(b"GetCredential")
     return frame(0x1, 0x4, stream, headers) + frame(
         0x0, 0x0, stream, b"\x00" + (100).to_bytes(4, "big") + b"\x0a\x05other" + b"xxx"
     )

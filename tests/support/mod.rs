@@ -486,6 +486,27 @@ pub async fn get_stale(
     .unwrap()
 }
 
+/// `name` is served stale with `secret` within 5 s, then fails within 10 s
+/// more, UNAVAILABLE, naming every one of `parts` (a store refusal that
+/// lasts past `max_stale`).
+pub async fn stale_then_unavailable(
+    client: &credbroker::client::Client,
+    name: &str,
+    secret: &str,
+    parts: &[&str],
+) {
+    let stale = get_stale(client, name, Duration::from_secs(5), "stale while refused").await;
+    assert_eq!(secret_of(&stale), secret);
+    let err = get_err(
+        client,
+        name,
+        Duration::from_secs(10),
+        "unavailable past max_stale",
+    )
+    .await;
+    assert_unavailable_naming(&err, parts);
+}
+
 /// `err` is UNAVAILABLE and its message names every one of `parts`.
 pub fn assert_unavailable_naming(err: &credbroker::client::ClientError, parts: &[&str]) {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");

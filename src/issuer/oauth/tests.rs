@@ -116,6 +116,19 @@ async fn start(dir: &Path, script: &Arc<Script>) -> (Arc<Broker>, Arc<OAuthToken
     (broker, issuer)
 }
 
+/// [`start`], then the first token served.
+async fn started(
+    dir: &Path,
+    script: &Arc<Script>,
+) -> (Arc<Broker>, Arc<OAuthTokens>, watch::Receiver<TokenState>) {
+    let (broker, issuer) = start(dir, script).await;
+    let mut rx = issuer.subscribe();
+    while issuer.issue((0, 0)).await.is_err() {
+        next(&mut rx).await;
+    }
+    (broker, issuer, rx)
+}
+
 fn token_of(lease: &Lease) -> (String, SystemTime) {
     match &lease.loaded.document.current.secret {
         Secret::Bearer { token, expires_at } => (token.expose_secret().to_owned(), *expires_at),
@@ -142,11 +155,7 @@ async fn next(rx: &mut watch::Receiver<TokenState>) {
 async fn a_token_at_start_and_a_new_one_after_two_thirds_of_its_life() {
     let dir = tempfile::tempdir().unwrap();
     let script = Arc::new(Script::default());
-    let (broker, issuer) = start(dir.path(), &script).await;
-    let mut rx = issuer.subscribe();
-    while issuer.issue((0, 0)).await.is_err() {
-        next(&mut rx).await;
-    }
+    let (broker, issuer, mut rx) = started(dir.path(), &script).await;
     let mut stream = Arc::clone(&issuer).watch(&broker).unwrap();
     let first = issuer.issue((0, 0)).await.unwrap();
     let started = broker.clock().now();
@@ -185,11 +194,7 @@ async fn an_outage_serves_the_token_stale_until_its_expiry_then_unavailable() {
     script.steps.lock().unwrap().extend(
         std::iter::once(Step::Token(LIFE)).chain(std::iter::repeat_with(|| Step::Down).take(40)),
     );
-    let (broker, issuer) = start(dir.path(), &script).await;
-    let mut rx = issuer.subscribe();
-    while issuer.issue((0, 0)).await.is_err() {
-        next(&mut rx).await;
-    }
+    let (broker, issuer, _) = started(dir.path(), &script).await;
     let started = broker.clock().now();
     let (_, expiry) = token_of(&issuer.issue((0, 0)).await.unwrap());
     // The refresh at two thirds fails: the token is served stale.
@@ -264,11 +269,7 @@ async fn a_refused_secret_is_unavailable_at_once_and_a_new_one_fetches_at_once()
 async fn a_new_secret_replaces_a_good_token_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let script = Arc::new(Script::default());
-    let (broker, issuer) = start(dir.path(), &script).await;
-    let mut rx = issuer.subscribe();
-    while issuer.issue((0, 0)).await.is_err() {
-        next(&mut rx).await;
-    }
+    let (broker, issuer, mut rx) = started(dir.path(), &script).await;
     let before = issuer.issue((0, 0)).await.unwrap();
     write_app(&dir.path().join("secrets.json"), "rotated-secret");
     broker.refresh("app");
@@ -290,11 +291,7 @@ async fn a_new_secret_replaces_a_good_token_at_once() {
 async fn the_secret_gone_from_the_store_is_unavailable_as_for_any_kind() {
     let dir = tempfile::tempdir().unwrap();
     let script = Arc::new(Script::default());
-    let (broker, issuer) = start(dir.path(), &script).await;
-    let mut rx = issuer.subscribe();
-    while issuer.issue((0, 0)).await.is_err() {
-        next(&mut rx).await;
-    }
+    let (broker, issuer, mut rx) = started(dir.path(), &script).await;
     std::fs::write(dir.path().join("secrets.json"), "{}").unwrap();
     broker.refresh("app");
     tokio::time::timeout(Duration::from_secs(5), async {
