@@ -109,6 +109,7 @@ pub async fn run(
     ));
     let tasks = broker.tasks().clone();
     rotation::spawn_schedules(&rotator, &stopping, &tasks);
+    spawn_rotation_watch(&broker, &rotator, &stopping);
     if let Some(addr) = config.server.metrics_addr {
         server::metrics_http::serve(addr, Arc::clone(&broker), stopping.clone())
             .await
@@ -137,6 +138,38 @@ pub async fn run(
     drain(&stopping, &tasks).await;
     served?;
     Ok(())
+}
+
+/// Tells the rotator when a rotating credential's document changes in its
+/// store (the broker sees it at its next read), so that a rotation another
+/// process made is retired by this daemon's schedule on time.
+fn spawn_rotation_watch(
+    broker: &Arc<broker::Broker>,
+    rotator: &Arc<rotation::Rotator>,
+    stopping: &CancellationToken,
+) {
+    for (name, _) in rotator.scheduled() {
+        let Some(entry) = broker.entry(name) else {
+            continue;
+        };
+        let mut changes = entry.subscribe();
+        let (rotator, stopping) = (Arc::clone(rotator), stopping.clone());
+        broker.tasks().spawn(async move {
+            let version = |s: &broker::Snapshot| s.loaded.as_ref().map(|l| l.version.clone());
+            let mut seen = version(&changes.borrow_and_update());
+            loop {
+                tokio::select! {
+                    () = stopping.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let now = version(&changes.borrow_and_update());
+                if now != seen {
+                    seen = now;
+                    rotator.document_changed();
+                }
+            }
+        });
+    }
 }
 
 /// Refuses root without `allow_root`, and the overflow uid without

@@ -155,6 +155,7 @@ fn rotation_suite() {
     rt.block_on(auth_token_rotation(dir.path(), &twilio));
     auth_token_waits_for_propagation(dir.path(), &twilio);
     key_that_works_after_a_delay_rotates(dir.path(), &twilio);
+    a_cronjob_rotation_is_retired_by_the_daemon(dir.path(), &twilio);
     key_that_never_works_fails_the_test_step(dir.path(), &twilio);
     key_refused_in_every_attempt_is_dropped(dir.path(), &twilio);
     auth_token_refused_in_every_attempt_is_dropped(dir.path(), &twilio);
@@ -339,6 +340,14 @@ async fn api_key_rotation_under_load(root: &Path, t: &Twilio) {
         .into_inner();
     assert_eq!(status.step, "promoted", "{status:?}");
     assert!(status.last_success.is_some());
+    // Rotate answers once the daemon serves what it wrote: a read right
+    // after it gets the new key, with the old one as `previous`.
+    let right_after = client.get("verify").await.unwrap();
+    assert!(
+        matches!(&right_after.secret, Some(proto::credential::Secret::ApiKey(k)) if k.sid != old_sid),
+        "Rotate answered before the new key was served"
+    );
+    assert!(right_after.previous.is_some());
 
     // Watchers are pushed the new key at once, with the old one as `previous`.
     let new = next_matching(
@@ -731,6 +740,38 @@ fn key_that_works_after_a_delay_rotates(root: &Path, t: &Twilio) {
         "{}",
         stderr(&out)
     );
+}
+
+/// `credbroker rotate` (a CronJob) promotes a new key and exits; the daemon,
+/// whose own schedule is years away, sees the document change and retires
+/// the old key at `retire_at` (before, it slept until its next cron slot,
+/// and the old key stayed valid at Twilio until then).
+fn a_cronjob_rotation_is_retired_by_the_daemon(root: &Path, t: &Twilio) {
+    let (dir, config, old) = one_key_world(root, t, "cronjob", "3s", "");
+    let daemon_cfg = t.config_head("lease_ttl = \"1s\"\nrefresh_interval = \"1s\"")
+        + &api_key_rotation("cronjob", "3s");
+    let daemon = Daemon::start(&dir, &daemon_cfg);
+    let out = rotate_cli(&config, &["--credential", "cronjob"], None);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("cronjob: rotated"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(read_doc(&dir, "cronjob")["previous"].is_object());
+    assert!(t.keys().iter().any(|(s, _)| *s == old));
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon to retire the old key",
+        || !t.keys().iter().any(|(s, _)| *s == old),
+    );
+    wait_until(Duration::from_secs(10), "previous dropped", || {
+        read_doc(&dir, "cronjob").get("previous").is_none()
+    });
+    // The log is written by a background thread.
+    wait_until(Duration::from_secs(10), "the retirement logged", || {
+        daemon.log_text().contains("previous value retired")
+    });
 }
 
 /// A key that never works: the test step fails once `propagation` has run

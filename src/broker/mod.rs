@@ -318,6 +318,19 @@ impl Broker {
         self.reload.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Reads credential `name` now and serves what it read, before
+    /// returning (the refresh task's own read may come later): after a
+    /// write, a GetCredential sees the new value at once. A failed read
+    /// changes nothing here; the refresh task handles failures.
+    pub async fn reload(&self, name: &str) {
+        let Some(entry) = self.entries.get(name) else {
+            return;
+        };
+        if let Ok(loaded) = entry.load(&self.clock).await {
+            entry.publish(loaded);
+        }
+    }
+
     /// Re-reads now the document of credential `name` (after a rotation
     /// wrote it): every entry on the same store and path, and no other.
     pub fn refresh(&self, name: &str) {

@@ -631,9 +631,19 @@ impl Rotator {
         &self.clock
     }
 
-    /// A receiver woken whenever a rotation writes a document.
+    /// A receiver woken whenever a rotation writes a document, here or
+    /// (through [`Rotator::document_changed`]) in another process.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// A rotating credential's document changed in its store, written by
+    /// someone else (`credbroker rotate` from a CronJob, another replica):
+    /// every schedule works its timeline out again, so a previous value
+    /// that process left is retired at its `retire_at`, not at the next
+    /// cron slot.
+    pub fn document_changed(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

@@ -135,9 +135,14 @@ fn router(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let gate = gate::Gate::new(&issuers, &config.server.admin, own_uid);
+    let admin_service = service::AdminService::new(
+        config.server.admin.clone(),
+        own_uid,
+        rotator,
+        Arc::clone(&broker),
+    );
     let broker_service =
         service::BrokerService::new(issuers, broker, own_uid, limits.max_watches_per_uid);
-    let admin_service = service::AdminService::new(config.server.admin.clone(), own_uid, rotator);
     let router = Server::builder()
         .layer(gate)
         .max_concurrent_streams(limits.max_streams_per_connection)

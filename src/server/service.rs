@@ -550,15 +550,18 @@ pub struct AdminService {
     admin: AllowList,
     own_uid: u32,
     rotator: Option<Arc<Rotator>>,
+    /// Serves what a rotation wrote before `Rotate` answers.
+    broker: Option<Arc<Broker>>,
 }
 
 impl AdminService {
     /// Admits peers on `admin` (empty: the daemon's own uid).
-    pub fn new(admin: AllowList, own_uid: u32, rotator: Arc<Rotator>) -> Self {
+    pub fn new(admin: AllowList, own_uid: u32, rotator: Arc<Rotator>, broker: Arc<Broker>) -> Self {
         Self {
             admin,
             own_uid,
             rotator: Some(rotator),
+            broker: Some(broker),
         }
     }
 
@@ -603,7 +606,13 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         // A failed step is reported in the status (step `failed`,
         // `last_error`), not as an RPC error: the rotation can be resumed.
         match rotator.rotate(name, true).await {
-            Ok(_) => {}
+            // Serve what the rotation wrote before answering: a caller that
+            // reads the credential right after `promoted` gets the new value.
+            Ok(_) => {
+                if let Some(broker) = &self.broker {
+                    broker.reload(name).await;
+                }
+            }
             Err(
                 e @ (RotationError::NotFound(_)
                 | RotationError::NotConfigured(_)
@@ -718,6 +727,7 @@ mod tests {
             },
             own_uid: OWN,
             rotator: None,
+            broker: None,
         };
         assert!(admin.authorize(&peer(0), "Rotate", "a").is_ok());
         assert_eq!(
@@ -731,6 +741,7 @@ mod tests {
             admin: AllowList::default(),
             own_uid: OWN,
             rotator: None,
+            broker: None,
         };
         assert!(default.authorize(&peer(OWN), "Rotate", "a").is_ok());
         assert!(default.authorize(&peer(0), "Rotate", "a").is_err());
