@@ -294,9 +294,22 @@ impl Entry {
                 source: e,
             }
         })?;
-        let kind = self.kind.or_else(|| self.loaded_kind.get().copied());
-        let document = parse_document(self.name(), doc.bytes.expose_secret(), kind)?;
-        let _ = self.loaded_kind.set(document.kind());
+        let document = parse_document(self.name(), doc.bytes.expose_secret(), self.kind)?;
+        // A credential keeps the kind of its first document: its issuer
+        // (stored, or an OAuth app's bearer tokens) was chosen by it.
+        let first = *self.loaded_kind.get_or_init(|| document.kind());
+        if document.kind() != first {
+            return Err(crate::credential::DocumentError {
+                credential: self.name().to_owned(),
+                field: "document".into(),
+                problem: format!(
+                    "an {} document, where this credential's first was an {} one: a credential keeps its kind (restart the daemon to change it)",
+                    document.kind(),
+                    first
+                ),
+            }
+            .into());
+        }
         Ok(Loaded {
             document,
             version: doc.version,

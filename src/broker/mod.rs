@@ -527,6 +527,41 @@ mod tests {
         assert_eq!(counting.reads("b"), b_reads + 1);
     }
 
+    /// A credential keeps the kind of its first document (no `kind` in the
+    /// config): a document of another kind is refused, and the last good
+    /// value served stale, saying why.
+    #[tokio::test(start_paused = true)]
+    async fn a_document_of_another_kind_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path(), "refresh_interval = \"1h\"\n");
+        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let entry = broker.entry("a").unwrap();
+        assert_eq!(entry.kind(), crate::credential::Kind::AuthToken);
+        let mut a = entry.subscribe();
+        a.borrow_and_update();
+        let key = format!(
+            r#"{{"a": {{"account_sid":"{AC}","api_key_sid":"SK{}","api_key_secret":"{}"}}}}"#,
+            "0".repeat(32),
+            "k".repeat(32)
+        );
+        std::fs::write(dir.path().join("secrets.json"), key).unwrap();
+        broker.refresh("a");
+        a.changed().await.unwrap();
+        let lease = broker.lease("a").unwrap();
+        assert!(lease.stale_since.is_some());
+        let error = a.borrow().last_error.as_ref().unwrap().to_string();
+        assert!(
+            error.contains("credential `a`")
+                && error.contains(
+                    "an api_key document, where this credential's first was an auth_token one"
+                ),
+            "{error}"
+        );
+        assert_eq!(entry.kind(), crate::credential::Kind::AuthToken);
+    }
+
     /// A refresh task that panics is restarted, and its credential is
     /// UNAVAILABLE (not served as fresh) until the new task reads it.
     #[tokio::test(start_paused = true)]
