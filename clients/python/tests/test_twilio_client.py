@@ -235,3 +235,29 @@ def test_dynamic_keys_are_refetched_as_they_age(world):
     assert len(used) >= 3, f"{len(used)} dynamic keys used"
     assert [r for r in seen if r["status"] != 200] == [], "every request with a dynamic key succeeded"
     assert first_sid not in dyn, "the first key was deleted at Twilio when its TTL ended"
+
+
+def test_broker_away_past_the_lease_then_back(world):
+    """The daemon stops: the client goes on with its lease until it ends,
+    then raises CredentialUnavailable with nothing sent to Twilio; when the
+    daemon is back, the same client works again."""
+    b = world.broker
+    client = credbroker.twilio_client(b, "tw-key", http_client=world.http())
+    client.messages.list(limit=1)
+    feed = b._feed("tw-key")
+    world.stop_daemon()
+    try:
+        lease = feed._cred
+        if not lease.expired():
+            client.messages.list(limit=1)  # the lease held is still good
+        wait_for(lambda: lease.expired(), 30, "the lease to end")
+        t0 = time.time()
+        with pytest.raises(credbroker.CredentialUnavailable) as e:
+            client.messages.list(limit=1)
+        assert "'tw-key'" in str(e.value) and "lease ended" in str(e.value)
+        assert app_requests(world, {client.credbroker_name, lease.api_key_sid}, t0) == [], \
+            "nothing reached Twilio"
+    finally:
+        world.start_daemon()
+    wait_for(lambda: not feed._cred.expired(), 20, "the watch to reconnect and bring a new lease")
+    client.messages.list(limit=1)
