@@ -12,7 +12,8 @@
 # package is installed from clients/python with pip (hatchling from PyPI).
 # The tests start the fake and the daemon themselves and stop them by PID.
 # Afterwards every secret value of the run (written by the tests to a 0600
-# file, never printed) is looked for in the test output and both logs.
+# file, never printed) is looked for in the test output, the daemon's log (at
+# debug), the fake's log and the output of `credbroker rotate`.
 # Prints "N passed, M failed" last and exits non-zero on any failure; a
 # skipped test counts as a failure. Runs as root (allow_root = true).
 set -euo pipefail
@@ -161,7 +162,7 @@ else fail "the tests listed the run's secrets (at least 15 values)" "$N_SECRETS 
 if [ "$N_SECRETS" -gt 0 ] && { echo "x"; tail -1 "$TMP/secrets"; } | grep -qF -f "$TMP/secrets"; then
   pass "control: the secret scan finds a listed value"
 else fail "control: the secret scan finds a listed value"; fi
-for f in pytest.out daemon.log twilio-fake.log; do
+for f in pytest.out daemon.log twilio-fake.log rotate.log; do
   if [ ! -s "$TMP/$f" ]; then
     fail "no secret in $f" "$f is missing or empty"
   elif [ "$N_SECRETS" -gt 0 ] && grep -qF -f "$TMP/secrets" "$TMP/$f"; then

@@ -191,8 +191,11 @@ class World:
     # -- the daemon
     def start_daemon(self):
         self.daemon_log = open(self.tmp / "daemon.log", "a")
+        # At debug: more of what the daemon does is in the log that the
+        # calling script scans for secrets.
         self.daemon_proc = subprocess.Popen([self.bin, "serve", "--config", str(self.config)],
-                                            stdout=self.daemon_log, stderr=subprocess.STDOUT)
+                                            stdout=self.daemon_log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "CREDBROKER_LOG": "debug"})
         note_pid(self.daemon_proc.pid)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -218,8 +221,11 @@ class World:
     def rotate(self, name, *args):
         """`credbroker rotate --credential NAME --config FILE`: its output (no secrets)."""
         out = subprocess.run([self.bin, "rotate", "--credential", name, "--config", str(self.config), *args],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "CREDBROKER_LOG": "debug"})
         text = out.stdout + out.stderr
+        with open(self.tmp / "rotate.log", "a") as f:  # scanned for secrets by the calling script
+            f.write(text)
         assert out.returncode == 0, f"credbroker rotate {name} exited {out.returncode}: {text[-2000:]}"
         return text
 
@@ -274,7 +280,7 @@ def world():
                 f.write("".join(s + "\n" for s in sorted(w.known)))
         keep = os.environ.get("CREDBROKER_TEST_KEEP_LOGS")
         if keep:
-            for name in ("daemon.log", "twilio-fake.log"):
+            for name in ("daemon.log", "twilio-fake.log", "rotate.log"):
                 try:
                     os.replace(Path(tmp) / name, Path(keep) / name)
                 except OSError:
