@@ -2,12 +2,12 @@
 
 import queue
 import threading
+import time
 
 import jwt
 import pytest
 
 import credbroker
-from conftest import wait_for
 
 
 def test_get_each_kind(world):
@@ -112,9 +112,9 @@ def test_watch_follows_changes_and_reconnects_across_a_daemon_restart(world):
     world.write_docs(**{"tw-watch": {"account_sid": world.sid_w, "auth_token": world.token_w2}})
 
     def next_version(old_version, timeout=20):
-        deadline = __import__("time").monotonic() + timeout
+        deadline = time.monotonic() + timeout
         while True:
-            item = got.get(timeout=max(0.1, deadline - __import__("time").monotonic()))
+            item = got.get(timeout=max(0.1, deadline - time.monotonic()))
             assert not isinstance(item, Exception), f"the watch raised {type(item).__name__}: {item}"
             if item.version != old_version:
                 return item
