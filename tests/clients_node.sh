@@ -23,17 +23,9 @@ PKG="$ROOT/clients/node"
 CACHE="$HOME/.cache/credbroker"
 BIN="${CREDBROKER_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/debug/credbroker}"
 
-PASSED=0
-FAILED=0
-SUMMARY_DONE=0
+# shellcheck source=support/harness.sh
+. "$ROOT/tests/support/harness.sh"
 TMP=
-
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $1"; }
-fail() {
-  FAILED=$((FAILED + 1)); echo "FAIL - $1"
-  shift; if [ $# -gt 0 ]; then printf '%s\n' "$@" | sed 's/^/       | /'; fi
-}
-summary() { SUMMARY_DONE=1; echo "$PASSED passed, $FAILED failed"; }
 
 cleanup() {
   local rc=$?

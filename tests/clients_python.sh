@@ -26,27 +26,12 @@ BIN="${CREDBROKER_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/debug/credbroker}"
 REQS="$ROOT/examples/python/requirements.txt" # grpcio, grpcio-tools, protobuf, pinned
 PINS=(twilio==9.13.0 PyJWT==2.15.1 pytest==9.2.0)
 
-PASSED=0
-FAILED=0
-SUMMARY_DONE=0
+# shellcheck source=support/harness.sh
+. "$ROOT/tests/support/harness.sh"
 PYTEST_PID=
 TMP=
 
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $1"; }
-fail() {
-  FAILED=$((FAILED + 1)); echo "FAIL - $1"
-  shift; if [ $# -gt 0 ]; then printf '%s\n' "$@" | sed 's/^/       | /'; fi
-}
-summary() { SUMMARY_DONE=1; echo "$PASSED passed, $FAILED failed"; }
 
-stop_pid() { # PID: SIGTERM, up to 15 s for a clean exit, then SIGKILL
-  local pid=$1 i
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$? pid
@@ -71,19 +56,11 @@ trap 'exit 130' INT TERM
 [ -x "$BIN" ] || { echo "clients_python.sh: no credbroker binary at $BIN (build it, or set CREDBROKER_BIN)" >&2; exit 1; }
 
 # --- Python packages, pinned; then the package itself from clients/python -----
-pins_present() {
-  "$VENV/bin/python" - "$REQS" "${PINS[@]}" <<'EOF' 2>/dev/null
-import sys
-from importlib.metadata import version
-pins = [l.split("#")[0].strip() for l in open(sys.argv[1])] + sys.argv[2:]
-sys.exit(any(version(n) != v for n, v in (p.split("==") for p in pins if p)))
-EOF
-}
-if ! pins_present; then
+if ! pins_present "$VENV" "$REQS" "${PINS[@]}"; then
   echo "== installing $(grep -v '^#' "$REQS" | xargs) ${PINS[*]} into $VENV"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS" "${PINS[@]}"
-  pins_present || { echo "clients_python.sh: pinned packages still missing after pip install" >&2; exit 1; }
+  pins_present "$VENV" "$REQS" "${PINS[@]}" || { echo "clients_python.sh: pinned packages still missing after pip install" >&2; exit 1; }
 fi
 PY="$VENV/bin/python"
 echo "== pip install clients/python into $VENV"

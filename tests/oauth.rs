@@ -360,47 +360,34 @@ async fn the_fake_token_endpoint_follows_twilios_document() {
     let o = OAuth::start(dir.path());
     o.app(CLIENT_ID, SECRET_1);
     let http = reqwest::Client::new();
-    let post = |base: String, path: &str, form: Vec<(&'static str, &'static str)>| {
-        http.post(format!("{base}{path}")).form(&form).send()
+    // A client-credentials grant for SECRET at Twilio's v1 endpoint (the
+    // document's field names) or the v2 one (what twilio-python sends).
+    let post = |v1: bool, secret: &'static str| {
+        let (url, names) = if v1 {
+            (
+                format!("{}/v1/token", o.v1.url()),
+                ["GrantType", "ClientId", "ClientSecret"],
+            )
+        } else {
+            (
+                format!("{}/v2/token", o.v2.url()),
+                ["grant_type", "client_id", "client_secret"],
+            )
+        };
+        let form = names
+            .into_iter()
+            .zip(["client_credentials", CLIENT_ID, secret])
+            .collect::<Vec<_>>();
+        http.post(url).form(&form).send()
     };
-    let ok = post(
-        o.v1.url(),
-        "/v1/token",
-        vec![
-            ("GrantType", "client_credentials"),
-            ("ClientId", CLIENT_ID),
-            ("ClientSecret", SECRET_1),
-        ],
-    )
-    .await
-    .unwrap();
+    let ok = post(true, SECRET_1).await.unwrap();
     assert_eq!(ok.status(), 201);
     let body: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert!(body["expires_in"].as_u64().unwrap() > 0);
-    let v2 = post(
-        o.v2.url(),
-        "/v2/token",
-        vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET_1),
-        ],
-    )
-    .await
-    .unwrap();
+    let v2 = post(false, SECRET_1).await.unwrap();
     assert_eq!(v2.status(), 200);
-    let refused = post(
-        o.v2.url(),
-        "/v2/token",
-        vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET_2),
-        ],
-    )
-    .await
-    .unwrap();
+    let refused = post(false, SECRET_2).await.unwrap();
     assert_eq!(refused.status(), 401);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["code"], 20003);
@@ -411,17 +398,7 @@ async fn the_fake_token_endpoint_follows_twilios_document() {
         "corrupt",
         r#"{"path_prefix": "/v1/token", "count": 1, "set": {"expires_in": "an hour"}}"#,
     );
-    let broken = post(
-        o.v1.url(),
-        "/v1/token",
-        vec![
-            ("GrantType", "client_credentials"),
-            ("ClientId", CLIENT_ID),
-            ("ClientSecret", SECRET_1),
-        ],
-    )
-    .await
-    .unwrap();
+    let broken = post(true, SECRET_1).await.unwrap();
     assert_eq!(
         broken.status(),
         500,

