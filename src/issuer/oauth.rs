@@ -398,10 +398,11 @@ impl Issuer for OAuthTokens {
                     return Ok(());
                 }
                 if s.refused {
-                    return match self.lease_from(&s, self.clock.now()) {
-                        Err(e) => Err(IssueError::Broker(e)),
-                        Ok(_) => Ok(()),
-                    };
+                    // Unavailable, saying why: the error to exit with.
+                    return self
+                        .lease_from(&s, self.clock.now())
+                        .map(drop)
+                        .map_err(IssueError::Broker);
                 }
             }
             if state.changed().await.is_err() {

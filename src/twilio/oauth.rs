@@ -119,7 +119,7 @@ fn read_token(answer: &mut SecretJson, now: SystemTime) -> Result<BearerToken, T
 
 /// The `exp` claim of a JWT (its payload read, its signature not checked:
 /// only Twilio can check that), if it has one.
-pub fn jwt_exp(token: &str) -> Option<SystemTime> {
+fn jwt_exp(token: &str) -> Option<SystemTime> {
     let mut parts = token.split('.');
     let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {

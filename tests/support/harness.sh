@@ -34,3 +34,16 @@ pins = [l.split("#")[0].strip() for l in open(sys.argv[1])] + sys.argv[2:]
 sys.exit(any(version(n) != v for n, v in (p.split("==") for p in pins if p)))
 PY
 }
+
+# VENV REQUIREMENTS_FILE [PIN...]: creates the venv when missing and installs
+# the pins unless every one is there already; fails the script when they are
+# still missing afterwards.
+ensure_pins() {
+  local venv=$1 reqs=$2
+  shift 2
+  pins_present "$venv" "$reqs" "$@" && return 0
+  echo "== installing $(grep -v '^#' "$reqs" | xargs) $* into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$reqs" "$@"
+  pins_present "$venv" "$reqs" "$@" || { echo "$(basename "$0"): pinned packages still missing after pip install" >&2; exit 1; }
+}
