@@ -14,6 +14,8 @@ fn main() -> anyhow::Result<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // tonic's prost codec with small buffers (src/lib.rs, `proto::LeanCodec`).
+        .codec_path("crate::proto::LeanCodec")
         // Messages that carry secrets get a hand-written, redacting Debug (src/lib.rs).
         .skip_debug([
             ".credbroker.v1.AuthToken",

@@ -10,7 +10,9 @@
 //!   backoff with jitter), [`metrics`] (the Prometheus registry every layer
 //!   counts into), [`hygiene`] (the zeroizing allocator, mlock, no core
 //!   dumps, taking a secret out of the environment), [`text`] (outside
-//!   text cut to a bound for logs and errors), [`proto`].
+//!   text cut to a bound for logs and errors), [`log`] (the log writer
+//!   thread, which formats the audit records off the request path),
+//!   [`proto`].
 //! - [`credential`]: the Twilio credential model and the stored documents
 //!   it is parsed from.
 //! - [`config`]: raw TOML → validated [`config::Config`], one file per
@@ -50,6 +52,7 @@ pub mod credential;
 #[allow(unsafe_code)]
 pub mod hygiene;
 pub mod issuer;
+pub mod log;
 pub mod metrics;
 pub mod retry;
 pub mod rotation;
@@ -63,6 +66,50 @@ pub mod twilio;
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     tonic::include_proto!("credbroker.v1");
+
+    /// The size of the buffer each call encodes into and decodes from.
+    /// tonic's default is 8 KiB per call and per stream, and with the
+    /// zeroizing allocator every byte of it is wiped when freed; our
+    /// messages are a few hundred bytes, and a larger one grows the buffer
+    /// in steps of this size.
+    pub const CODEC_BUFFER_BYTES: usize = 1024;
+
+    /// tonic's prost codec with [`CODEC_BUFFER_BYTES`] buffers, for every
+    /// generated client and server (build.rs, `codec_path`). A watch stream
+    /// keeps its encode buffer for its whole life, so this is most of what
+    /// an idle stream costs.
+    #[derive(Debug, Clone)]
+    pub struct LeanCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+    impl<T, U> Default for LeanCodec<T, U> {
+        fn default() -> Self {
+            Self(std::marker::PhantomData)
+        }
+    }
+
+    impl<T, U> tonic::codec::Codec for LeanCodec<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = tonic_prost::ProstEncoder<T>;
+        type Decoder = tonic_prost::ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            tonic_prost::ProstEncoder::new(buffers())
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            tonic_prost::ProstDecoder::new(buffers())
+        }
+    }
+
+    fn buffers() -> tonic::codec::BufferSettings {
+        // The yield threshold (how much a stream batches) stays tonic's 32 KiB.
+        tonic::codec::BufferSettings::new(CODEC_BUFFER_BYTES, 32 * 1024)
+    }
 
     /// Encoded descriptors of the proto, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -122,33 +122,35 @@ enum Command {
     },
 }
 
-/// Logs go to stderr through a writer thread: a request never waits on
-/// the write, and a burst of audit events is written in a few large writes
-/// rather than one system call per line. Nothing is dropped (the queue
-/// applies backpressure when full); the returned guard flushes at exit.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through a writer thread (`credbroker::log`): a request
+/// never waits on the write, its audit event is formatted on that thread,
+/// and a burst of lines is written in a few large writes rather than one
+/// system call per line. Nothing is dropped (the queue applies
+/// backpressure when full); the returned guard flushes at exit.
+fn init_logging() -> Option<credbroker::log::Flush> {
     use tracing_subscriber::EnvFilter;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(4096)
-        .thread_name("credbroker-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let json = std::env::var("CREDBROKER_LOG_FORMAT").as_deref() == Ok("json");
+    let flush = match credbroker::log::start(json) {
+        Ok(flush) => Some(flush),
+        Err(e) => {
+            // Without the thread, lines are written where they happen.
+            eprintln!("credbroker: cannot start the log writer thread: {e}");
+            None
+        }
+    };
     let filter = EnvFilter::try_from_env("CREDBROKER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(writer);
-    if std::env::var("CREDBROKER_LOG_FORMAT").as_deref() == Ok("json") {
+        .with_writer(credbroker::log::LogWriter);
+    if json {
         builder.json().init();
     } else {
         builder.init();
     }
-    guard
+    flush
 }
 
 async fn shutdown_signal() {

@@ -12,7 +12,7 @@
 //! ever new names cannot grow the registry (or `/metrics`, or memory).
 
 use std::{
-    collections::BTreeSet,
+    collections::HashSet,
     sync::{OnceLock, RwLock},
     time::Duration,
 };
@@ -23,24 +23,26 @@ use prometheus_client::{
     registry::Registry,
 };
 
-/// `credential`, `method`, `code` of one call.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `credential`, `method`, `code` of one call. Counted on every call, so
+/// built without allocating: the name is the one
+/// [`Metrics::credential_label`] keeps, method and code are constants.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     /// Credential name (`*` for ListCredentials).
-    pub credential: String,
+    pub credential: &'static str,
     /// gRPC method.
-    pub method: String,
+    pub method: &'static str,
     /// gRPC status code name.
-    pub code: String,
+    pub code: &'static str,
 }
 
 /// A refused peer.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeniedLabels {
     /// gRPC method.
-    pub method: String,
+    pub method: &'static str,
     /// The peer's uid.
-    pub uid: String,
+    pub uid: u32,
 }
 
 /// A store.
@@ -82,12 +84,16 @@ pub const UNKNOWN_CREDENTIAL: &str = "(unknown)";
 pub struct Metrics {
     registry: Registry,
     /// The credential names the config defines: the only `credential`
-    /// labels a call can create.
-    known: RwLock<BTreeSet<String>>,
+    /// labels a call can create. Each is kept for the life of the process
+    /// (leaked once per name set), so a call's label borrows it.
+    known: RwLock<HashSet<&'static str>>,
     /// Calls by credential, method and code.
     pub calls: Family<CallLabels, Counter>,
     /// Refused peers by method and uid.
     pub denied: Family<DeniedLabels, Counter>,
+    /// Audit events that found the log queue full and waited for the
+    /// writer thread (none is ever dropped).
+    pub audit_queue_waits: Counter,
     /// Store read latency.
     pub store_latency: Family<StoreLabels, Histogram>,
     /// Store read errors.
@@ -112,6 +118,7 @@ pub fn metrics() -> &'static Metrics {
         let m = Metrics {
             calls: Family::default(),
             denied: Family::default(),
+            audit_queue_waits: Counter::default(),
             store_latency: Family::new_with_constructor(|| {
                 Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0])
             }),
@@ -133,6 +140,11 @@ pub fn metrics() -> &'static Metrics {
             "denied_peers",
             "Calls refused by the peer check, by method and uid",
             m.denied.clone(),
+        );
+        registry.register(
+            "audit_queue_waits",
+            "Audit events that waited for the log writer because its queue was full (none is dropped)",
+            m.audit_queue_waits.clone(),
         );
         registry.register(
             "store_read_seconds",
@@ -183,18 +195,23 @@ impl Metrics {
     /// The credential names the config defines (set once the daemon has
     /// built its issuers).
     pub fn set_credentials(&self, names: impl IntoIterator<Item = String>) {
-        *self.known.write().unwrap_or_else(|e| e.into_inner()) = names.into_iter().collect();
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            if !known.contains(name.as_str()) {
+                // Once per distinct name: the config's names, set at start.
+                known.insert(Box::leak(name.into_boxed_str()));
+            }
+        }
     }
 
     /// `name` as a `credential` label: itself when the config defines it,
     /// else [`UNKNOWN_CREDENTIAL`]. (`*`, ListCredentials' name, is kept.)
-    pub fn credential_label(&self, name: &str) -> String {
-        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
-        if name == "*" || known.contains(name) {
-            name.to_owned()
-        } else {
-            UNKNOWN_CREDENTIAL.to_owned()
+    pub fn credential_label(&self, name: &str) -> &'static str {
+        if name == "*" {
+            return "*";
         }
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        known.get(name).copied().unwrap_or(UNKNOWN_CREDENTIAL)
     }
 
     /// The text exposition, with the per-credential gauges set from

@@ -13,11 +13,15 @@ mod refresh;
 
 use std::{
     collections::BTreeMap,
+    future::Future,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
-use tokio::{sync::mpsc, sync::watch, task::JoinSet};
+use tokio::{sync::watch, task::JoinSet};
+use tokio_stream::Stream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use entry::{Entry, Lease, Loaded, Snapshot};
@@ -348,7 +352,7 @@ impl Broker {
     /// renewal halfway through each lease so a watcher never holds an
     /// expired one. Ends with an error when the credential becomes
     /// unavailable or the broker stops.
-    pub fn watch(&self, entry: Arc<Entry>) -> mpsc::Receiver<Result<Lease, BrokerError>> {
+    pub fn watch(&self, entry: Arc<Entry>) -> LeaseStream {
         let changes = entry.subscribe();
         self.watch_with(changes, Renew::AtHalfLease, move |s, now| {
             entry.lease_from(s, now)
@@ -358,54 +362,127 @@ impl Broker {
     /// A watch stream over any state that `changes` publishes: a lease
     /// (`lease` of the state at the time) at once and on every change, and
     /// as `renew` says; it ends after the first error.
-    pub fn watch_with<S: Send + Sync + 'static>(
-        &self,
-        mut changes: watch::Receiver<S>,
-        renew: Renew,
-        lease: impl Fn(&S, SystemTime) -> Result<Lease, BrokerError> + Send + 'static,
-    ) -> mpsc::Receiver<Result<Lease, BrokerError>> {
-        let (tx, rx) = mpsc::channel(4);
-        let clock = self.clock;
-        let stopping = self.stopping.clone();
-        self.tasks.spawn(async move {
-            loop {
-                let leased = lease(&changes.borrow_and_update(), clock.now());
-                let renew_at = match (&leased, renew) {
-                    (Ok(l), Renew::AtHalfLease) => {
-                        let half = l
-                            .expires_at
-                            .duration_since(l.issued_at)
-                            .unwrap_or(Duration::ZERO)
-                            / 2;
-                        Some(clock.instant_at(l.issued_at + half))
-                    }
-                    (Ok(_), Renew::OnChangeOnly) => None,
-                    (Err(_), _) => {
-                        let _ = tx.send(leased).await;
-                        return;
-                    }
-                };
-                if tx.send(leased).await.is_err() {
-                    return;
-                }
-                let renewed = async {
-                    match renew_at {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = stopping.cancelled() => {
-                        let _ = tx.send(Err(BrokerError::ShuttingDown)).await;
-                        return;
-                    }
-                    _ = tx.closed() => return,
-                    changed = changes.changed() => if changed.is_err() { return },
-                    _ = renewed => {}
+    ///
+    /// No task and no channel: the stream polls the watch receiver itself,
+    /// so an open stream costs its receiver, its renewal timer and the last
+    /// state, and changes that come faster than the client reads are
+    /// folded into the newest one.
+    pub fn watch_with<S, F>(&self, changes: watch::Receiver<S>, renew: Renew, lease: F) -> LeaseStream
+    where
+        S: Clone + Send + Sync + Unpin + 'static,
+        F: Fn(&S, SystemTime) -> Result<Lease, BrokerError> + Send + Unpin + 'static,
+    {
+        LeaseStream(Box::pin(Leases {
+            changes: tokio_stream::wrappers::WatchStream::new(changes),
+            lease,
+            clock: self.clock,
+            renew,
+            renewal: None,
+            state: None,
+            stopping: Box::pin(self.stopping.clone().cancelled_owned()),
+            done: false,
+        }))
+    }
+}
+
+/// The leases of a watch stream (see [`Broker::watch_with`]); ends after
+/// the first error.
+pub struct LeaseStream(Pin<Box<dyn Stream<Item = Result<Lease, BrokerError>> + Send>>);
+
+impl LeaseStream {
+    /// The next lease, or `None` once the stream has ended.
+    pub async fn recv(&mut self) -> Option<Result<Lease, BrokerError>> {
+        std::future::poll_fn(|cx| self.0.as_mut().poll_next(cx)).await
+    }
+}
+
+impl Stream for LeaseStream {
+    type Item = Result<Lease, BrokerError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+struct Leases<S, F> {
+    /// Yields the state at once, then on every change (the newest only).
+    changes: tokio_stream::wrappers::WatchStream<S>,
+    lease: F,
+    clock: Clock,
+    renew: Renew,
+    /// Halfway through the last lease (`Renew::AtHalfLease`).
+    renewal: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The state the last lease was made of, to renew it.
+    state: Option<S>,
+    stopping: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl<S, F> Leases<S, F>
+where
+    F: Fn(&S, SystemTime) -> Result<Lease, BrokerError>,
+{
+    /// A lease of `state`, with the renewal it calls for.
+    fn lease_of(&mut self, state: &S) -> Result<Lease, BrokerError> {
+        let leased = (self.lease)(state, self.clock.now());
+        match (&leased, self.renew) {
+            (Ok(l), Renew::AtHalfLease) => {
+                let half = l
+                    .expires_at
+                    .duration_since(l.issued_at)
+                    .unwrap_or(Duration::ZERO)
+                    / 2;
+                let at = self.clock.instant_at(l.issued_at + half);
+                match self.renewal.as_mut() {
+                    Some(sleep) => sleep.as_mut().reset(at),
+                    None => self.renewal = Some(Box::pin(tokio::time::sleep_until(at))),
                 }
             }
-        });
-        rx
+            (Ok(_), Renew::OnChangeOnly) => {}
+            (Err(_), _) => self.done = true,
+        }
+        leased
+    }
+}
+
+impl<S, F> Stream for Leases<S, F>
+where
+    S: Clone + Send + Sync + Unpin + 'static,
+    F: Fn(&S, SystemTime) -> Result<Lease, BrokerError> + Unpin,
+{
+    type Item = Result<Lease, BrokerError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.stopping.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(Some(Err(BrokerError::ShuttingDown)));
+        }
+        match Pin::new(&mut this.changes).poll_next(cx) {
+            Poll::Ready(Some(state)) => {
+                let leased = this.lease_of(&state);
+                this.state = Some(state);
+                return Poll::Ready(Some(leased));
+            }
+            // The state's owner is gone (the daemon is stopping).
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if let Some(sleep) = this.renewal.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+            && let Some(state) = this.state.take()
+        {
+            let leased = this.lease_of(&state);
+            this.state = Some(state);
+            return Poll::Ready(Some(leased));
+        }
+        Poll::Pending
     }
 }
 

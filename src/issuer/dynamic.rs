@@ -23,12 +23,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{Caller, IssueError, Issuer};
 use crate::{
-    broker::{Broker, BrokerError, Entry, Lease, Loaded},
+    broker::{Broker, Entry, Lease, LeaseStream, Loaded},
     clock::Clock,
     config::{AllowList, CredentialConfig, DynamicKeyConfig},
     credential::{CredentialDocument, Secret, TwilioCredential},
@@ -404,7 +404,7 @@ impl Issuer for DynamicKeys {
     fn watch(
         self: Arc<Self>,
         _broker: &Broker,
-    ) -> Result<mpsc::Receiver<Result<Lease, BrokerError>>, IssueError> {
+    ) -> Result<LeaseStream, IssueError> {
         Err(IssueError::WrongKind {
             name: self.name().to_owned(),
             what: "a dynamic_api_key is leased per call: use GetCredential",

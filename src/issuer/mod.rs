@@ -21,11 +21,10 @@ pub mod stored;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    broker::{Broker, BrokerError, Entry, Lease},
+    broker::{Broker, BrokerError, Entry, Lease, LeaseStream},
     config::{AllowList, Config, Source},
     credential::Kind,
     twilio::{TwilioClient, TwilioError},
@@ -107,7 +106,7 @@ pub trait Issuer: Send + Sync {
     fn watch(
         self: Arc<Self>,
         broker: &Broker,
-    ) -> Result<mpsc::Receiver<Result<Lease, BrokerError>>, IssueError>;
+    ) -> Result<LeaseStream, IssueError>;
 }
 
 impl std::fmt::Debug for dyn Issuer {

@@ -26,12 +26,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Caller, IssueError, Issuer};
 use crate::{
-    broker::{Broker, BrokerError, Entry, Lease, Loaded, Renew, Snapshot, Unavailability},
+    broker::{
+        Broker, BrokerError, Entry, Lease, LeaseStream, Loaded, Renew, Snapshot, Unavailability,
+    },
     clock::Clock,
     config::AllowList,
     credential::{CredentialDocument, OAuthClientId, Secret, TwilioCredential},
@@ -421,7 +423,7 @@ impl Issuer for OAuthTokens {
     fn watch(
         self: Arc<Self>,
         broker: &Broker,
-    ) -> Result<mpsc::Receiver<Result<Lease, BrokerError>>, IssueError> {
+    ) -> Result<LeaseStream, IssueError> {
         // Refuse up front rather than open a stream that ends at once.
         self.lease_from(&self.state.borrow(), self.clock.now())?;
         let changes = self.state.subscribe();

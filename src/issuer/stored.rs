@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 
 use super::{Caller, IssueError, Issuer};
 use crate::{
-    broker::{Broker, BrokerError, Entry, Lease},
+    broker::{Broker, Entry, Lease, LeaseStream},
     config::AllowList,
 };
 
@@ -49,7 +48,7 @@ impl Issuer for Stored {
     fn watch(
         self: Arc<Self>,
         broker: &Broker,
-    ) -> Result<mpsc::Receiver<Result<Lease, BrokerError>>, IssueError> {
+    ) -> Result<LeaseStream, IssueError> {
         self.entry.lease(broker.clock())?;
         Ok(broker.watch(Arc::clone(&self.entry)))
     }

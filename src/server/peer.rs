@@ -75,11 +75,13 @@ pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     crate::text::cut(text, SHOWN_BYTES)
 }
 
-/// Writes one audit event. Never given a secret: only who, what, which
-/// version, and the decision.
+/// Records one audit event and counts the call. Never given a secret: only
+/// who, what, which version, and the decision. The request pays for a
+/// fixed record and two counters; the line is formatted by the log writer
+/// thread (`crate::log`).
 pub fn audit(
     peer: &Peer,
-    method: &str,
+    method: &'static str,
     credential: &str,
     version: Option<&str>,
     decision: Decision,
@@ -94,27 +96,32 @@ pub fn audit(
     m.calls
         .get_or_create(&crate::metrics::CallLabels {
             credential: m.credential_label(credential),
-            method: method.to_owned(),
-            code: code.to_owned(),
+            method,
+            code,
         })
         .inc();
     if decision == Decision::Denied {
         m.denied
             .get_or_create(&crate::metrics::DeniedLabels {
-                method: method.to_owned(),
-                uid: peer.uid.to_string(),
+                method,
+                uid: peer.uid,
             })
             .inc();
     }
-    tracing::info!(
-        target: "credbroker::audit",
-        peer_uid = peer.uid,
-        peer_gid = peer.gid,
-        peer_pid = peer.pid.unwrap_or(0),
+    if !crate::log::audit_enabled() {
+        return;
+    }
+    let waited = crate::log::audit(crate::log::AuditRecord {
+        at: std::time::SystemTime::now(),
+        peer_uid: peer.uid,
+        peer_gid: peer.gid,
+        peer_pid: peer.pid.unwrap_or(0),
         method,
-        credential = &*shown(credential),
-        version = version.unwrap_or(""),
-        decision = decision.as_str(),
-        "access decision"
-    );
+        credential: crate::log::Text::new(&shown(credential)),
+        version: crate::log::Text::new(version.unwrap_or("")),
+        decision: decision.as_str(),
+    });
+    if waited {
+        m.audit_queue_waits.inc();
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -94,7 +94,7 @@ impl BrokerService {
     /// `name` when `peer` may use it. Unknown names are told apart from
     /// forbidden ones only for peers the config trusts with some
     /// credential; anyone else gets PERMISSION_DENIED either way.
-    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<&Arc<dyn Issuer>, Status> {
+    fn authorize(&self, peer: &Peer, method: &'static str, name: &str) -> Result<&Arc<dyn Issuer>, Status> {
         let outcome = match self.issuers.get(name) {
             Some(issuer) if peer::permits(issuer.allow(), peer, self.own_uid) => return Ok(issuer),
             Some(_) => Err((Decision::Denied, status::denied(name))),
@@ -118,7 +118,7 @@ impl BrokerService {
     async fn issue(
         &self,
         peer: &Peer,
-        method: &str,
+        method: &'static str,
         issuer: &dyn Issuer,
     ) -> Result<proto::Credential, Status> {
         let caller = (peer.uid, peer.pid.unwrap_or(0));
@@ -268,7 +268,7 @@ impl proto::credential_broker_server::CredentialBroker for BrokerService {
         let rx = Arc::clone(issuer)
             .watch(&self.broker)
             .map_err(Status::from)?;
-        let stream = ReceiverStream::new(rx).map(move |item| {
+        let stream = rx.map(move |item| {
             // The slot lives as long as the stream.
             let _held = &slot;
             match item {
@@ -580,7 +580,7 @@ impl AdminService {
         })
     }
 
-    fn authorize(&self, peer: &Peer, method: &str, name: &str) -> Result<(), Status> {
+    fn authorize(&self, peer: &Peer, method: &'static str, name: &str) -> Result<(), Status> {
         if peer::permits(&self.admin, peer, self.own_uid) {
             peer::audit(peer, method, name, None, Decision::Allowed);
             Ok(())
