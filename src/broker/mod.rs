@@ -26,6 +26,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use entry::{Entry, Lease, Loaded, Snapshot};
 
+/// Credentials loaded at once at start.
+const FIRST_LOADS: usize = 64;
+
 /// When a watch stream sends a lease although nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Renew {
@@ -259,15 +262,25 @@ impl Broker {
     /// else stops the start, naming every credential that failed.
     async fn first_load(&self) -> Result<(), StartError> {
         let mut loads = JoinSet::new();
-        for entry in self.entries.values() {
-            let (entry, clock, stopping) = (Arc::clone(entry), self.clock, self.stopping.clone());
-            loads.spawn(async move {
-                let result = load_retrying(&entry, clock, &stopping).await;
-                (result, entry)
-            });
-        }
+        let mut pending = self.entries.values();
         let mut failures = Vec::new();
-        while let Some(joined) = loads.join_next().await {
+        loop {
+            // At most FIRST_LOADS at once: enough to hide a network store's
+            // latency, few enough that 10,000 credentials do not make
+            // 10,000 tasks and reads at once.
+            while loads.len() < FIRST_LOADS
+                && let Some(entry) = pending.next()
+            {
+                let (entry, clock, stopping) =
+                    (Arc::clone(entry), self.clock, self.stopping.clone());
+                loads.spawn(async move {
+                    let result = load_retrying(&entry, clock, &stopping).await;
+                    (result, entry)
+                });
+            }
+            let Some(joined) = loads.join_next().await else {
+                break;
+            };
             let (result, entry) = joined.expect("a credential load does not panic");
             match result {
                 Ok(loaded) => {

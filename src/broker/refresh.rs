@@ -1,7 +1,14 @@
 //! The refresh side of the broker: the first load (retried while the
 //! store's failure may pass) and each credential's refresh task.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -61,11 +68,11 @@ pub(super) async fn load_retrying(
     }
 }
 
-/// Runs `entry`'s refresh task, and runs it again (after a backoff) if it
-/// panics: the credential is UNAVAILABLE from the panic until the new task
+/// Runs `entry`'s refresh loop, and runs it again (after a backoff) if it
+/// panics: the credential is UNAVAILABLE from the panic until the new loop
 /// reads the store, rather than served as fresh with nobody refreshing it.
-/// The task is spawned apart so that a panic ends only it; this function
-/// joins it.
+/// The panic is caught around the loop's own future ([`CatchUnwind`]), so
+/// a credential costs one task, not a task and its supervisor.
 pub(super) async fn supervise(
     entry: Arc<Entry>,
     clock: Clock,
@@ -75,17 +82,16 @@ pub(super) async fn supervise(
 ) {
     let mut panics = 0u32;
     loop {
-        let run = tokio::spawn(refresh_loop(
+        let run = CatchUnwind(Box::pin(refresh_loop(
             Arc::clone(&entry),
             clock,
             store_changes.clone(),
             reload.clone(),
             stopping.clone(),
-        ));
-        match run.await {
-            Err(e) if e.is_panic() => {}
-            // Stopped, or the runtime is shutting down.
-            _ => return,
+        )));
+        if run.await.is_ok() {
+            // Stopped.
+            return;
         }
         panics = panics.saturating_add(1);
         // The panic's message is not repeated here: it is not ours to vet.
@@ -106,8 +112,26 @@ pub(super) async fn supervise(
             _ = stopping.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        // The new task reads at once.
+        // The new loop reads at once.
         entry.reread.notify_one();
+    }
+}
+
+/// A future whose panic becomes `Err(())`, as a spawned task's would,
+/// without a task of its own. The future is dropped after a panic, never
+/// polled again.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
     }
 }
 

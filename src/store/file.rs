@@ -71,6 +71,11 @@ struct Parsed {
 struct ParseCache {
     parsed: Mutex<Option<Arc<Parsed>>>,
     generation: AtomicU64,
+    /// Held through a parse, so reads that miss the cache together (every
+    /// credential of the file at start, or after a change) wait for one
+    /// parse instead of each making its own: 10,000 credentials in one
+    /// file once made hundreds of concurrent parses of the whole file.
+    parsing: Mutex<()>,
 }
 
 impl ParseCache {
@@ -111,7 +116,13 @@ struct Files {
     /// Set once inotify watches the store; the parse is reused only then.
     watching: AtomicBool,
     cache: Arc<ParseCache>,
+    /// Bounds the blocking-pool threads this store's reads hold at once.
+    reads: tokio::sync::Semaphore,
 }
+
+/// Blocking reads of one file store at a time: every credential re-reads
+/// after a change, and each read takes a blocking-pool thread.
+const CONCURRENT_READS: usize = 8;
 
 /// A file or directory of documents.
 pub struct FileStore {
@@ -134,6 +145,7 @@ impl FileStore {
                 root,
                 watching: AtomicBool::new(false),
                 cache: Arc::default(),
+                reads: tokio::sync::Semaphore::new(CONCURRENT_READS),
             }),
             changes: Arc::new(watch::Sender::new(0)),
             watcher: Mutex::new(None),
@@ -194,6 +206,12 @@ impl Files {
     /// still current, else a fresh read. `fresh` skips the shared parse.
     fn parse_file(&self, path: &str, fresh: bool) -> Result<Arc<Parsed>, StoreError> {
         let reuse = !fresh && self.watching.load(Ordering::Acquire);
+        let _parsing = reuse.then(|| {
+            self.cache
+                .parsing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        });
         let generation = self.cache.generation.load(Ordering::Acquire);
         if reuse && let Ok(meta) = fs::metadata(&self.root) {
             let key = FileKey::of(&meta);
@@ -465,6 +483,8 @@ impl SecretStore for FileStore {
     }
 
     async fn read(&self, path: &str) -> Result<Document, StoreError> {
+        // Never closed, so the permit always comes.
+        let _permit = self.files.reads.acquire().await;
         let files = Arc::clone(&self.files);
         let owned = path.to_owned();
         self.files
