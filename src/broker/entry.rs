@@ -105,7 +105,7 @@ impl std::fmt::Debug for Lease {
 /// A configured credential and its state.
 pub struct Entry {
     /// Its config.
-    pub config: CredentialConfig,
+    pub config: Arc<CredentialConfig>,
     pub(super) store: Arc<dyn SecretStore>,
     /// Where in the store its document is.
     pub(super) path: String,
@@ -146,7 +146,7 @@ pub(super) enum Refreshed {
 impl Entry {
     /// The stored credential `config`, at `path` in `store`.
     pub(super) fn new(
-        config: CredentialConfig,
+        config: Arc<CredentialConfig>,
         store: Arc<dyn SecretStore>,
         path: String,
         kind: Option<Kind>,

@@ -39,7 +39,7 @@ pub enum Renew {
     /// (bearer tokens: a lease ends with the token).
     OnChangeOnly,
 }
-use refresh::{load_retrying, supervise};
+use refresh::{load_retrying, refresh_loop};
 
 use crate::{
     clock::Clock,
@@ -210,7 +210,7 @@ impl Broker {
                 Source::Store { store, path, kind } => Some((
                     name.clone(),
                     Arc::new(Entry::new(
-                        cfg.clone(),
+                        Arc::clone(cfg),
                         Arc::clone(&stores[store]),
                         path.clone(),
                         *kind,
@@ -231,7 +231,7 @@ impl Broker {
         let changes = broker.subscribe_changes();
         broker.first_load().await?;
         for (entry, changes) in broker.entries.values().zip(changes) {
-            broker.tasks.spawn(supervise(
+            broker.tasks.spawn(refresh_loop(
                 Arc::clone(entry),
                 broker.clock,
                 changes,
@@ -380,7 +380,12 @@ impl Broker {
     /// so an open stream costs its receiver, its renewal timer and the last
     /// state, and changes that come faster than the client reads are
     /// folded into the newest one.
-    pub fn watch_with<S, F>(&self, changes: watch::Receiver<S>, renew: Renew, lease: F) -> LeaseStream
+    pub fn watch_with<S, F>(
+        &self,
+        changes: watch::Receiver<S>,
+        renew: Renew,
+        lease: F,
+    ) -> LeaseStream
     where
         S: Clone + Send + Sync + Unpin + 'static,
         F: Fn(&S, SystemTime) -> Result<Lease, BrokerError> + Send + Unpin + 'static,
@@ -838,14 +843,14 @@ mod tests {
     async fn start_fails_naming_every_bad_credential() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = setup(dir.path(), "");
-        let mut b = cfg.credentials["a"].clone();
+        let mut b = (*cfg.credentials["a"]).clone();
         b.name = "b".into();
         b.source = Source::Store {
             store: "f".into(),
             path: "missing".into(),
             kind: None,
         };
-        cfg.credentials.insert("b".into(), b);
+        cfg.credentials.insert("b".into(), Arc::new(b));
         let err = Broker::start(&cfg, &Default::default(), CancellationToken::new())
             .await
             .err()

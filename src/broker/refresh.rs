@@ -68,52 +68,72 @@ pub(super) async fn load_retrying(
     }
 }
 
-/// Runs `entry`'s refresh loop, and runs it again (after a backoff) if it
-/// panics: the credential is UNAVAILABLE from the panic until the new loop
-/// reads the store, rather than served as fresh with nobody refreshing it.
-/// The panic is caught around the loop's own future ([`CatchUnwind`]), so
-/// a credential costs one task, not a task and its supervisor.
-pub(super) async fn supervise(
+/// The refresh task of `entry`: re-reads its document every
+/// `refresh_interval` (jittered), at once on a store change, a reload
+/// (SIGHUP) or a re-read request, and with backoff after failures.
+///
+/// A read that panics (a bug in a store client or a parser) does not end
+/// the task: the panic is caught around that read ([`CatchUnwind`]), the
+/// credential is UNAVAILABLE (rather than served as fresh with nobody
+/// refreshing it), and after a backoff the task reads again. Catching it
+/// here rather than in a supervisor task keeps a credential at one task.
+pub(super) async fn refresh_loop(
     entry: Arc<Entry>,
     clock: Clock,
-    store_changes: Option<watch::Receiver<u64>>,
-    reload: watch::Receiver<u64>,
+    mut store_changes: Option<watch::Receiver<u64>>,
+    mut reload: watch::Receiver<u64>,
     stopping: CancellationToken,
 ) {
+    let mut failures = 0u32;
     let mut panics = 0u32;
     loop {
-        let run = CatchUnwind(Box::pin(refresh_loop(
-            Arc::clone(&entry),
-            clock,
-            store_changes.clone(),
-            reload.clone(),
-            stopping.clone(),
-        )));
-        if run.await.is_ok() {
-            // Stopped.
-            return;
-        }
-        panics = panics.saturating_add(1);
-        // The panic's message is not repeated here: it is not ours to vet.
-        let wait = retry::backoff(panics, Duration::from_secs(1), entry.refresh_interval());
-        tracing::error!(
-            credential = %entry.name(),
-            panics,
-            restart_in = ?wait,
-            "the credential's refresh task panicked (a bug, please report it); \
-             unavailable until the restarted task reads its store"
-        );
-        entry.fail(
-            clock.now(),
-            BrokerError::RefreshPanicked(entry.name().to_owned()),
-            true,
-        );
+        let wait = next_wait(&entry, &clock, failures);
         tokio::select! {
             _ = stopping.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = next_change(&mut store_changes) => {
+                tokio::time::sleep(SETTLE).await;
+                if let Some(r) = store_changes.as_mut() {
+                    r.borrow_and_update();
+                }
+            }
+            _ = reload.changed() => {}
+            _ = entry.reread.notified() => {}
         }
-        // The new loop reads at once.
-        entry.reread.notify_one();
+        // Boxed: the read's state lives only while it runs, not in the
+        // task for the credential's whole life.
+        let once = CatchUnwind(Box::pin(refresh_once(&entry, &clock, failures)));
+        // A read held by a hung store must not hold up shutdown.
+        let outcome = tokio::select! {
+            _ = stopping.cancelled() => return,
+            outcome = once => outcome,
+        };
+        match outcome {
+            Ok(f) => failures = f,
+            Err(()) => {
+                panics = panics.saturating_add(1);
+                // The panic's message is not repeated here: it is not ours to vet.
+                let wait = retry::backoff(panics, Duration::from_secs(1), entry.refresh_interval());
+                tracing::error!(
+                    credential = %entry.name(),
+                    panics,
+                    restart_in = ?wait,
+                    "the credential's refresh task panicked (a bug, please report it); \
+                     unavailable until the restarted task reads its store"
+                );
+                entry.fail(
+                    clock.now(),
+                    BrokerError::RefreshPanicked(entry.name().to_owned()),
+                    true,
+                );
+                tokio::select! {
+                    _ = stopping.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                // Read again at once.
+                entry.reread.notify_one();
+            }
+        }
     }
 }
 
@@ -132,39 +152,6 @@ impl<F: Future> Future for CatchUnwind<F> {
             Ok(Poll::Pending) => Poll::Pending,
             Err(_) => Poll::Ready(Err(())),
         }
-    }
-}
-
-/// The refresh task of `entry`: re-reads its document every
-/// `refresh_interval` (jittered), at once on a store change, a reload
-/// (SIGHUP) or a re-read request, and with backoff after failures.
-async fn refresh_loop(
-    entry: Arc<Entry>,
-    clock: Clock,
-    mut store_changes: Option<watch::Receiver<u64>>,
-    mut reload: watch::Receiver<u64>,
-    stopping: CancellationToken,
-) {
-    let mut failures = 0u32;
-    loop {
-        let wait = next_wait(&entry, &clock, failures);
-        tokio::select! {
-            _ = stopping.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-            _ = next_change(&mut store_changes) => {
-                tokio::time::sleep(SETTLE).await;
-                if let Some(r) = store_changes.as_mut() {
-                    r.borrow_and_update();
-                }
-            }
-            _ = reload.changed() => {}
-            _ = entry.reread.notified() => {}
-        }
-        // A read held by a hung store must not hold up shutdown.
-        failures = tokio::select! {
-            _ = stopping.cancelled() => return,
-            failures = refresh_once(&entry, &clock, failures) => failures,
-        };
     }
 }
 

@@ -97,7 +97,7 @@ pub(super) fn credential(
         lease_ttl,
         refresh_interval,
         max_stale,
-        rotation,
+        rotation: rotation.map(Box::new),
         access_tokens,
     }
 }

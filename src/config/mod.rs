@@ -18,6 +18,7 @@ use std::{
     net::SocketAddr,
     path::{Component, Path, PathBuf},
     str::FromStr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -83,7 +84,7 @@ pub struct Config {
     /// `[twilio]`.
     pub twilio: TwilioConfig,
     /// `[credentials.NAME]`, by name.
-    pub credentials: BTreeMap<String, CredentialConfig>,
+    pub credentials: BTreeMap<String, Arc<CredentialConfig>>,
 }
 
 /// `[server]`.
@@ -285,7 +286,7 @@ pub struct CredentialConfig {
     /// Longest a last good value is served while the store is down.
     pub max_stale: Duration,
     /// Scheduled rotation.
-    pub rotation: Option<RotationConfig>,
+    pub rotation: Option<Box<RotationConfig>>,
     /// MintAccessToken policy.
     pub access_tokens: Option<AccessTokenPolicy>,
 }
@@ -498,7 +499,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         .into_iter()
         .map(|(name, c)| {
             let cfg = credential(&mut p, name.clone(), c, &defaults, &stores, &admins);
-            (name, cfg)
+            (name, Arc::new(cfg))
         })
         .collect();
 

@@ -401,10 +401,7 @@ impl Issuer for DynamicKeys {
         })
     }
 
-    fn watch(
-        self: Arc<Self>,
-        _broker: &Broker,
-    ) -> Result<LeaseStream, IssueError> {
+    fn watch(self: Arc<Self>, _broker: &Broker) -> Result<LeaseStream, IssueError> {
         Err(IssueError::WrongKind {
             name: self.name().to_owned(),
             what: "a dynamic_api_key is leased per call: use GetCredential",

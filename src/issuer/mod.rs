@@ -103,10 +103,7 @@ pub trait Issuer: Send + Sync {
     }
     /// WatchCredential's stream: a lease at once, then one on every
     /// change; refused up front when there is no lease to send now.
-    fn watch(
-        self: Arc<Self>,
-        broker: &Broker,
-    ) -> Result<LeaseStream, IssueError>;
+    fn watch(self: Arc<Self>, broker: &Broker) -> Result<LeaseStream, IssueError>;
 }
 
 impl std::fmt::Debug for dyn Issuer {
@@ -162,7 +159,7 @@ impl Issuers {
                     .expect("the config checks that admin_credential is a stored credential"),
             );
             let keys = dynamic::DynamicKeys::start(
-                cfg.clone(),
+                (**cfg).clone(),
                 d.clone(),
                 admin,
                 twilio.clone(),

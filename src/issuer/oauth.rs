@@ -420,10 +420,7 @@ impl Issuer for OAuthTokens {
         })
     }
 
-    fn watch(
-        self: Arc<Self>,
-        broker: &Broker,
-    ) -> Result<LeaseStream, IssueError> {
+    fn watch(self: Arc<Self>, broker: &Broker) -> Result<LeaseStream, IssueError> {
         // Refuse up front rather than open a stream that ends at once.
         self.lease_from(&self.state.borrow(), self.clock.now())?;
         let changes = self.state.subscribe();

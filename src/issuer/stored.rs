@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-
 use super::{Caller, IssueError, Issuer};
 use crate::{
     broker::{Broker, Entry, Lease, LeaseStream},
@@ -45,10 +44,7 @@ impl Issuer for Stored {
         Ok(&self.entry)
     }
 
-    fn watch(
-        self: Arc<Self>,
-        broker: &Broker,
-    ) -> Result<LeaseStream, IssueError> {
+    fn watch(self: Arc<Self>, broker: &Broker) -> Result<LeaseStream, IssueError> {
         self.entry.lease(broker.clock())?;
         Ok(broker.watch(Arc::clone(&self.entry)))
     }

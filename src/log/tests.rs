@@ -133,7 +133,8 @@ fn the_writer_keeps_order_batches_and_flushes_on_request() {
     let at = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
     tx.send(Msg::Line(b"first line\n".to_vec())).unwrap();
     for i in 0..3000 {
-        tx.send(Msg::Audit(record(&format!("c{i}"), "1", at))).unwrap();
+        tx.send(Msg::Audit(record(&format!("c{i}"), "1", at)))
+            .unwrap();
     }
     tx.send(Msg::Line(b"last line\n".to_vec())).unwrap();
     let (ack, done) = std::sync::mpsc::sync_channel(1);

@@ -201,7 +201,7 @@ struct Memory {
 
 /// Drives rotations for the credentials of one config.
 pub struct Rotator {
-    credentials: BTreeMap<String, CredentialConfig>,
+    credentials: BTreeMap<String, Arc<CredentialConfig>>,
     stores: BTreeMap<String, Arc<dyn SecretStore>>,
     twilio: TwilioClient,
     clock: Clock,
@@ -338,7 +338,7 @@ impl Rotator {
     pub fn scheduled(&self) -> impl Iterator<Item = (&str, &RotationConfig)> {
         self.credentials
             .iter()
-            .filter_map(|(n, c)| c.rotation.as_ref().map(|r| (n.as_str(), r)))
+            .filter_map(|(n, c)| c.rotation.as_deref().map(|r| (n.as_str(), r)))
     }
 
     /// Where credential `name`'s document is. Only stored credentials

@@ -91,6 +91,8 @@ pub async fn serve(
         max_connections_per_uid = caps.per_uid,
         "serving"
     );
+    // Start-up is over: what it freed goes back to the kernel.
+    crate::hygiene::release_free_memory();
 
     tokio::select! {
         result = &mut server => return result.map_err(Into::into),

@@ -94,7 +94,12 @@ impl BrokerService {
     /// `name` when `peer` may use it. Unknown names are told apart from
     /// forbidden ones only for peers the config trusts with some
     /// credential; anyone else gets PERMISSION_DENIED either way.
-    fn authorize(&self, peer: &Peer, method: &'static str, name: &str) -> Result<&Arc<dyn Issuer>, Status> {
+    fn authorize(
+        &self,
+        peer: &Peer,
+        method: &'static str,
+        name: &str,
+    ) -> Result<&Arc<dyn Issuer>, Status> {
         let outcome = match self.issuers.get(name) {
             Some(issuer) if peer::permits(issuer.allow(), peer, self.own_uid) => return Ok(issuer),
             Some(_) => Err((Decision::Denied, status::denied(name))),

@@ -76,9 +76,50 @@ struct ParseCache {
     /// parse instead of each making its own: 10,000 credentials in one
     /// file once made hundreds of concurrent parses of the whole file.
     parsing: Mutex<()>,
+    /// Set while a task is waiting to drop the parse once it has served
+    /// its [`PARSE_REUSE`].
+    expiry_pending: AtomicBool,
 }
 
 impl ParseCache {
+    /// Drops the parse once it is past [`PARSE_REUSE`]: it holds every
+    /// document of the file (secrets included, and for 10,000 credentials
+    /// several megabytes), which no read uses after that.
+    fn expire_later(self: &Arc<Self>) {
+        if self.expiry_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut wait = PARSE_REUSE;
+            loop {
+                tokio::time::sleep(wait).await;
+                cache.expiry_pending.store(false, Ordering::Release);
+                let next = {
+                    let mut slot = cache.parsed.lock().unwrap_or_else(|e| e.into_inner());
+                    match slot
+                        .as_ref()
+                        .map(|p| PARSE_REUSE.saturating_sub(p.at.elapsed()))
+                    {
+                        Some(left) if left.is_zero() => {
+                            drop(slot.take());
+                            None
+                        }
+                        left => left,
+                    }
+                };
+                match next {
+                    // A newer parse: wait for its end, unless a newer
+                    // task already does.
+                    Some(left) if !cache.expiry_pending.swap(true, Ordering::AcqRel) => {
+                        wait = left;
+                    }
+                    _ => return,
+                }
+            }
+        });
+    }
+
     /// A change was seen: forget the parse now, so its secrets are wiped.
     fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -206,12 +247,7 @@ impl Files {
     /// still current, else a fresh read. `fresh` skips the shared parse.
     fn parse_file(&self, path: &str, fresh: bool) -> Result<Arc<Parsed>, StoreError> {
         let reuse = !fresh && self.watching.load(Ordering::Acquire);
-        let _parsing = reuse.then(|| {
-            self.cache
-                .parsing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-        });
+        let _parsing = reuse.then(|| self.cache.parsing.lock().unwrap_or_else(|e| e.into_inner()));
         let generation = self.cache.generation.load(Ordering::Acquire);
         if reuse && let Ok(meta) = fs::metadata(&self.root) {
             let key = FileKey::of(&meta);
@@ -487,12 +523,15 @@ impl SecretStore for FileStore {
         let _permit = self.files.reads.acquire().await;
         let files = Arc::clone(&self.files);
         let owned = path.to_owned();
-        self.files
+        let read = self
+            .files
             .joined(
                 path,
                 tokio::task::spawn_blocking(move || files.read_blocking(&owned, false)),
             )
-            .await
+            .await;
+        self.files.cache.expire_later();
+        read
     }
 
     async fn write(
