@@ -537,7 +537,10 @@ fn audit_lines(dir: &Path, label: &str) -> usize {
 struct Measured {
     server: Server,
     rounds: Vec<Figures>,
+    /// The server's CPU ticks during its rounds.
     ticks: u64,
+    /// This process's (the client's) CPU ticks during the server's rounds.
+    client_ticks: u64,
 }
 
 impl Measured {
@@ -546,19 +549,31 @@ impl Measured {
             server,
             rounds: Vec::new(),
             ticks: 0,
+            client_ticks: 0,
         }
     }
 
     async fn round(&mut self, args: &Args) {
         let before = cpu_ticks(self.server.pid());
+        let client_before = cpu_ticks(std::process::id());
         self.rounds.push(drive_for(&self.server.socket, args).await);
         self.ticks += cpu_ticks(self.server.pid()) - before;
+        self.client_ticks += cpu_ticks(std::process::id()) - client_before;
+    }
+
+    /// The server's own CPU per call: utime+stime of its process over the
+    /// calls it answered. Unlike the throughput ratio, it does not depend
+    /// on what the client costs.
+    fn cpu_us_per_call(&self) -> f64 {
+        let calls: u64 = self.rounds.iter().map(|f| f.calls).sum();
+        self.ticks as f64 / HZ * 1e6 / calls.max(1) as f64
     }
 
     /// The median round's figures, RSS after the load and CPU per call.
     fn report(&self) -> serde_json::Value {
         let median = |f: &dyn Fn(&Figures) -> f64| median(self.rounds.iter().map(f).collect());
         let calls: u64 = self.rounds.iter().map(|f| f.calls).sum();
+        let seconds: f64 = self.rounds.iter().map(|f| f.seconds).sum::<f64>().max(1e-9);
         json!({
             "calls": calls,
             "errors": self.rounds.iter().map(|f| f.errors).sum::<u64>(),
@@ -571,7 +586,14 @@ impl Measured {
             "start_to_serving_s": self.server.to_serving,
             "rss_kb": self.server.rss_kb(),
             "rss_anon_kb": self.server.rss_anon_kb(),
-            "cpu_us_per_call": self.ticks as f64 / HZ * 1e6 / calls.max(1) as f64,
+            "cpu_us_per_call": self.cpu_us_per_call(),
+            // Cores busy while it was driven: the server's, and the
+            // client's. Together near the machine's cores, the machine (not
+            // the server) is the limit, and the throughput ratio mostly
+            // says how the client's and the server's costs compare.
+            "server_cores_busy": self.ticks as f64 / HZ / seconds,
+            "client_cores_busy": self.client_ticks as f64 / HZ / seconds,
+            "machine_cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -601,6 +623,7 @@ async fn get_mode(args: &Args, dir: &Path) -> serde_json::Value {
     let mut floor = Measured::new(start_floor(dir, args.credentials).await);
     let mut daemon = Measured::new(start_daemon(&args.bin, dir, "daemon", &args.log).await);
     let rss_idle = daemon.server.rss_kb();
+    let rss_anon_idle = daemon.server.rss_anon_kb();
     let mut compare = match &args.compare_bin {
         Some(other) => {
             // Its own socket and store, beside the first daemon's.
@@ -631,11 +654,16 @@ async fn get_mode(args: &Args, dir: &Path) -> serde_json::Value {
         "channels": args.channels, "seconds": args.seconds, "rounds": args.rounds,
         "log": args.log,
         "ratio": {
+            // The server's own CPU per call: the figure to compare.
+            "cpu_per_call": daemon.cpu_us_per_call() / floor.cpu_us_per_call(),
+            // Client-dependent: client and servers share the cores, so this
+            // is (client + floor cost) / (client + daemon cost) per call.
             "throughput": daemon.ratio(&floor, throughput),
             "p50": daemon.ratio(&floor, p50),
             "p99": daemon.ratio(&floor, p99),
             "rss": daemon.server.rss_kb() as f64 / floor.server.rss_kb() as f64,
         },
+        "throughput_ratio_is_client_dependent": true,
     });
     if let Some(c) = &compare {
         report["compare_bin"] = json!(args.compare_bin.as_ref().unwrap().display().to_string());
@@ -652,6 +680,7 @@ async fn get_mode(args: &Args, dir: &Path) -> serde_json::Value {
     report["floor"] = floor.report();
     report["daemon"] = daemon.report();
     report["daemon"]["rss_kb_idle"] = json!(rss_idle);
+    report["daemon"]["rss_anon_kb_idle"] = json!(rss_anon_idle);
     if let Some(c) = &compare {
         report["compare"] = c.report();
     }
@@ -687,6 +716,9 @@ async fn watchers_mode(args: &Args, dir: &Path) -> serde_json::Value {
         args.channels.max(args.watchers.div_ceil(100)),
     )
     .await;
+    // Connected, no stream yet: what the streams add is measured from here.
+    let rss_before = daemon.rss_kb();
+    let anon_before = daemon.rss_anon_kb();
     let base = Instant::now();
     let sent_at: Arc<Vec<AtomicU64>> =
         Arc::new((0..args.changes).map(|_| AtomicU64::new(0)).collect());
@@ -737,6 +769,7 @@ async fn watchers_mode(args: &Args, dir: &Path) -> serde_json::Value {
     }
     let open_all_s = opened.elapsed().as_secs_f64();
     let rss_watching = daemon.rss_kb();
+    let anon_watching = proc_field(daemon.pid(), "status", "RssAnon:");
     let mut rounds = Vec::new();
     let mut all = Vec::new();
     for r in 0..args.changes {
@@ -774,8 +807,12 @@ async fn watchers_mode(args: &Args, dir: &Path) -> serde_json::Value {
         "reached_all": reached_all,
         "reach_ms": {"p50": p50 / 1e3, "p99": p99 / 1e3, "max": max / 1e3},
         "rounds": rounds,
+        "rss_kb_before_streams": rss_before,
         "rss_kb_watching": rss_watching,
         "rss_kb_after": rss_after,
+        // Anonymous memory the open streams added, per stream.
+        "heap_bytes_per_stream":
+            (anon_watching.saturating_sub(anon_before) * 1024) as f64 / args.watchers.max(1) as f64,
     })
 }
 

@@ -112,6 +112,61 @@ pub fn release_free_memory() {
     }
 }
 
+/// Drops this process's mappings of read-only file pages that it has
+/// never written (the executable's code and constants, and the shared
+/// libraries'): they stay in the page cache, and the code that serving
+/// uses faults back in at once, so what remains resident is the working
+/// set rather than everything start-up touched (config parsing, the CLI,
+/// store set-up). Pages the process wrote (relocated constants, which are
+/// anonymous copies) are never dropped: only mappings whose `Anonymous`
+/// size in `/proc/self/smaps` is 0. Locked memory (`lock_memory`) refuses
+/// it, which is fine: then everything stays resident on purpose. Returns
+/// the bytes dropped.
+pub fn drop_start_up_pages() -> u64 {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    let mut dropped = 0;
+    let mut candidate: Option<(usize, usize)> = None;
+    let mut finish = |candidate: Option<(usize, usize)>, anonymous: Option<u64>| {
+        if let (Some((start, end)), Some(0)) = (candidate, anonymous) {
+            // SAFETY: the range is a whole mapping of this process, read-only
+            // and backed by a file, none of whose pages the process has
+            // written (no anonymous copy): dropping the page-table entries
+            // loses nothing, since the next access maps the same file page.
+            if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) }
+                == 0
+            {
+                dropped += (end - start) as u64;
+            }
+        }
+    };
+    let mut anonymous = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            finish(candidate.take(), anonymous.take());
+            let perms = fields.next().unwrap_or("");
+            let inode = fields.nth(2).unwrap_or("0");
+            let path = fields.next().unwrap_or("");
+            let read_only = perms.starts_with("r-");
+            if read_only && inode != "0" && path.starts_with('/') {
+                candidate = Some((start, end));
+            }
+        } else if first == "Anonymous:" {
+            anonymous = fields.next().and_then(|v| v.parse().ok());
+        }
+    }
+    finish(candidate, anonymous);
+    dropped
+}
+
 /// Start-of-process hardening: no core dumps, not dumpable, and memory
 /// locked when `lock_memory` (a refusal is logged as a warning: an
 /// unprivileged container without `IPC_LOCK` still runs).

@@ -62,12 +62,17 @@ fn get_load_is_answered_and_audited_call_for_call() {
     );
     assert!(r["floor"]["calls"].as_u64().unwrap() > 100, "{r}");
     assert!(d["rss_kb"].as_u64().unwrap() > 0 && r["ratio"]["throughput"].as_f64().unwrap() > 0.0);
+    // The figures scripts/bench tabulates are there.
+    assert!(r["ratio"]["cpu_per_call"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(d["rss_anon_kb_idle"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["floor"]["server_cores_busy"].as_f64().unwrap() > 0.0, "{r}");
 }
 
 #[test]
 fn a_change_reaches_every_watcher() {
     let r = run(&["--credentials", "20", "--watchers", "300", "--changes", "2"]);
     assert_eq!(r["reached_all"], true, "{r}");
+    assert!(r["heap_bytes_per_stream"].as_f64().is_some(), "{r}");
     for round in r["rounds"].as_array().unwrap() {
         assert_eq!(round["reached"], 300, "{r}");
     }

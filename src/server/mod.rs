@@ -91,8 +91,11 @@ pub async fn serve(
         max_connections_per_uid = caps.per_uid,
         "serving"
     );
-    // Start-up is over: what it freed goes back to the kernel.
+    // Start-up is over: what it freed goes back to the kernel, and the
+    // code only start-up ran stops counting as resident.
     crate::hygiene::release_free_memory();
+    let dropped = crate::hygiene::drop_start_up_pages();
+    tracing::debug!(bytes = dropped, "dropped start-up pages");
 
     tokio::select! {
         result = &mut server => return result.map_err(Into::into),
