@@ -134,8 +134,9 @@ pub fn drop_start_up_pages() -> u64 {
             // and backed by a file, none of whose pages the process has
             // written (no anonymous copy): dropping the page-table entries
             // loses nothing, since the next access maps the same file page.
-            if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) }
-                == 0
+            if unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+            } == 0
             {
                 dropped += (end - start) as u64;
             }

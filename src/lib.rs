@@ -72,7 +72,7 @@ pub mod proto {
     /// zeroizing allocator every byte of it is wiped when freed; our
     /// messages are a few hundred bytes, and a larger one grows the buffer
     /// in steps of this size.
-    pub const CODEC_BUFFER_BYTES: usize = 1024;
+    pub const CODEC_BUFFER_BYTES: usize = 512;
 
     /// tonic's prost codec with [`CODEC_BUFFER_BYTES`] buffers, for every
     /// generated client and server (build.rs, `codec_path`). A watch stream

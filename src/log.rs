@@ -315,18 +315,33 @@ fn format_audit(buf: &mut Vec<u8>, r: &AuditRecord, json: bool, clock: &mut Stam
         buf.extend_from_slice(b"},\"target\":\"credbroker::audit\"}\n");
     } else {
         clock.write(buf, r.at);
-        let _ = writeln!(
+        let _ = write!(
             buf,
-            "  INFO credbroker::audit: access decision peer_uid={} peer_gid={} peer_pid={} \
-             method={:?} credential={:?} version={:?} decision={:?}",
-            r.peer_uid,
-            r.peer_gid,
-            r.peer_pid,
-            r.method,
-            r.credential.as_str(),
-            r.version.as_str(),
-            r.decision
+            "  INFO credbroker::audit: access decision peer_uid={} peer_gid={} peer_pid={} method=",
+            r.peer_uid, r.peer_gid, r.peer_pid
         );
+        debug_str(buf, r.method);
+        buf.extend_from_slice(b" credential=");
+        debug_str(buf, r.credential.as_str());
+        buf.extend_from_slice(b" version=");
+        debug_str(buf, r.version.as_str());
+        buf.extend_from_slice(b" decision=");
+        debug_str(buf, r.decision);
+        buf.push(b'\n');
+    }
+}
+
+/// `s` as `{:?}` writes it (quoted, escaped), with a fast path for the
+/// usual names and versions, which need no escape.
+fn debug_str(buf: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\' && b != b'\'')
+    {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        let _ = write!(buf, "{s:?}");
     }
 }
 

@@ -81,6 +81,7 @@ fn audit_lines_are_byte_for_byte_what_tracing_writes() {
         ("", "SK0123456789abcdef0123456789abcdef"),
         (long.as_str(), "aws-7f9c0a1e-2c44-4c1b-9a55-0c3d2e1f4b6a+12"),
         ("ünïcødé ✓", "v\"1\""),
+        ("it's a name", "v 1"),
     ];
     for json in [false, true] {
         for (name, version) in cases {
