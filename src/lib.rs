@@ -21,7 +21,7 @@
 //!   compare-and-set step and error mapping they share.
 //! - [`twilio`]: the Twilio REST client, webhook signatures, Access Tokens.
 //! - [`broker`]: the cache of the stored credentials: entries and their
-//!   snapshots, leases, staleness, the refresh tasks, watch fan-out.
+//!   snapshots, leases, staleness, the one refresher, watch fan-out.
 //! - [`rotation`]: the rotation state machine, its steps and its schedule.
 //! - [`issuer`]: one [`issuer::Issuer`] per configured credential, whatever
 //!   its kind: a stored one leases the broker's entry; a dynamic one mints
@@ -35,9 +35,10 @@
 //! GetCredential, end to end: `server::service` authorizes the peer against
 //! the issuer's allow list, the issuer leases (`broker::Entry::lease` for a
 //! stored credential), and the lease becomes the wire type. A stored
-//! credential stays fresh through its refresh task (`broker::refresh`),
-//! which reads the store and publishes each new snapshot to the leases and
-//! watchers that follow.
+//! credential stays fresh through the broker's refresher
+//! (`broker::refresh`), one task that reads each credential's store on its
+//! schedule and publishes each new snapshot to the leases and watchers that
+//! follow.
 
 // `unsafe` is denied everywhere but `hygiene`, the allocator and process
 // hardening, where every block says why it is sound.

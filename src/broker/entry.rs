@@ -116,8 +116,6 @@ pub struct Entry {
     /// stored one, was chosen by it).
     loaded_kind: std::sync::OnceLock<Kind>,
     pub(super) state: watch::Sender<Snapshot>,
-    /// Asks this entry's refresh task for a re-read now (after a write).
-    pub(super) reread: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Entry {
@@ -161,7 +159,6 @@ impl Entry {
                 unavailable: Some(Unavailability::NotLoaded),
                 ..Snapshot::default()
             }),
-            reread: tokio::sync::Notify::new(),
         }
     }
 

@@ -1,12 +1,14 @@
 //! The broker: a cache of the current credentials, kept fresh from the
 //! stores, leased to callers and pushed to watchers.
 //!
-//! Each credential has one refresh task. It re-reads the store every
+//! One refresher task per broker (`refresh.rs`, a timer wheel over every
+//! credential) re-reads each credential's document every
 //! `refresh_interval` (with jitter, so many credentials do not read in
-//! step), at once when the store reports a change or on `refresh_all`
-//! (SIGHUP), and with jittered exponential backoff after a failure. A
-//! failure keeps the last good value, marked stale, until `max_stale` has
-//! passed; then the credential is unavailable until a read succeeds again.
+//! step), at once when its store reports a change, on `refresh_all`
+//! (SIGHUP) or on `refresh`, and with jittered exponential backoff after a
+//! failure. A failure keeps the last good value, marked stale, until
+//! `max_stale` has passed; then the credential is unavailable until a read
+//! succeeds again.
 
 mod entry;
 mod refresh;
@@ -39,7 +41,7 @@ pub enum Renew {
     /// (bearer tokens: a lease ends with the token).
     OnChangeOnly,
 }
-use refresh::{load_retrying, refresh_loop};
+use refresh::{ChangingStore, Refresher, Requests, load_retrying};
 
 use crate::{
     clock::Clock,
@@ -86,7 +88,9 @@ pub enum BrokerError {
         /// Twilio's answer, or why there was none.
         detail: String,
     },
-    /// The credential's refresh task panicked (a bug); it is restarted.
+    /// A read of the credential panicked (a bug); it is read again after
+    /// a backoff. (The text, kept for those who match on it, still speaks
+    /// of a restarted refresh task.)
     #[error(
         "credential `{0}`: its refresh task stopped unexpectedly (it panicked); \
          it has been restarted and the credential is unavailable until it reads the store again"
@@ -172,13 +176,16 @@ pub enum StartError {
     Load(Vec<BrokerError>),
 }
 
-/// The credential cache, shared by the server and the refresh tasks.
+/// The credential cache, shared by the server and the refresher.
 pub struct Broker {
     entries: BTreeMap<String, Arc<Entry>>,
     clock: Clock,
     reload: watch::Sender<u64>,
+    /// Re-reads of single credentials asked of the refresher, by index in
+    /// `entries`.
+    requests: Arc<Requests>,
     stopping: CancellationToken,
-    /// Every task the daemon spawns (refresh loops, watch streams, and the
+    /// Every task the daemon spawns (the refresher, and the
     /// app's: dynamic keys' expiry, schedules, SIGHUP, metrics), so that
     /// shutdown can wait for them.
     tasks: TaskTracker,
@@ -186,8 +193,8 @@ pub struct Broker {
 
 impl Broker {
     /// Builds the stores, loads every credential once (all must load: the
-    /// daemon never starts half-configured), then starts the refresh tasks,
-    /// which stop when `stopping` is cancelled.
+    /// daemon never starts half-configured), then starts the refresher, which
+    /// stops when `stopping` is cancelled.
     pub async fn start(
         config: &Config,
         env: &store::StoreEnv,
@@ -219,10 +226,12 @@ impl Broker {
                 Source::Dynamic(_) => None,
             })
             .collect();
+        let requests = Arc::new(Requests::new(entries.len()));
         let broker = Arc::new(Broker {
             entries,
             clock: Clock::new(),
             reload: watch::Sender::new(0),
+            requests,
             stopping,
             tasks: TaskTracker::new(),
         });
@@ -230,31 +239,32 @@ impl Broker {
         // while it runs is not missed.
         let changes = broker.subscribe_changes();
         broker.first_load().await?;
-        for (entry, changes) in broker.entries.values().zip(changes) {
-            broker.tasks.spawn(refresh_loop(
-                Arc::clone(entry),
-                broker.clock,
-                changes,
-                broker.reload.subscribe(),
-                broker.stopping.clone(),
-            ));
-        }
+        let refresher = Refresher::new(broker.entries.values().cloned().collect(), broker.clock);
+        broker.tasks.spawn(refresher.run(
+            changes,
+            broker.reload.subscribe(),
+            Arc::clone(&broker.requests),
+            broker.stopping.clone(),
+        ));
         Ok(broker)
     }
 
-    /// One change receiver per entry (shared by the entries of one store),
-    /// in the order of `entries`.
-    fn subscribe_changes(&self) -> Vec<Option<watch::Receiver<u64>>> {
-        let mut by_store: BTreeMap<&str, Option<watch::Receiver<u64>>> = BTreeMap::new();
-        self.entries
-            .values()
-            .map(|entry| {
-                by_store
-                    .entry(entry.store.name())
-                    .or_insert_with(|| entry.store.changes())
-                    .clone()
-            })
-            .collect()
+    /// One change receiver per store that reports its changes, with the
+    /// indices (in `entries`) of that store's credentials.
+    fn subscribe_changes(&self) -> Vec<ChangingStore> {
+        let mut by_store: BTreeMap<&str, Option<ChangingStore>> = BTreeMap::new();
+        for (index, entry) in self.entries.values().enumerate() {
+            let store = by_store.entry(entry.store.name()).or_insert_with(|| {
+                entry.store.changes().map(|changes| ChangingStore {
+                    changes,
+                    members: Vec::new(),
+                })
+            });
+            if let Some(store) = store {
+                store.members.push(index);
+            }
+        }
+        by_store.into_values().flatten().collect()
     }
 
     /// The first load of every entry: a passing store failure is retried
@@ -336,9 +346,9 @@ impl Broker {
     }
 
     /// Reads credential `name` now and serves what it read, before
-    /// returning (the refresh task's own read may come later): after a
+    /// returning (the refresher's own read may come later): after a
     /// write, a GetCredential sees the new value at once. A failed read
-    /// changes nothing here; the refresh task handles failures.
+    /// changes nothing here; the refresher handles failures.
     pub async fn reload(&self, name: &str) {
         let Some(entry) = self.entries.get(name) else {
             return;
@@ -354,9 +364,9 @@ impl Broker {
         let Some(rotated) = self.entries.get(name) else {
             return;
         };
-        for entry in self.entries.values() {
+        for (index, entry) in self.entries.values().enumerate() {
             if Arc::ptr_eq(&entry.store, &rotated.store) && entry.path == rotated.path {
-                entry.reread.notify_one();
+                self.requests.request(index);
             }
         }
     }
@@ -540,6 +550,10 @@ mod tests {
         reads: std::sync::Mutex<BTreeMap<String, u32>>,
         /// Reads panic while set (a bug in a store client).
         panics: std::sync::atomic::AtomicBool,
+        /// Reads (counted first) wait while a test holds this for writing.
+        gate: tokio::sync::RwLock<()>,
+        /// The store's change counter.
+        changes: watch::Sender<u64>,
     }
 
     impl CountingStore {
@@ -554,8 +568,13 @@ mod tests {
             "f"
         }
 
+        fn changes(&self) -> Option<watch::Receiver<u64>> {
+            Some(self.changes.subscribe())
+        }
+
         async fn read(&self, path: &str) -> Result<store::Document, store::StoreError> {
             *self.reads.lock().unwrap().entry(path.into()).or_default() += 1;
+            let _open = self.gate.read().await;
             if self.panics.load(std::sync::atomic::Ordering::SeqCst) {
                 panic!("a bug in the store client");
             }
@@ -620,6 +639,113 @@ mod tests {
         b.borrow_and_update();
         b.changed().await.unwrap();
         assert_eq!(counting.reads("b"), b_reads + 1);
+    }
+
+    /// A broker on a `CountingStore` holding credential `a` and `c0` …
+    /// `c{n-1}`, each refreshed every `interval`.
+    async fn counting_broker(
+        dir: &Path,
+        n: usize,
+        interval: &str,
+        stopping: CancellationToken,
+    ) -> (Arc<Broker>, Arc<CountingStore>, Vec<String>) {
+        let mut extra = format!("refresh_interval = \"{interval}\"\n");
+        let mut paths = vec!["a".to_owned()];
+        for i in 0..n {
+            extra += &format!(
+                "[credentials.c{i}]\nstore = \"f\"\npath = \"c{i}\"\nrefresh_interval = \"{interval}\"\n"
+            );
+            paths.push(format!("c{i}"));
+        }
+        let cfg = setup(dir, &extra);
+        let counting = Arc::new(CountingStore::default());
+        for path in &paths {
+            counting.docs.lock().unwrap().insert(path.clone(), doc('1'));
+        }
+        let stores: BTreeMap<String, Arc<dyn store::SecretStore>> =
+            BTreeMap::from([("f".to_owned(), Arc::clone(&counting) as _)]);
+        let broker = Broker::start_with(&cfg, &stores, stopping).await.unwrap();
+        (broker, counting, paths)
+    }
+
+    /// The one refresher reads every credential again within its
+    /// `refresh_interval`, once each; a change the store reports has every
+    /// credential of it read once more, after the burst settles.
+    #[tokio::test(start_paused = true)]
+    async fn the_refresher_rereads_every_credential_on_time_and_on_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_broker, counting, paths) =
+            counting_broker(dir.path(), 200, "1m", CancellationToken::new()).await;
+        let reads = || paths.iter().map(|p| counting.reads(p)).collect::<Vec<_>>();
+        assert_eq!(reads(), vec![1; paths.len()], "first load");
+        // The paused clock runs every task that can run before it moves.
+        tokio::time::sleep(Duration::from_secs(53)).await;
+        assert_eq!(
+            reads(),
+            vec![1; paths.len()],
+            "read before 0.9 × the interval"
+        );
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(
+            reads(),
+            vec![2; paths.len()],
+            "not each read once per interval"
+        );
+        // A burst of changes: one re-read of each credential.
+        for _ in 0..3 {
+            counting.changes.send_modify(|n| *n += 1);
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            reads(),
+            vec![3; paths.len()],
+            "not each read once on a change"
+        );
+    }
+
+    /// However often a re-read is asked for while the credential is being
+    /// read, it is read once more after that read, and the requests do not
+    /// pile up.
+    #[tokio::test(start_paused = true)]
+    async fn rereads_asked_for_during_a_read_fold_into_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, counting, _) =
+            counting_broker(dir.path(), 1, "1h", CancellationToken::new()).await;
+        let gate = counting.gate.write().await;
+        broker.refresh("a");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(counting.reads("a"), 2, "the read did not start");
+        for _ in 0..1000 {
+            broker.refresh("a");
+            assert!(broker.requests.len() <= 1, "requests pile up");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(counting.reads("a"), 2, "a second read while the first runs");
+        drop(gate);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(counting.reads("a"), 3, "not read once more after the read");
+        assert_eq!(counting.reads("c0"), 1, "another credential was read");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(counting.reads("a"), 3);
+    }
+
+    /// The refresher stops when the broker stops, even while a store holds
+    /// a read of it forever.
+    #[tokio::test(start_paused = true)]
+    async fn the_refresher_stops_though_a_read_hangs() {
+        let dir = tempfile::tempdir().unwrap();
+        let stopping = CancellationToken::new();
+        let (broker, counting, _) = counting_broker(dir.path(), 0, "1h", stopping.clone()).await;
+        let _gate = counting.gate.write().await;
+        broker.refresh("a");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(counting.reads("a"), 2, "the read did not start");
+        stopping.cancel();
+        broker.tasks().close();
+        tokio::time::timeout(Duration::from_secs(1), broker.tasks().wait())
+            .await
+            .expect("the refresher waited for a hung read");
     }
 
     /// A credential keeps the kind of its first document (no `kind` in the
@@ -754,7 +880,7 @@ mod tests {
             broker.lease("a"),
             Err(BrokerError::Unavailable { .. })
         ));
-        // The refresh task marks it unavailable, which wakes watchers.
+        // The refresher marks it unavailable, which wakes watchers.
         while rx.borrow_and_update().unavailable.is_none() {
             rx.changed().await.unwrap();
         }

@@ -63,7 +63,7 @@ pub enum ServerError {
 
 /// Serves `issuers` (and watches on `broker`) on the configured socket until `shutdown` resolves, then
 /// drains. `stopping` is cancelled when the drain starts, which ends watch
-/// streams and refresh tasks.
+/// streams and the broker's refresher.
 pub async fn serve(
     config: &Config,
     issuers: Arc<Issuers>,
