@@ -293,6 +293,16 @@ impl Drop for Server {
 }
 
 /// The daemon `bin` on `config` in `dir`, its stderr in `dir/<label>.log`.
+/// Where a daemon's stderr goes: beside the store but not in its directory.
+/// The file store watches the directory of its file, and a log written
+/// there would wake its watcher on every batch (in production the log is a
+/// pipe, not a file beside the secrets).
+fn log_path(dir: &Path, label: &str) -> PathBuf {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("log directory");
+    logs.join(format!("{label}.log"))
+}
+
 async fn start_daemon(bin: &Path, dir: &Path, label: &str, log: &str) -> Server {
     let socket = dir.join("broker.sock");
     let mut command = std::process::Command::new(bin);
@@ -300,7 +310,7 @@ async fn start_daemon(bin: &Path, dir: &Path, label: &str, log: &str) -> Server 
         .args(["serve", "--config"])
         .arg(dir.join("config.toml"))
         .env("CREDBROKER_LOG", log)
-        .stderr(std::fs::File::create(dir.join(format!("{label}.log"))).expect("daemon log"));
+        .stderr(std::fs::File::create(log_path(dir, label)).expect("daemon log"));
     Server::start(
         command,
         socket,
@@ -526,7 +536,7 @@ fn replace_file(path: &Path, text: &str) {
 }
 
 fn audit_lines(dir: &Path, label: &str) -> usize {
-    std::fs::read_to_string(dir.join(format!("{label}.log")))
+    std::fs::read_to_string(log_path(dir, label))
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("access decision"))

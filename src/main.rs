@@ -165,6 +165,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    credbroker::hygiene::few_malloc_arenas();
     let cli = Cli::parse();
     // Before any thread starts: VAULT_TOKEN leaves the environment (and
     // /proc/PID/environ), and lives on only in a SecretString.

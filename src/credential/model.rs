@@ -226,10 +226,12 @@ impl std::fmt::Debug for PreviousCredential {
 pub struct CredentialDocument {
     /// What the broker serves.
     pub current: TwilioCredential,
-    /// A value a rotation created but has not promoted yet.
-    pub pending: Option<TwilioCredential>,
+    /// A value a rotation created but has not promoted yet. Boxed, as is
+    /// `previous`: most documents have neither, and every credential keeps
+    /// its document for its whole life.
+    pub pending: Option<Box<TwilioCredential>>,
     /// The value a rotation replaced, during its grace window.
-    pub previous: Option<PreviousCredential>,
+    pub previous: Option<Box<PreviousCredential>>,
 }
 
 impl std::fmt::Debug for CredentialDocument {

@@ -326,10 +326,13 @@ impl Rotator {
             memory: Mutex::new(HashMap::new()),
             on_change,
             changed: tokio::sync::watch::Sender::new(0),
+            // Only credentials that rotate take turns: a node-level daemon
+            // holds thousands of credentials, few of them rotating.
             turns: config
                 .credentials
-                .keys()
-                .map(|name| (name.clone(), tokio::sync::Mutex::new(())))
+                .iter()
+                .filter(|(_, c)| c.rotation.is_some())
+                .map(|(name, _)| (name.clone(), tokio::sync::Mutex::new(())))
                 .collect(),
         }
     }
@@ -435,7 +438,11 @@ impl Rotator {
         // A name the config does not define is refused here, before it
         // could become a metrics label or a status entry.
         let Some(turn) = self.turns.get(name) else {
-            return Err(RotationError::NotFound(name.to_owned()));
+            return Err(if self.credentials.contains_key(name) {
+                RotationError::NotConfigured(name.to_owned())
+            } else {
+                RotationError::NotFound(name.to_owned())
+            });
         };
         let _turn = turn.lock().await;
         let result = self.advance(name, start).await;
