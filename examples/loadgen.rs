@@ -543,6 +543,29 @@ fn audit_lines(dir: &Path, label: &str) -> usize {
         .count()
 }
 
+/// The heap the daemon said it used once start-up was over (its "memory
+/// after start-up" log line), waiting a little for the line to be written.
+fn heap_after_start(dir: &Path, label: &str) -> Option<u64> {
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(log_path(dir, label)).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter(|l| l.contains("memory after start-up"))
+            .find_map(|l| {
+                let (_, rest) = l.split_once("heap_in_use_bytes=")?;
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// A server under measurement in get mode, with its figures per round.
 struct Measured {
     server: Server,
@@ -691,6 +714,7 @@ async fn get_mode(args: &Args, dir: &Path) -> serde_json::Value {
     report["daemon"] = daemon.report();
     report["daemon"]["rss_kb_idle"] = json!(rss_idle);
     report["daemon"]["rss_anon_kb_idle"] = json!(rss_anon_idle);
+    report["daemon"]["heap_in_use_bytes_after_start"] = json!(heap_after_start(dir, "daemon"));
     if let Some(c) = &compare {
         report["compare"] = c.report();
     }

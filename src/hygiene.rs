@@ -168,6 +168,21 @@ pub fn drop_start_up_pages() -> u64 {
     dropped
 }
 
+/// The bytes the allocator has handed out and not been given back (glibc's
+/// `mallinfo2`: small blocks plus mmapped ones), headers included: the
+/// heap the process really uses, unlike its resident size, which also
+/// counts freed memory the allocator keeps. `None` off glibc.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallinfo2 takes nothing and returns a plain struct.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(target_env = "gnu"))]
+    None
+}
+
 /// At most two malloc arenas (glibc's default is eight per core): each
 /// arena keeps its own free memory, and a daemon whose threads mostly
 /// wait holds megabytes of it for nothing. Call before any thread starts.

@@ -66,6 +66,10 @@ fn get_load_is_answered_and_audited_call_for_call() {
     assert!(r["ratio"]["cpu_per_call"].as_f64().unwrap() > 0.0, "{r}");
     assert!(d["rss_anon_kb_idle"].as_u64().unwrap() > 0, "{r}");
     assert!(
+        d["heap_in_use_bytes_after_start"].as_u64().unwrap() > 0,
+        "the daemon logs its heap once serving: {r}"
+    );
+    assert!(
         r["floor"]["server_cores_busy"].as_f64().unwrap() > 0.0,
         "{r}"
     );

@@ -107,8 +107,6 @@ pub struct Entry {
     /// Its config.
     pub config: Arc<CredentialConfig>,
     pub(super) store: Arc<dyn SecretStore>,
-    /// Where in the store its document is.
-    pub(super) path: String,
     /// Its configured kind (`None`: read off the document).
     kind: Option<Kind>,
     /// The kind of the first document loaded, when none is configured:
@@ -142,23 +140,32 @@ pub(super) enum Refreshed {
 }
 
 impl Entry {
-    /// The stored credential `config`, at `path` in `store`.
+    /// The stored credential `config`, in `store` (at the path its config
+    /// gives).
     pub(super) fn new(
         config: Arc<CredentialConfig>,
         store: Arc<dyn SecretStore>,
-        path: String,
         kind: Option<Kind>,
     ) -> Self {
         Self {
             config,
             store,
-            path,
             kind,
             loaded_kind: std::sync::OnceLock::new(),
             state: watch::Sender::new(Snapshot {
                 unavailable: Some(Unavailability::NotLoaded),
                 ..Snapshot::default()
             }),
+        }
+    }
+
+    /// Where in its store the document is (read from the config, which
+    /// holds it once for the broker, the rotator and the issuers).
+    pub(super) fn path(&self) -> &str {
+        match &self.config.source {
+            crate::config::Source::Store { path, .. } => path,
+            // Entries are made for stored credentials only.
+            crate::config::Source::Dynamic(_) => "",
         }
     }
 
@@ -266,7 +273,7 @@ impl Entry {
     /// Reads and parses the document, without touching the state.
     pub(super) async fn load(&self, clock: &Clock) -> Result<Loaded, BrokerError> {
         let started = tokio::time::Instant::now();
-        let read = self.store.read(&self.path).await;
+        let read = self.store.read(self.path()).await;
         let m = crate::metrics::metrics();
         let store = crate::metrics::StoreLabels {
             store: self.store.name().to_owned(),

@@ -214,12 +214,11 @@ impl Broker {
             .credentials
             .iter()
             .filter_map(|(name, cfg)| match &cfg.source {
-                Source::Store { store, path, kind } => Some((
+                Source::Store { store, kind, .. } => Some((
                     name.clone(),
                     Arc::new(Entry::new(
                         Arc::clone(cfg),
                         Arc::clone(&stores[store]),
-                        path.clone(),
                         *kind,
                     )),
                 )),
@@ -365,7 +364,7 @@ impl Broker {
             return;
         };
         for (index, entry) in self.entries.values().enumerate() {
-            if Arc::ptr_eq(&entry.store, &rotated.store) && entry.path == rotated.path {
+            if Arc::ptr_eq(&entry.store, &rotated.store) && entry.path() == rotated.path() {
                 self.requests.request(index);
             }
         }

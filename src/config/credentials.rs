@@ -98,7 +98,7 @@ pub(super) fn credential(
         refresh_interval,
         max_stale,
         rotation: rotation.map(Box::new),
-        access_tokens,
+        access_tokens: access_tokens.map(Box::new),
     }
 }
 

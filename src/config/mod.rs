@@ -287,8 +287,8 @@ pub struct CredentialConfig {
     pub max_stale: Duration,
     /// Scheduled rotation.
     pub rotation: Option<Box<RotationConfig>>,
-    /// MintAccessToken policy.
-    pub access_tokens: Option<AccessTokenPolicy>,
+    /// MintAccessToken policy (boxed: few credentials have one).
+    pub access_tokens: Option<Box<AccessTokenPolicy>>,
 }
 
 /// Where a credential comes from.

@@ -95,7 +95,11 @@ pub async fn serve(
     // code only start-up ran stops counting as resident.
     crate::hygiene::release_free_memory();
     let dropped = crate::hygiene::drop_start_up_pages();
-    tracing::debug!(bytes = dropped, "dropped start-up pages");
+    tracing::info!(
+        heap_in_use_bytes = crate::hygiene::heap_in_use().unwrap_or(0),
+        start_up_pages_dropped_bytes = dropped,
+        "memory after start-up"
+    );
 
     tokio::select! {
         result = &mut server => return result.map_err(Into::into),
