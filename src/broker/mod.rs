@@ -238,6 +238,11 @@ impl Broker {
         // while it runs is not missed.
         let changes = broker.subscribe_changes();
         broker.first_load().await?;
+        // Every credential has its value: what a store kept for the burst
+        // of first reads (a whole file's documents) can go.
+        for store in stores.values() {
+            store.forget_cached_reads();
+        }
         let refresher = Refresher::new(broker.entries.values().cloned().collect(), broker.clock);
         broker.tasks.spawn(refresher.run(
             changes,

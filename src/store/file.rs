@@ -555,6 +555,17 @@ impl SecretStore for FileStore {
             .await
     }
 
+    fn forget_cached_reads(&self) {
+        let old = self
+            .files
+            .cache
+            .parsed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(old);
+    }
+
     fn changes(&self) -> Option<watch::Receiver<u64>> {
         let mut slot = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
@@ -648,6 +659,33 @@ mod tests {
             store.read("b").await.unwrap().bytes.expose_secret(),
             DOC.as_bytes()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_parse_goes_when_told_or_after_its_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        fs::write(&file, format!(r#"{{"a": {DOC}}}"#)).unwrap();
+        let store = FileStore::new("local", file.clone());
+        let _changes = store.changes().expect("inotify works here");
+        let held = || store.files.cache.parsed.lock().unwrap().is_some();
+        store.read("a").await.unwrap();
+        assert!(held(), "kept for the reads that follow");
+        store.forget_cached_reads();
+        assert!(!held(), "forgotten when the broker says the burst is over");
+
+        // Left alone, it goes once PARSE_REUSE has passed (the expiry task
+        // measures with the real clock, so the wait is real, and short).
+        store.read("a").await.unwrap();
+        assert!(held());
+        tokio::time::resume();
+        for _ in 0..100 {
+            if !held() {
+                return;
+            }
+            tokio::time::sleep(PARSE_REUSE / 10).await;
+        }
+        panic!("the parse outlived PARSE_REUSE several times over");
     }
 
     #[tokio::test]

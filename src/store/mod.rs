@@ -65,6 +65,12 @@ pub trait SecretStore: Send + Sync + 'static {
         expected_version: Option<&str>,
     ) -> Result<String, StoreError>;
 
+    /// Forgets what the store keeps between reads (the file store's parse
+    /// of its whole file, every document in it): the broker calls it when a
+    /// burst of reads is over, such as the first load of every credential,
+    /// so those copies are wiped now rather than when they expire.
+    fn forget_cached_reads(&self) {}
+
     /// A counter that moves whenever the store knows its content changed
     /// (inotify for files), so the broker need not wait for its next refresh.
     fn changes(&self) -> Option<watch::Receiver<u64>> {
