@@ -5,11 +5,17 @@
 //! snapshot, and watchers are woken by the same write that changes it.
 
 use std::{
-    sync::Arc,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
-use tokio::sync::watch;
+use tokio_stream::Stream;
+use tokio_util::sync::ReusableBoxFuture;
 
 use super::{BrokerError, Unavailability};
 use crate::clock::Clock;
@@ -113,13 +119,126 @@ pub struct Entry {
     /// later documents must be of it (an `oauth_client`'s issuer, or a
     /// stored one, was chosen by it).
     loaded_kind: std::sync::OnceLock<Kind>,
-    pub(super) state: watch::Sender<Snapshot>,
+    /// The current snapshot, and a count of its changes.
+    state: Published,
+}
+
+/// An entry's snapshot and its changes: what `tokio::sync::watch` does for
+/// the entry, in a third of the memory (watch keeps eight wait lists per
+/// channel; 10,000 entries need one each). The count moves under the
+/// write lock, so a reader holding the read lock sees both together.
+struct Published {
+    value: std::sync::RwLock<Snapshot>,
+    version: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Published {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.value.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `f`; when it says it changed something, waiters are woken.
+    fn send_if_modified(&self, f: impl FnOnce(&mut Snapshot) -> bool) -> bool {
+        let mut value = self.value.write().unwrap_or_else(|e| e.into_inner());
+        let changed = f(&mut value);
+        if changed {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        drop(value);
+        if changed {
+            self.changed.notify_waiters();
+        }
+        changed
+    }
+}
+
+/// Follows an entry's snapshot, like a `tokio::sync::watch::Receiver`: as a
+/// [`Stream`] it yields the snapshot at once and then on every change (the
+/// newest only).
+pub struct Subscription {
+    entry: Arc<Entry>,
+    /// The version last seen (at first, the one current when subscribed).
+    seen: u64,
+    /// Whether the stream has yielded its first snapshot.
+    started: bool,
+    /// The stream's wait for the next change, boxed once and reused.
+    wait: Option<ReusableBoxFuture<'static, ()>>,
+}
+
+impl Subscription {
+    /// The current snapshot, marked seen.
+    pub fn borrow_and_update(&mut self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        let value = self.entry.state.read();
+        self.seen = self.entry.state.version.load(Ordering::Acquire);
+        value
+    }
+
+    /// Waits for a snapshot newer than the last one seen, and marks it
+    /// seen. Never fails (the subscription keeps the entry alive); the
+    /// `Result` is `watch::Receiver::changed`'s shape.
+    pub async fn changed(&mut self) -> Result<(), std::convert::Infallible> {
+        wait_for_change(Arc::clone(&self.entry), self.seen).await;
+        self.seen = self.entry.state.version.load(Ordering::Acquire);
+        Ok(())
+    }
+}
+
+/// Returns once `entry`'s version is not `seen`.
+async fn wait_for_change(entry: Arc<Entry>, seen: u64) {
+    loop {
+        let notified = entry.state.changed.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a change between the check and
+        // the wait still wakes it.
+        notified.as_mut().enable();
+        if entry.state.version.load(Ordering::Acquire) != seen {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Snapshot;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Snapshot>> {
+        let this = self.get_mut();
+        loop {
+            let (snapshot, version) = {
+                let value = this.entry.state.read();
+                let version = this.entry.state.version.load(Ordering::Acquire);
+                (
+                    (version != this.seen || !this.started).then(|| value.clone()),
+                    version,
+                )
+            };
+            if let Some(snapshot) = snapshot {
+                this.seen = version;
+                this.started = true;
+                // The wait was for an older version: made anew next time.
+                this.wait = this.wait.take().map(|mut w| {
+                    w.set(wait_for_change(Arc::clone(&this.entry), version));
+                    w
+                });
+                return Poll::Ready(Some(snapshot));
+            }
+            let (entry, seen) = (&this.entry, this.seen);
+            let wait = this.wait.get_or_insert_with(|| {
+                ReusableBoxFuture::new(wait_for_change(Arc::clone(entry), seen))
+            });
+            match wait.poll(cx) {
+                Poll::Ready(()) => wait.set(wait_for_change(Arc::clone(&this.entry), this.seen)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Names and versions only: the snapshot holds secrets.
-        let snapshot = self.state.borrow();
+        let snapshot = self.state.read();
         f.debug_struct("Entry")
             .field("name", &self.config.name)
             .field(
@@ -152,10 +271,14 @@ impl Entry {
             store,
             kind,
             loaded_kind: std::sync::OnceLock::new(),
-            state: watch::Sender::new(Snapshot {
-                unavailable: Some(Unavailability::NotLoaded),
-                ..Snapshot::default()
-            }),
+            state: Published {
+                value: std::sync::RwLock::new(Snapshot {
+                    unavailable: Some(Unavailability::NotLoaded),
+                    ..Snapshot::default()
+                }),
+                version: AtomicU64::new(0),
+                changed: tokio::sync::Notify::new(),
+            },
         }
     }
 
@@ -184,12 +307,17 @@ impl Entry {
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Snapshot {
-        self.state.borrow().clone()
+        self.state.read().clone()
     }
 
-    /// A receiver woken on every change of the snapshot.
-    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
-        self.state.subscribe()
+    /// Follows every change of the snapshot (see [`Subscription`]).
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        Subscription {
+            entry: Arc::clone(self),
+            seen: self.state.version.load(Ordering::Acquire),
+            started: false,
+            wait: None,
+        }
     }
 
     /// The instant past which a stale value may no longer be served.
@@ -267,7 +395,7 @@ impl Entry {
 
     /// A lease on the current value.
     pub fn lease(&self, clock: &Clock) -> Result<Lease, BrokerError> {
-        self.lease_from(&self.state.borrow(), clock.now())
+        self.lease_from(&self.state.read(), clock.now())
     }
 
     /// Reads and parses the document, without touching the state.

@@ -26,7 +26,7 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_stream::Stream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use entry::{Entry, Lease, Loaded, Snapshot};
+pub use entry::{Entry, Lease, Loaded, Snapshot, Subscription};
 
 /// Credentials loaded at once at start.
 const FIRST_LOADS: usize = 64;
@@ -394,18 +394,14 @@ impl Broker {
     /// so an open stream costs its receiver, its renewal timer and the last
     /// state, and changes that come faster than the client reads are
     /// folded into the newest one.
-    pub fn watch_with<S, F>(
-        &self,
-        changes: watch::Receiver<S>,
-        renew: Renew,
-        lease: F,
-    ) -> LeaseStream
+    pub fn watch_with<S, C, F>(&self, changes: C, renew: Renew, lease: F) -> LeaseStream
     where
-        S: Clone + Send + Sync + Unpin + 'static,
+        S: Send + Sync + Unpin + 'static,
+        C: Stream<Item = S> + Send + Unpin + 'static,
         F: Fn(&S, SystemTime) -> Result<Lease, BrokerError> + Send + Unpin + 'static,
     {
         LeaseStream(Box::pin(Leases {
-            changes: tokio_stream::wrappers::WatchStream::new(changes),
+            changes,
             lease,
             clock: self.clock,
             renew,
@@ -436,9 +432,9 @@ impl Stream for LeaseStream {
     }
 }
 
-struct Leases<S, F> {
+struct Leases<S, C, F> {
     /// Yields the state at once, then on every change (the newest only).
-    changes: tokio_stream::wrappers::WatchStream<S>,
+    changes: C,
     lease: F,
     clock: Clock,
     renew: Renew,
@@ -450,7 +446,7 @@ struct Leases<S, F> {
     done: bool,
 }
 
-impl<S, F> Leases<S, F>
+impl<S, C, F> Leases<S, C, F>
 where
     F: Fn(&S, SystemTime) -> Result<Lease, BrokerError>,
 {
@@ -477,9 +473,10 @@ where
     }
 }
 
-impl<S, F> Stream for Leases<S, F>
+impl<S, C, F> Stream for Leases<S, C, F>
 where
-    S: Clone + Send + Sync + Unpin + 'static,
+    S: Send + Sync + Unpin + 'static,
+    C: Stream<Item = S> + Unpin,
     F: Fn(&S, SystemTime) -> Result<Lease, BrokerError> + Unpin,
 {
     type Item = Result<Lease, BrokerError>;
@@ -626,7 +623,7 @@ mod tests {
             counting.docs.lock().unwrap().insert(path.into(), doc('2'));
         }
         let mut a = broker.entry("a").unwrap().subscribe();
-        a.borrow_and_update();
+        drop(a.borrow_and_update());
         broker.refresh("a");
         a.changed().await.unwrap();
         // Every task that was woken has run by now (one thread, paused clock).
@@ -640,7 +637,7 @@ mod tests {
         );
         broker.refresh_all();
         let mut b = broker.entry("b").unwrap().subscribe();
-        b.borrow_and_update();
+        drop(b.borrow_and_update());
         b.changed().await.unwrap();
         assert_eq!(counting.reads("b"), b_reads + 1);
     }
@@ -765,7 +762,7 @@ mod tests {
         let entry = broker.entry("a").unwrap();
         assert_eq!(entry.kind(), crate::credential::Kind::AuthToken);
         let mut a = entry.subscribe();
-        a.borrow_and_update();
+        drop(a.borrow_and_update());
         let key = format!(
             r#"{{"a": {{"account_sid":"{AC}","api_key_sid":"SK{}","api_key_secret":"{}"}}}}"#,
             "0".repeat(32),
@@ -776,7 +773,12 @@ mod tests {
         a.changed().await.unwrap();
         let lease = broker.lease("a").unwrap();
         assert!(lease.stale_since.is_some());
-        let error = a.borrow().last_error.as_ref().unwrap().to_string();
+        let error = a
+            .borrow_and_update()
+            .last_error
+            .as_ref()
+            .unwrap()
+            .to_string();
         assert!(
             error.contains("credential `a`")
                 && error.contains(
@@ -801,7 +803,7 @@ mod tests {
             .await
             .unwrap();
         let mut a = broker.entry("a").unwrap().subscribe();
-        a.borrow_and_update();
+        drop(a.borrow_and_update());
         counting
             .panics
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -941,6 +943,41 @@ mod tests {
                 && e.to_string().contains("may have retired the value"),
             "{e}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_yields_now_then_only_the_newest_change() {
+        use tokio_stream::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = setup(dir.path(), "refresh_interval = \"1h\"\n");
+        let broker = Broker::start(&cfg, &Default::default(), CancellationToken::new())
+            .await
+            .unwrap();
+        let entry = Arc::clone(broker.entry("a").unwrap());
+        let quiet = Duration::from_millis(10);
+        let mut sub = entry.subscribe();
+        let first = sub.next().await.unwrap();
+        assert!(first.loaded.is_some() && first.stale_since.is_none());
+        assert!(
+            tokio::time::timeout(quiet, sub.next()).await.is_err(),
+            "nothing new"
+        );
+
+        // Two changes before the next read: one item, the newer.
+        let now = broker.clock().now();
+        entry.fail(now, BrokerError::RefreshPanicked("x".into()), false);
+        entry.fail(now, BrokerError::RefreshPanicked("y".into()), true);
+        let got = sub.next().await.unwrap();
+        assert!(got.unavailable.is_some() && got.stale_since.is_some());
+        assert!(tokio::time::timeout(quiet, sub.next()).await.is_err());
+
+        // `changed` waits for a change made after subscribing.
+        let mut rx = entry.subscribe();
+        let waiter = tokio::spawn(async move { rx.changed().await.unwrap() });
+        tokio::time::sleep(quiet).await;
+        assert!(!waiter.is_finished(), "no change yet");
+        entry.fail(now, BrokerError::RefreshPanicked("z".into()), true);
+        tokio::time::timeout(quiet, waiter).await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -423,7 +423,7 @@ impl Issuer for OAuthTokens {
     fn watch(self: Arc<Self>, broker: &Broker) -> Result<LeaseStream, IssueError> {
         // Refuse up front rather than open a stream that ends at once.
         self.lease_from(&self.state.borrow(), self.clock.now())?;
-        let changes = self.state.subscribe();
+        let changes = tokio_stream::wrappers::WatchStream::new(self.state.subscribe());
         Ok(
             broker.watch_with(changes, Renew::OnChangeOnly, move |s, now| {
                 self.lease_from(s, now)
