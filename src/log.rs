@@ -296,37 +296,38 @@ fn date_time(secs: u64) -> String {
 /// One audit line, as tracing's `fmt` layer (`Full`, no ANSI) or its JSON
 /// layer writes the event `peer::audit` used to emit.
 fn format_audit(buf: &mut Vec<u8>, r: &AuditRecord, json: bool, clock: &mut Stamp) {
+    let fields = [
+        ("method", r.method),
+        ("credential", r.credential.as_str()),
+        ("version", r.version.as_str()),
+        ("decision", r.decision),
+    ];
     if json {
         buf.extend_from_slice(b"{\"timestamp\":\"");
         clock.write(buf, r.at);
         let _ = write!(
             buf,
             "\",\"level\":\"INFO\",\"fields\":{{\"message\":\"access decision\",\
-             \"peer_uid\":{},\"peer_gid\":{},\"peer_pid\":{},\"method\":",
+             \"peer_uid\":{},\"peer_gid\":{},\"peer_pid\":{}",
             r.peer_uid, r.peer_gid, r.peer_pid
         );
-        json_str(buf, r.method);
-        buf.extend_from_slice(b",\"credential\":");
-        json_str(buf, r.credential.as_str());
-        buf.extend_from_slice(b",\"version\":");
-        json_str(buf, r.version.as_str());
-        buf.extend_from_slice(b",\"decision\":");
-        json_str(buf, r.decision);
+        for (key, value) in fields {
+            let _ = write!(buf, ",\"{key}\":");
+            // serde_json escapes as tracing's JSON layer (which uses it) does.
+            let _ = serde_json::to_writer(&mut *buf, value);
+        }
         buf.extend_from_slice(b"},\"target\":\"credbroker::audit\"}\n");
     } else {
         clock.write(buf, r.at);
         let _ = write!(
             buf,
-            "  INFO credbroker::audit: access decision peer_uid={} peer_gid={} peer_pid={} method=",
+            "  INFO credbroker::audit: access decision peer_uid={} peer_gid={} peer_pid={}",
             r.peer_uid, r.peer_gid, r.peer_pid
         );
-        debug_str(buf, r.method);
-        buf.extend_from_slice(b" credential=");
-        debug_str(buf, r.credential.as_str());
-        buf.extend_from_slice(b" version=");
-        debug_str(buf, r.version.as_str());
-        buf.extend_from_slice(b" decision=");
-        debug_str(buf, r.decision);
+        for (key, value) in fields {
+            let _ = write!(buf, " {key}=");
+            debug_str(buf, value);
+        }
         buf.push(b'\n');
     }
 }
@@ -343,11 +344,6 @@ fn debug_str(buf: &mut Vec<u8>, s: &str) {
     } else {
         let _ = write!(buf, "{s:?}");
     }
-}
-
-fn json_str(buf: &mut Vec<u8>, s: &str) {
-    // serde_json escapes as tracing's JSON layer (which uses it) does.
-    let _ = serde_json::to_writer(&mut *buf, s);
 }
 
 #[cfg(test)]
