@@ -221,7 +221,20 @@ pub fn harden(lock_memory: bool) -> Hardening {
     };
     if lock_memory {
         use rustix::mm::{MlockAllFlags, mlockall};
-        match mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE) {
+        // Pages are locked as they are touched (MCL_ONFAULT, Linux 4.4):
+        // every page a secret is written to is locked, but the daemon does
+        // not make its whole binary and every thread's whole stack resident
+        // (55 MB instead of 9 for 100 credentials). Older kernels refuse
+        // the flag; then everything is locked up front.
+        let flags = MlockAllFlags::CURRENT | MlockAllFlags::FUTURE;
+        let locked = mlockall(flags | MlockAllFlags::ONFAULT).or_else(|e| {
+            if e == rustix::io::Errno::INVAL {
+                mlockall(flags)
+            } else {
+                Err(e)
+            }
+        });
+        match locked {
             Ok(()) => result.locked = true,
             Err(e) => {
                 let why = format!(
