@@ -38,7 +38,7 @@ fn id(c: &TwilioCredential) -> Id {
 fn ids(d: &CredentialDocument) -> (Id, Option<Id>, Option<(Id, SystemTime)>) {
     (
         id(&d.current),
-        d.pending.as_ref().map(id),
+        d.pending.as_deref().map(id),
         d.previous
             .as_ref()
             .map(|p| (id(&p.credential), p.retire_at)),
