@@ -1,8 +1,8 @@
 //! Wiring: builds the stores, the broker, the issuers and the rotator from
 //! a validated config, serves them, and owns every task the daemon spawns
 //! (on the broker's `TaskTracker`): refresh loops, watch streams, dynamic
-//! keys' reapers, rotation schedules, the SIGHUP listener and the metrics
-//! listener. Shutdown cancels them all and waits for them, up to the drain
+//! keys' reapers, rotation schedules, usage monitors, the SIGHUP listener
+//! and the metrics listener. Shutdown cancels them all and waits for them, up to the drain
 //! deadline.
 
 use std::{future::Future, sync::Arc};
@@ -14,6 +14,7 @@ use crate::{
     config::TwilioConfig,
     hygiene, issuer, rotation, server, store,
     twilio::{Endpoints, TwilioClient},
+    usage,
 };
 
 /// The `[twilio]` table is where the Twilio client's endpoints come from
@@ -110,15 +111,25 @@ pub async fn run(
     let tasks = broker.tasks().clone();
     rotation::spawn_schedules(&rotator, &stopping, &tasks);
     spawn_rotation_watch(&broker, &rotator, &stopping);
+    // Usage alerts freeze the dynamic keys of their account through this.
+    let freezes = Arc::new(issuer::Freezes::default());
+    let usage = usage::Monitors::new(&config, &broker, &twilio, &rotator, &freezes);
     if let Some(addr) = config.server.metrics_addr {
-        server::metrics_http::serve(addr, Arc::clone(&broker), stopping.clone())
-            .await
-            .map_err(|e| RunError::Metrics(addr, e))?;
+        server::metrics_http::serve(
+            addr,
+            Arc::clone(&broker),
+            Arc::clone(&usage),
+            stopping.clone(),
+        )
+        .await
+        .map_err(|e| RunError::Metrics(addr, e))?;
     }
 
     spawn_sighup(&broker, &stopping);
 
-    let issuers = Arc::new(issuer::Issuers::start(&config, &broker, &twilio, &stopping));
+    let issuers = Arc::new(issuer::Issuers::start(
+        &config, &broker, &twilio, &freezes, &stopping,
+    ));
     // Serve only once every credential has a value, as for stored ones.
     tokio::select! {
         ready = issuers.ready() => ready?,
@@ -126,11 +137,13 @@ pub async fn run(
     }
     // Only these names become `credential` labels; any other is "(unknown)".
     crate::metrics::metrics().set_credentials(issuers.iter().map(|i| i.name().to_owned()));
+    usage.spawn(&tasks, &stopping);
     let served = server::serve(
         &config,
         issuers,
         broker,
         rotator,
+        usage,
         stopping.clone(),
         shutdown,
     )

@@ -26,6 +26,10 @@
 //! - [`issuer`]: one [`issuer::Issuer`] per configured credential, whatever
 //!   its kind: a stored one leases the broker's entry; a dynamic one mints
 //!   a restricted key per caller.
+//! - [`usage`]: Twilio usage monitoring, one monitor per `[usage.NAME]`:
+//!   polls, the spike rule, Usage Triggers, and the action an alert takes
+//!   (freezing dynamic keys through the issuers, rotating through
+//!   rotation).
 //! - [`server`]: the gRPC services on the Unix socket, peer checks, audit,
 //!   the one error → `Status` mapping, and the metrics listener.
 //! - [`app`]: the wiring, which owns every task the daemon spawns and
@@ -62,6 +66,7 @@ pub mod server;
 pub mod store;
 pub mod text;
 pub mod twilio;
+pub mod usage;
 
 /// The generated `credbroker.v1` messages, clients and servers.
 #[allow(missing_docs, clippy::all)]

@@ -77,6 +77,40 @@ pub struct RotationLabels {
     pub result: String,
 }
 
+/// One figure of one usage category (`[usage.NAME]`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UsageLabels {
+    /// The `[usage.NAME]` table.
+    pub account: String,
+    /// The category, as the config spells it.
+    pub category: String,
+    /// `count`, `usage` or `price`.
+    pub measure: &'static str,
+}
+
+/// One usage category's alert state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UsageSpikeLabels {
+    /// The `[usage.NAME]` table.
+    pub account: String,
+    /// The category, as the config spells it.
+    pub category: String,
+}
+
+/// A `[usage.NAME]` table.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    /// The `[usage.NAME]` table.
+    pub account: String,
+}
+
+/// A Usage Trigger callback's fate.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    /// `accepted`, `ignored` or `refused`.
+    pub result: &'static str,
+}
+
 /// The `credential` label of every name the config does not define.
 pub const UNKNOWN_CREDENTIAL: &str = "(unknown)";
 
@@ -108,6 +142,14 @@ pub struct Metrics {
     pub rotation_last_success: Family<CredentialLabels, Gauge>,
     /// Live dynamic keys per credential.
     pub dynamic_keys: Family<CredentialLabels, Gauge>,
+    /// Today's usage per account, category and measure, at the last poll.
+    pub twilio_usage: Family<UsageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while a usage alert covers the category.
+    pub usage_spike: Family<UsageSpikeLabels, Gauge>,
+    /// Failed reads of Twilio's usage records.
+    pub usage_poll_errors: Family<AccountLabels, Counter>,
+    /// Usage Trigger callbacks by result.
+    pub usage_callbacks: Family<CallbackLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -128,6 +170,10 @@ pub fn metrics() -> &'static Metrics {
             rotations: Family::default(),
             rotation_last_success: Family::default(),
             dynamic_keys: Family::default(),
+            twilio_usage: Family::default(),
+            usage_spike: Family::default(),
+            usage_poll_errors: Family::default(),
+            usage_callbacks: Family::default(),
             registry: Registry::default(),
             known: RwLock::default(),
         };
@@ -176,6 +222,26 @@ pub fn metrics() -> &'static Metrics {
             "dynamic_keys_live",
             "Live dynamic API keys",
             m.dynamic_keys.clone(),
+        );
+        registry.register(
+            "twilio_usage",
+            "Today's Twilio usage at the last poll, by [usage] table, category and measure (count, usage, price)",
+            m.twilio_usage.clone(),
+        );
+        registry.register(
+            "usage_spike",
+            "1 while a usage alert covers the category (until RotationAdmin.ClearAlert)",
+            m.usage_spike.clone(),
+        );
+        registry.register(
+            "usage_poll_errors",
+            "Failed reads of Twilio's usage records",
+            m.usage_poll_errors.clone(),
+        );
+        registry.register(
+            "usage_callbacks",
+            "Usage Trigger callbacks on the metrics listener, by result",
+            m.usage_callbacks.clone(),
         );
         Metrics { registry, ..m }
     })

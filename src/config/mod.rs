@@ -7,7 +7,7 @@
 //! The config never holds a secret, only where to find one.
 //!
 //! - `raw.rs`: the serde types, exactly the TOML's shape.
-//! - `server.rs`, `stores.rs`, `credentials.rs`: one file per section,
+//! - `server.rs`, `stores.rs`, `credentials.rs`, `usage.rs`: one file per section,
 //!   each validating its raw table into the types below.
 //! - `problems.rs`: the collected problems and the shared value checks.
 //! - `tests.rs`: reads the fixtures under `tests/fixtures/config/`.
@@ -33,6 +33,7 @@ mod server;
 mod stores;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use self::{
     credentials::{Admins, credential},
@@ -41,6 +42,7 @@ use self::{
     server::{Defaults, check_socket, defaults, server, twilio},
     stores::store,
 };
+pub use self::usage::{MAX_CATEGORIES, MAX_SAMPLES, MIN_POLL_INTERVAL};
 
 /// Where `serve` listens when the config does not say.
 pub const DEFAULT_SOCKET: &str = "/run/credbroker/broker.sock";
@@ -85,6 +87,8 @@ pub struct Config {
     pub twilio: TwilioConfig,
     /// `[credentials.NAME]`, by name.
     pub credentials: BTreeMap<String, Arc<CredentialConfig>>,
+    /// `[usage.NAME]`, by name: the Twilio accounts whose usage is watched.
+    pub usage: BTreeMap<String, UsageConfig>,
 }
 
 /// `[server]`.
@@ -356,6 +360,70 @@ pub struct AccessTokenPolicy {
     pub identity_prefix: String,
 }
 
+/// `usage.poll_interval` when unset.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// `usage.window` when unset.
+pub const DEFAULT_USAGE_WINDOW: Duration = Duration::from_secs(3600);
+/// `usage.factor` when unset.
+pub const DEFAULT_FACTOR: f64 = 5.0;
+/// `usage.baseline` when unset: a day of hourly windows.
+pub const DEFAULT_BASELINE: u32 = 24;
+
+/// `[usage.NAME]`: one Twilio account's usage, polled and checked for
+/// spikes, and what to do about one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageConfig {
+    /// The table's name: the `account` label of the usage metrics.
+    pub name: String,
+    /// The stored credential (Auth Token or Main key) that reads the
+    /// account's usage and keeps its Usage Triggers.
+    pub admin_credential: String,
+    /// Twilio usage categories watched (`sms`, `calls`, …).
+    pub categories: Vec<String>,
+    /// How often Usage Records Today is read.
+    pub poll_interval: Duration,
+    /// The spike rule's window.
+    pub window: Duration,
+    /// A window's count above `factor` × the median of the `baseline`
+    /// windows before it is a spike.
+    pub factor: f64,
+    /// How many earlier windows the median is taken over.
+    pub baseline: u32,
+    /// A window's count above this is a spike, whatever came before.
+    pub max_per_window: Option<u64>,
+    /// What a spike does.
+    pub on_spike: OnSpike,
+    /// With [`OnSpike::Rotate`]: the credentials rotated.
+    pub rotate: Vec<String>,
+    /// Where Twilio's Usage Triggers call (the metrics listener's
+    /// `/twilio/usage-trigger`, as Twilio reaches it).
+    pub trigger_url: Option<String>,
+    /// The day's count per category at which a trigger fires.
+    pub trigger_value: Option<u64>,
+}
+
+/// `usage.on_spike`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSpike {
+    /// Log it, and set the metric and the alert state.
+    Alert,
+    /// Also refuse new dynamic keys on the account until ClearAlert.
+    FreezeDynamicKeys,
+    /// Also start a rotation of `rotate`'s credentials at once.
+    Rotate,
+}
+
+impl OnSpike {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnSpike::Alert => "alert",
+            OnSpike::FreezeDynamicKeys => "freeze_dynamic_keys",
+            OnSpike::Rotate => "rotate",
+        }
+    }
+}
+
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -501,7 +569,16 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             let cfg = credential(&mut p, name.clone(), c, &defaults, &stores, &admins);
             (name, Arc::new(cfg))
         })
+        .collect::<BTreeMap<_, _>>();
+    let usage = raw
+        .usage
+        .into_iter()
+        .map(|(name, u)| {
+            let cfg = usage::usage(&mut p, name.clone(), u, &credentials, server.metrics_addr);
+            (name, cfg)
+        })
         .collect();
+    usage::check_accounts(&mut p, &usage);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -510,6 +587,7 @@ fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             stores,
             twilio,
             credentials,
+            usage,
         })
     } else {
         Err(ConfigError::Invalid {

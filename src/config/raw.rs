@@ -16,6 +16,8 @@ pub(super) struct RawConfig {
     pub(super) twilio: RawTwilio,
     #[serde(default)]
     pub(super) credentials: BTreeMap<String, RawCredential>,
+    #[serde(default)]
+    pub(super) usage: BTreeMap<String, RawUsage>,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,4 +149,21 @@ pub(super) struct RawAccessTokens {
     #[serde(default)]
     pub(super) grants: Vec<String>,
     pub(super) identity_prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUsage {
+    pub(super) admin_credential: String,
+    pub(super) categories: Vec<String>,
+    pub(super) poll_interval: Option<String>,
+    pub(super) window: Option<String>,
+    pub(super) factor: Option<f64>,
+    pub(super) baseline: Option<i64>,
+    pub(super) max_per_window: Option<i64>,
+    pub(super) on_spike: Option<String>,
+    #[serde(default)]
+    pub(super) rotate: Vec<String>,
+    pub(super) trigger_url: Option<String>,
+    pub(super) trigger_value: Option<i64>,
 }

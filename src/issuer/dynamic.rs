@@ -26,7 +26,7 @@ use std::{
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{Caller, IssueError, Issuer};
+use super::{Caller, Freezes, IssueError, Issuer};
 use crate::{
     broker::{Broker, Entry, Lease, LeaseStream, Loaded},
     clock::Clock,
@@ -93,6 +93,8 @@ pub struct DynamicKeys {
     dynamic: DynamicKeyConfig,
     admin: Arc<Entry>,
     twilio: TwilioClient,
+    /// Usage alerts that hold new keys on the admin's account.
+    freezes: Arc<Freezes>,
     clock: Clock,
     live: Mutex<Live>,
     wake: Notify,
@@ -121,6 +123,7 @@ impl DynamicKeys {
         dynamic: DynamicKeyConfig,
         admin: Arc<Entry>,
         twilio: TwilioClient,
+        freezes: Arc<Freezes>,
         clock: Clock,
         stopping: CancellationToken,
         tasks: &tokio_util::task::TaskTracker,
@@ -130,6 +133,7 @@ impl DynamicKeys {
             dynamic,
             admin,
             twilio,
+            freezes,
             clock,
             live: Mutex::new(Live::default()),
             wake: Notify::new(),
@@ -176,6 +180,7 @@ impl DynamicKeys {
             {
                 return Ok(self.lease_on(key, now));
             }
+            self.check_frozen()?;
             self.reserve(&mut live, uid, now)?;
         }
         let minted = self.mint(caller, now).await;
@@ -193,6 +198,24 @@ impl DynamicKeys {
         drop(live);
         self.wake.notify_one();
         Ok(self.lease_on(&key, now))
+    }
+
+    /// Refuses a new key while a usage alert freezes the admin's account.
+    fn check_frozen(&self) -> Result<(), IssueError> {
+        let Some(loaded) = self.admin.snapshot().loaded else {
+            return Ok(());
+        };
+        match self
+            .freezes
+            .get(loaded.document.current.account_sid.as_str())
+        {
+            None => Ok(()),
+            Some(f) => Err(IssueError::Frozen {
+                name: self.name().to_owned(),
+                usage: f.usage,
+                reason: f.reason,
+            }),
+        }
     }
 
     /// Takes a slot for a new key of `uid`, or says which cap is reached.

@@ -62,6 +62,19 @@ pub enum IssueError {
         /// The cap.
         max: u32,
     },
+    /// A usage alert with `on_spike = "freeze_dynamic_keys"` holds the
+    /// account's new dynamic keys until ClearAlert.
+    #[error(
+        "credential `{name}`: new keys are frozen by usage alert `{usage}` ({reason}); an admin lifts it with RotationAdmin.ClearAlert once the spike is understood"
+    )]
+    Frozen {
+        /// Credential name.
+        name: String,
+        /// The `[usage.NAME]` whose alert froze it.
+        usage: String,
+        /// The numbers that raised the alert.
+        reason: String,
+    },
     /// Twilio refused or failed to mint a key.
     #[error("credential `{name}`: {source}")]
     Twilio {
@@ -115,6 +128,50 @@ impl std::fmt::Debug for dyn Issuer {
     }
 }
 
+/// The accounts whose new dynamic keys are frozen by a usage alert
+/// (`on_spike = "freeze_dynamic_keys"`), by Account SID: the usage monitor
+/// freezes and thaws, every dynamic credential minting on that account asks.
+#[derive(Debug, Default)]
+pub struct Freezes {
+    by_account: std::sync::RwLock<HashMap<String, Freeze>>,
+}
+
+/// Why an account's new dynamic keys are frozen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freeze {
+    /// The `[usage.NAME]` whose alert froze it.
+    pub usage: String,
+    /// The numbers that raised the alert.
+    pub reason: String,
+}
+
+impl Freezes {
+    /// Refuses new dynamic keys on `account_sid` until [`Freezes::thaw`].
+    pub fn freeze(&self, account_sid: &str, freeze: Freeze) {
+        self.by_account
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(account_sid.to_owned(), freeze);
+    }
+
+    /// Lifts `usage`'s freeze, whatever account it was on.
+    pub fn thaw(&self, usage: &str) {
+        self.by_account
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, f| f.usage != usage);
+    }
+
+    /// Why `account_sid`'s new keys are frozen, if they are.
+    pub fn get(&self, account_sid: &str) -> Option<Freeze> {
+        let frozen = self.by_account.read().unwrap_or_else(|e| e.into_inner());
+        if frozen.is_empty() {
+            return None;
+        }
+        frozen.get(account_sid).cloned()
+    }
+}
+
 /// Every configured credential's issuer, by name.
 pub struct Issuers {
     /// For the lookup of every call: a hash map, since a B-tree of 10,000
@@ -133,12 +190,14 @@ pub struct Issuers {
 
 impl Issuers {
     /// One issuer per credential of `config`: the broker's entries, and the
-    /// dynamic credentials, which mint with `twilio` and whose key reapers
-    /// are spawned on the broker's task tracker and stop with `stopping`.
+    /// dynamic credentials, which mint with `twilio` (unless `freezes`
+    /// holds their account) and whose key reapers are spawned on the
+    /// broker's task tracker and stop with `stopping`.
     pub fn start(
         config: &Config,
         broker: &Arc<Broker>,
         twilio: &TwilioClient,
+        freezes: &Arc<Freezes>,
         stopping: &CancellationToken,
     ) -> Self {
         let mut by_name: HashMap<String, Arc<dyn Issuer>> = broker
@@ -174,6 +233,7 @@ impl Issuers {
                 d.clone(),
                 admin,
                 twilio.clone(),
+                Arc::clone(freezes),
                 *broker.clock(),
                 stopping.clone(),
                 broker.tasks(),

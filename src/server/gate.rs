@@ -153,6 +153,8 @@ const METHODS: &[&str] = &[
     "MintAccessToken",
     "Rotate",
     "GetRotationStatus",
+    "GetUsage",
+    "ClearAlert",
     "ServerReflectionInfo",
 ];
 

@@ -1,17 +1,31 @@
 //! `/metrics`, `/healthz` and `/readyz` on the optional `[server]
 //! metrics_addr` (plain HTTP: bind it to loopback or a pod IP). The
 //! per-credential gauges are read off the broker at each scrape.
+//!
+//! Also `POST /twilio/usage-trigger`, where Twilio's Usage Triggers call
+//! (`[usage.NAME] trigger_url`): a form post of at most
+//! [`usage::MAX_CALLBACK_BYTES`], accepted only with a valid
+//! X-Twilio-Signature (403 otherwise, and nothing changes).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
-use http_body_util::Full;
-use hyper::{Request, Response, body::Bytes, service::service_fn};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{Method, Request, Response, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     broker::Broker,
-    metrics::{CredentialGauge, metrics},
+    metrics::{CallbackLabels, CredentialGauge, metrics},
+    usage::{self, Callback, Monitors},
 };
 
 /// Every credential's gauges, now.
@@ -53,6 +67,7 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 pub async fn serve(
     addr: SocketAddr,
     broker: Arc<Broker>,
+    usage: Arc<Monitors>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -80,6 +95,7 @@ pub async fn serve(
             tasks.spawn(serve_connection(
                 stream,
                 Arc::clone(&broker),
+                Arc::clone(&usage),
                 stop.clone(),
                 slot,
             ));
@@ -92,12 +108,19 @@ pub async fn serve(
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     broker: Arc<Broker>,
+    usage: Arc<Monitors>,
     stop: CancellationToken,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let broker = Arc::clone(&broker);
-        async move { Ok::<_, Infallible>(answer(req.uri().path(), &broker)) }
+        let (broker, usage) = (Arc::clone(&broker), Arc::clone(&usage));
+        async move {
+            Ok::<_, Infallible>(if req.uri().path() == usage::CALLBACK_PATH {
+                usage_callback(req, &usage).await
+            } else {
+                answer(req.uri().path(), &broker)
+            })
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -109,6 +132,79 @@ async fn serve_connection(
         _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
         _ = stop.cancelled() => {}
     }
+}
+
+fn plain(status: u16, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("a valid response")
+}
+
+/// Unix second of the last refused-callback warning: one a minute at most,
+/// whatever a flood of forged callbacks does (each is counted).
+static LAST_REFUSAL_LOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// A Usage Trigger's callback.
+async fn usage_callback(
+    req: Request<hyper::body::Incoming>,
+    usage: &Monitors,
+) -> Response<Full<Bytes>> {
+    if usage.is_empty() {
+        return plain(404, "not found\n");
+    }
+    if req.method() != Method::POST {
+        return plain(405, "POST only\n");
+    }
+    let signature = req
+        .headers()
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match Limited::new(req.into_body(), usage::MAX_CALLBACK_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return plain(413, "body too large or cut off\n"),
+    };
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body)
+        .take(usage::MAX_CALLBACK_PARAMS + 1)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if params.len() > usage::MAX_CALLBACK_PARAMS {
+        return plain(400, "too many parameters\n");
+    }
+    let outcome = usage.callback(&params, signature.as_deref());
+    let result = match outcome {
+        Callback::Accepted => "accepted",
+        Callback::Ignored => "ignored",
+        Callback::Refused => "refused",
+    };
+    metrics()
+        .usage_callbacks
+        .get_or_create(&CallbackLabels { result })
+        .inc();
+    if outcome == Callback::Refused {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = LAST_REFUSAL_LOGGED.load(Ordering::Relaxed);
+        if now >= last + 60
+            && LAST_REFUSAL_LOGGED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                signed = signature.is_some(),
+                "usage trigger callback refused: no valid X-Twilio-Signature for a watched account's trigger_url (counted in credbroker_usage_callbacks_total; logged once a minute)"
+            );
+        }
+        return plain(403, "invalid X-Twilio-Signature\n");
+    }
+    plain(200, "ok\n")
 }
 
 /// The answer to a GET of `path`.

@@ -30,6 +30,7 @@ use crate::{
         rotation_admin_server::RotationAdminServer,
     },
     rotation::Rotator,
+    usage::Monitors,
 };
 
 /// Largest CredentialBroker request decoded: a ValidateWebhook with its
@@ -69,12 +70,13 @@ pub async fn serve(
     issuers: Arc<Issuers>,
     broker: Arc<Broker>,
     rotator: Arc<Rotator>,
+    usage: Arc<Monitors>,
     stopping: CancellationToken,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let (listener, socket_guard) = socket::bind(&config.server.socket, config.server.socket_mode)?;
     let broker_tasks = broker.tasks().clone();
-    let (router, health) = router(config, Arc::clone(&issuers), broker, rotator)?;
+    let (router, health) = router(config, Arc::clone(&issuers), broker, rotator, usage)?;
     set_health(&health, true).await;
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let caps = conn::Caps::of(&config.server.limits);
@@ -126,6 +128,7 @@ fn router(
     issuers: Arc<Issuers>,
     broker: Arc<Broker>,
     rotator: Arc<Rotator>,
+    usage: Arc<Monitors>,
 ) -> Result<
     (
         tonic::transport::server::Router<
@@ -149,6 +152,7 @@ fn router(
         own_uid,
         rotator,
         Arc::clone(&broker),
+        usage,
     );
     let broker_service =
         service::BrokerService::new(issuers, broker, own_uid, limits.max_watches_per_uid);

@@ -18,6 +18,7 @@ use crate::{
     proto,
     rotation::{RotationError, Rotator},
     twilio::{access_token, webhook},
+    usage::{self, Monitors},
 };
 
 /// CredentialBroker.
@@ -557,17 +558,34 @@ pub struct AdminService {
     rotator: Option<Arc<Rotator>>,
     /// Serves what a rotation wrote before `Rotate` answers.
     broker: Option<Arc<Broker>>,
+    /// GetUsage and ClearAlert.
+    usage: Option<Arc<Monitors>>,
 }
 
 impl AdminService {
     /// Admits peers on `admin` (empty: the daemon's own uid).
-    pub fn new(admin: AllowList, own_uid: u32, rotator: Arc<Rotator>, broker: Arc<Broker>) -> Self {
+    pub fn new(
+        admin: AllowList,
+        own_uid: u32,
+        rotator: Arc<Rotator>,
+        broker: Arc<Broker>,
+        usage: Arc<Monitors>,
+    ) -> Self {
         Self {
             admin,
             own_uid,
             rotator: Some(rotator),
             broker: Some(broker),
+            usage: Some(usage),
         }
+    }
+
+    fn monitor(&self, name: &str) -> Result<&Arc<usage::Monitor>, Status> {
+        self.usage
+            .as_ref()
+            .ok_or_else(|| status::not_yet("usage"))?
+            .get(name)
+            .map_err(Status::from)
     }
 
     async fn status(&self, name: &str) -> Result<proto::RotationStatus, Status> {
@@ -638,6 +656,70 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         self.authorize(&Peer::of(&request)?, "GetRotationStatus", name)?;
         self.status(name).await.map(Response::new)
     }
+
+    async fn get_usage(
+        &self,
+        request: Request<proto::GetUsageRequest>,
+    ) -> Result<Response<proto::UsageStatus>, Status> {
+        let name = required("name", &request.get_ref().name)?;
+        self.authorize(&Peer::of(&request)?, "GetUsage", name)?;
+        Ok(Response::new(usage_to_proto(&self.monitor(name)?.status())))
+    }
+
+    async fn clear_alert(
+        &self,
+        request: Request<proto::ClearAlertRequest>,
+    ) -> Result<Response<proto::UsageStatus>, Status> {
+        let peer = Peer::of(&request)?;
+        let name = required("name", &request.get_ref().name)?;
+        self.authorize(&peer, "ClearAlert", name)?;
+        let monitor = self.monitor(name)?;
+        if let Some(alert) = monitor.clear() {
+            tracing::warn!(
+                usage = %name,
+                peer_uid = peer.uid,
+                peer_pid = peer.pid.unwrap_or(0),
+                raised_by = alert.source,
+                "usage alert cleared through RotationAdmin.ClearAlert"
+            );
+        }
+        Ok(Response::new(usage_to_proto(&monitor.status())))
+    }
+}
+
+/// GetUsage's answer.
+fn usage_to_proto(s: &usage::Status) -> proto::UsageStatus {
+    proto::UsageStatus {
+        name: s.name.clone(),
+        on_spike: s.on_spike.as_str().to_owned(),
+        categories: s
+            .categories
+            .iter()
+            .map(|c| {
+                let today = c.today.as_ref();
+                let evaluation = c.evaluation.as_ref();
+                proto::CategoryUsage {
+                    category: c.category.clone(),
+                    count: today.map_or(0.0, |t| t.count),
+                    usage: today.map_or(0.0, |t| t.usage),
+                    price: today.map_or(0.0, |t| t.price),
+                    price_unit: today.map(|t| t.price_unit.clone()).unwrap_or_default(),
+                    window_count: evaluation.map_or(0.0, |e| e.window_count),
+                    baseline_median: evaluation.and_then(|e| e.median),
+                    spike: c.spike,
+                    polled: today.is_some(),
+                }
+            })
+            .collect(),
+        alert: s.alert.as_ref().map(|a| proto::UsageAlert {
+            raised_at: Some(timestamp(a.raised_at)),
+            reason: a.reason.clone(),
+            categories: a.categories.clone(),
+            source: a.source.to_owned(),
+        }),
+        last_poll: s.last_poll.map(timestamp),
+        last_error: s.last_error.clone().unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
@@ -677,7 +759,7 @@ mod tests {
             .await
             .unwrap();
         let twilio = crate::twilio::TwilioClient::new((&cfg.twilio).into());
-        let issuers = Issuers::start(&cfg, &broker, &twilio, &stopping);
+        let issuers = Issuers::start(&cfg, &broker, &twilio, &Default::default(), &stopping);
         BrokerService::new(Arc::new(issuers), broker, OWN, 256)
     }
 
@@ -733,6 +815,7 @@ mod tests {
             own_uid: OWN,
             rotator: None,
             broker: None,
+            usage: None,
         };
         assert!(admin.authorize(&peer(0), "Rotate", "a").is_ok());
         assert_eq!(
@@ -747,6 +830,7 @@ mod tests {
             own_uid: OWN,
             rotator: None,
             broker: None,
+            usage: None,
         };
         assert!(default.authorize(&peer(OWN), "Rotate", "a").is_ok());
         assert!(default.authorize(&peer(0), "Rotate", "a").is_err());

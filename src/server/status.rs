@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::{broker::BrokerError, issuer::IssueError, rotation::RotationError};
+use crate::{broker::BrokerError, issuer::IssueError, rotation::RotationError, usage::UsageError};
 
 impl From<BrokerError> for Status {
     fn from(e: BrokerError) -> Status {
@@ -24,11 +24,21 @@ impl From<IssueError> for Status {
     fn from(e: IssueError) -> Status {
         match e {
             IssueError::Broker(e) => e.into(),
-            IssueError::Exhausted { .. } | IssueError::ExhaustedForUid { .. } => {
+            IssueError::Exhausted { .. }
+            | IssueError::ExhaustedForUid { .. }
+            | IssueError::Frozen { .. } => {
                 Status::resource_exhausted(e.to_string())
             }
             IssueError::Twilio { .. } => Status::unavailable(e.to_string()),
             IssueError::WrongKind { .. } => Status::failed_precondition(e.to_string()),
+        }
+    }
+}
+
+impl From<UsageError> for Status {
+    fn from(e: UsageError) -> Status {
+        match e {
+            UsageError::NotFound(_) => Status::not_found(e.to_string()),
         }
     }
 }

@@ -50,7 +50,7 @@ pub const MAX_PAGES: usize = 100;
 
 /// Whether a request may be sent again after a failure.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(super) enum Retry {
     /// A read, a delete, a promote: repeating it does no harm.
     Idempotent,
     /// A create: only when the connection was never made, so Twilio cannot
@@ -216,7 +216,7 @@ impl TwilioClient {
 
     /// Sends a request built by `build` with Basic auth from `auth`,
     /// retrying as `retry` allows (see the module doc).
-    async fn send(
+    pub(super) async fn send(
         &self,
         action: &str,
         auth: &TwilioCredential,
@@ -441,6 +441,12 @@ fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Result<Option<&'a 
             });
         }
     }
+    next_page(page)
+}
+
+/// The path of the page after `page` of a 2010 list, if there is one
+/// (see [`keys_page`]: only a path on the configured base is followed).
+pub(super) fn next_page(page: &Value) -> Result<Option<&str>, String> {
     let Some(next) = page["next_page_uri"].as_str().filter(|n| !n.is_empty()) else {
         return Ok(None);
     };

@@ -1,12 +1,14 @@
 //! Twilio: the REST client rotation drives (API keys, Auth Tokens, the
 //! authenticated account read that tests a credential), OAuth bearer tokens
-//! for `oauth_client` credentials, X-Twilio-Signature
+//! for `oauth_client` credentials, usage records and Usage Triggers,
+//! X-Twilio-Signature
 //! validation and Access Token minting, so workloads need not hold the
 //! long-lived secrets those take.
 
 pub mod access_token;
 pub mod client;
 pub mod oauth;
+pub mod usage;
 pub mod webhook;
 
 pub use client::{Endpoints, KeyInfo, NewKey, TwilioClient, TwilioError};
