@@ -302,3 +302,58 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn usage_tables_parse_with_their_defaults() {
+    let c = parse_fixture("usage").unwrap();
+    let u = &c.usage["main"];
+    assert_eq!(u.admin_credential, "twilio-admin");
+    assert_eq!(u.categories, ["sms", "verify-voice-and-sms"]);
+    assert_eq!(u.poll_interval, DEFAULT_POLL_INTERVAL);
+    assert_eq!(u.window, DEFAULT_USAGE_WINDOW);
+    assert_eq!(u.factor, DEFAULT_FACTOR);
+    assert_eq!(u.baseline, DEFAULT_BASELINE);
+    assert_eq!(u.max_per_window, Some(5000));
+    assert_eq!(u.on_spike, OnSpike::Rotate);
+    assert_eq!(u.rotate, ["twilio-verify"]);
+    // trigger_value defaults to max_per_window.
+    assert_eq!(u.trigger_value, Some(5000));
+    assert_eq!(
+        u.trigger_url.as_deref(),
+        Some("https://app.example/twilio/usage-trigger")
+    );
+}
+
+#[test]
+fn usage_problems_are_all_reported() {
+    let ConfigError::Invalid { problems, .. } = parse_fixture("usage_every_problem").unwrap_err()
+    else {
+        panic!("expected Invalid");
+    };
+    let said = |key: &str, words: &str| {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == key && p.expected.contains(words)),
+            "no problem at `{key}` saying {words:?} in {problems:#?}"
+        );
+    };
+    said("usage.bad name", "letters, digits");
+    said("usage.bad name.admin_credential", "there is no `nobody`");
+    said("usage.bad name.categories", "1 to 20");
+    said("usage.bad name.window", "at least poll_interval");
+    said("usage.bad name.factor", "greater than 1");
+    said("usage.bad name.baseline", "from 1 to 1000");
+    said("usage.bad name.max_per_window", "a positive count");
+    said("usage.bad name.on_spike", "\"panic\"");
+    said("usage.second.categories", "listed twice");
+    said("usage.second.categories", "\"SMS!\"");
+    said("usage.second.poll_interval", "at most 10000 polls");
+    said("usage.second.rotate", "has none");
+    said("usage.second.rotate", "there is no `ghost`");
+    said("usage.second.trigger_url", "http:// or https://");
+    said("usage.second.trigger_url", "metrics_addr");
+    said("usage.second.trigger_value", "max_per_window");
+    said("usage.third.rotate", "unless on_spike = \"rotate\"");
+    said("usage.third.admin_credential", "one [usage] table per account");
+}

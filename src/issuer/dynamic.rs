@@ -116,11 +116,11 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl DynamicKeys {
-    /// The credential `config`, minting with `admin`'s credential; starts
-    /// the reaper (which first sweeps what a previous process left).
+    /// The credential `config` (its `dynamic` settings), minting with
+    /// `admin`'s credential; starts the reaper (which first sweeps what a
+    /// previous process left).
     pub fn start(
-        config: CredentialConfig,
-        dynamic: DynamicKeyConfig,
+        (config, dynamic): (CredentialConfig, DynamicKeyConfig),
         admin: Arc<Entry>,
         twilio: TwilioClient,
         freezes: Arc<Freezes>,

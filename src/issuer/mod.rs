@@ -229,8 +229,7 @@ impl Issuers {
                     .expect("the config checks that admin_credential is a stored credential"),
             );
             let keys = dynamic::DynamicKeys::start(
-                (**cfg).clone(),
-                d.clone(),
+                ((**cfg).clone(), d.clone()),
                 admin,
                 twilio.clone(),
                 Arc::clone(freezes),

@@ -138,14 +138,16 @@ impl History {
             Some(format!(
                 "{window_count} in the last {window} > max_per_window {max}"
             ))
-        } else if let Some(m) = median.filter(|m| window_count > rule.factor * m.max(1.0)) {
-            Some(format!(
-                "{window_count} in the last {window} > factor {} × median {m} of the {} windows before",
-                rule.factor,
-                windows.len()
-            ))
         } else {
-            None
+            median
+                .filter(|m| window_count > rule.factor * m.max(1.0))
+                .map(|m| {
+                    format!(
+                        "{window_count} in the last {window} > factor {} × median {m} of the {} windows before",
+                        rule.factor,
+                        windows.len()
+                    )
+                })
         };
         Evaluation {
             window_count,
