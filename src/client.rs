@@ -109,6 +109,28 @@ impl Client {
             .credentials)
     }
 
+    fn admin(&self) -> proto::rotation_admin_client::RotationAdminClient<Channel> {
+        proto::rotation_admin_client::RotationAdminClient::new(self.channel.clone())
+    }
+
+    /// `[usage.NAME]` `name`'s latest figures and alert (RotationAdmin, the
+    /// `[server] admin` list).
+    pub async fn usage(&self, name: &str) -> Result<proto::UsageStatus, ClientError> {
+        let request = proto::GetUsageRequest {
+            name: name.to_owned(),
+        };
+        Ok(self.admin().get_usage(request).await?.into_inner())
+    }
+
+    /// Lowers `[usage.NAME]` `name`'s alert (and a freeze of dynamic keys);
+    /// the status after.
+    pub async fn clear_alert(&self, name: &str) -> Result<proto::UsageStatus, ClientError> {
+        let request = proto::ClearAlertRequest {
+            name: name.to_owned(),
+        };
+        Ok(self.admin().clear_alert(request).await?.into_inner())
+    }
+
     /// The server's overall health status.
     pub async fn health(&self) -> Result<ServingStatus, ClientError> {
         let response = HealthClient::new(self.channel.clone())

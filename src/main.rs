@@ -93,6 +93,21 @@ enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Print a `[usage.NAME]` table's latest Twilio usage and its alert
+    /// (RotationAdmin: the `[server] admin` list); exit 2 while an alert is
+    /// raised.
+    Usage {
+        /// The `[usage.NAME]` table.
+        name: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Lower the alert first (ClearAlert): lifts a freeze of dynamic keys.
+        #[arg(long)]
+        clear: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when the broker is SERVING (for exec probes).
     Health {
         #[command(flatten)]
@@ -285,6 +300,23 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}\t{}", info.name, info.kind);
             }
         }
+        Command::Usage {
+            name,
+            socket,
+            clear,
+            json,
+        } => {
+            let client = Client::connect(socket.path()?).await?;
+            let status = if clear {
+                client.clear_alert(&name).await?
+            } else {
+                client.usage(&name).await?
+            };
+            print_usage(&status, json);
+            if status.alert.is_some() {
+                return Ok(ExitCode::from(2));
+            }
+        }
         Command::Health { socket } => {
             let client = Client::connect(socket.path()?).await?;
             let status = client.health().await?;
@@ -397,6 +429,77 @@ fn rfc3339(t: &Option<prost_types::Timestamp>) -> Option<String> {
     let t = t.as_ref()?;
     let t = SystemTime::try_from(*t).ok()?;
     Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
+fn print_usage(s: &proto::UsageStatus, json: bool) {
+    if json {
+        let categories: Vec<serde_json::Value> = s
+            .categories
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "category": c.category,
+                    "polled": c.polled,
+                    "count": c.count,
+                    "usage": c.usage,
+                    "price": c.price,
+                    "price_unit": c.price_unit,
+                    "window_count": c.window_count,
+                    "baseline_median": c.baseline_median,
+                    "spike": c.spike,
+                })
+            })
+            .collect();
+        let alert = s.alert.as_ref().map(|a| {
+            serde_json::json!({
+                "raised_at": rfc3339(&a.raised_at),
+                "reason": a.reason,
+                "categories": a.categories,
+                "source": a.source,
+            })
+        });
+        let out = serde_json::json!({
+            "name": s.name,
+            "on_spike": s.on_spike,
+            "last_poll": rfc3339(&s.last_poll),
+            "last_error": s.last_error,
+            "categories": categories,
+            "alert": alert,
+        });
+        println!("{out}");
+        return;
+    }
+    println!("usage {} (on_spike = {})", s.name, s.on_spike);
+    println!(
+        "last poll: {}",
+        rfc3339(&s.last_poll).unwrap_or_else(|| "none yet".into())
+    );
+    if !s.last_error.is_empty() {
+        println!("last error: {}", s.last_error);
+    }
+    match &s.alert {
+        Some(a) => println!(
+            "ALERT raised {} by {}: {}",
+            rfc3339(&a.raised_at).unwrap_or_default(),
+            a.source,
+            a.reason
+        ),
+        None => println!("no alert"),
+    }
+    println!("category\ttoday\twindow\tmedian\tspike");
+    for c in &s.categories {
+        let median = c
+            .baseline_median
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{}\t{}\t{}\t{median}\t{}",
+            c.category,
+            if c.polled { c.count.to_string() } else { "-".into() },
+            c.window_count,
+            if c.spike { "yes" } else { "no" }
+        );
+    }
 }
 
 const REDACTED: &str = "<redacted>";
