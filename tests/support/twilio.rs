@@ -196,6 +196,54 @@ impl Twilio {
             .collect()
     }
 
+    /// Sets today's cumulative count (and usage) of `category` for `AC`
+    /// (price 0); the fake fires the triggers this crosses.
+    pub fn set_usage(&self, category: &str, count: u64) {
+        self.post(
+            "usage",
+            &serde_json::json!({"account_sid": AC, "category": category, "count": count})
+                .to_string(),
+        );
+    }
+
+    /// Adds `n` to today's count and usage of `category` for `AC`.
+    pub fn add_usage(&self, category: &str, n: u64) {
+        self.post(
+            "usage",
+            &serde_json::json!({"account_sid": AC, "category": category, "add": n}).to_string(),
+        );
+    }
+
+    /// Moves the fake's usage day (YYYY-MM-DD, forward only): every Today
+    /// starts again at 0.
+    pub fn set_usage_day(&self, date: &str) {
+        self.post("usage", &serde_json::json!({ "date": date }).to_string());
+    }
+
+    /// Every Usage Trigger at the fake, as the API answers it (plus
+    /// `fired_period`).
+    pub fn usage_triggers(&self) -> Vec<serde_json::Value> {
+        self.state()["usage_triggers"].as_array().unwrap().clone()
+    }
+
+    /// The trigger callbacks the fake has made (trigger_sid, url, method,
+    /// status or error), once none is still in flight.
+    pub fn trigger_callbacks(&self) -> Vec<serde_json::Value> {
+        let mut callbacks = Vec::new();
+        wait_until(
+            std::time::Duration::from_secs(20),
+            "the fake's trigger callbacks to finish",
+            || {
+                callbacks = self.state()["trigger_callbacks"]
+                    .as_array()
+                    .unwrap()
+                    .clone();
+                callbacks.iter().all(|c| c["pending"] == false)
+            },
+        );
+        callbacks
+    }
+
     pub fn config_head(&self, extra_defaults: &str) -> String {
         format!(
             r#"

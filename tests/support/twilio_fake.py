@@ -13,6 +13,16 @@ drift from the spec fails the request. One fake serves every Twilio host:
                        GET  /2010-04-01/Accounts/{AccountSid}/Keys.json     (paged)
                        POST /2010-04-01/Accounts/{AccountSid}/Keys.json     FriendlyName
                        GET|POST|DELETE /2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json
+                       GET  /2010-04-01/Accounts/{AccountSid}/Usage/Records/Today.json
+                                        (paged; Category)
+                       GET  /2010-04-01/Accounts/{AccountSid}/Usage/Triggers.json
+                                        (paged; Recurring, TriggerBy, UsageCategory)
+                       POST /2010-04-01/Accounts/{AccountSid}/Usage/Triggers.json
+                                        CallbackUrl, TriggerValue, UsageCategory,
+                                        CallbackMethod?, FriendlyName?, Recurring?,
+                                        TriggerBy?
+                       GET|POST|DELETE /2010-04-01/Accounts/{AccountSid}/Usage/Triggers/{Sid}.json
+                                        (POST: CallbackMethod, CallbackUrl, FriendlyName)
   iam.twilio.com       GET  /v1/Keys?AccountSid=AC..                        (paged)
                        POST /v1/Keys   AccountSid, FriendlyName, KeyType=restricted, Policy
                        GET|POST|DELETE /v1/Keys/{Sid}                       (POST: FriendlyName, Policy)
@@ -66,6 +76,49 @@ Twilio's conventions kept here:
   ("2015-07-31T04:00:00Z") where it says date-time (accounts v1, verify v2).
 * Key SIDs "SK" + 32 hex; secrets 32 alphanumerics, returned only by the
   create call; Auth Tokens 32 hex.
+* Usage (api.v2010.account.usage.*): this fake keeps, per account and
+  usage category, the cumulative count, usage and price of each usage day
+  (set by POST /__fake/usage; Twilio's category hierarchy and totalprice
+  are not derived: each category is what the test set). The usage day is
+  today's UTC date at start and moves only forward, by the hook; a new
+  day starts every Today at 0, as Twilio's Today does at midnight UTC. The
+  usage clock (as_of, DateFired) is the usage day at the real UTC time of
+  day. Today.json answers one record per category the test has set for
+  the account (values of the usage day, 0 if none yet), sorted by
+  category; with Category, that one record (zeros if never set). count
+  and usage are strings, price a number, start_date/end_date the usage day
+  (YYYY-MM-DD). A Category not in the spec's enum (USAGE_CATEGORIES) is
+  400 20001, as are StartDate/EndDate (Today fixes both; not modelled, so
+  refused). Usage Triggers ("UT" + 32 hex) keep trigger_value a string
+  ("+N": the watched value now plus N; TriggerBy=count takes whole numbers
+  only, the strict reading); Recurring omitted (or empty) is a
+  non-recurring trigger, which fires once ever like "alltime" and is
+  answered as "alltime" (the spec's enum has no empty value and is not
+  nullable; Twilio's list filter reads "alltime" and empty alike) while
+  its callbacks send Recurring="". CallbackUrl must be an absolute http(s)
+  URL without user:password (refused: signing such URLs is not modelled).
+  An update taking TriggerValue, UsageCategory, Recurring or TriggerBy is
+  refused (400 20001; the spec has only CallbackMethod, CallbackUrl and
+  FriendlyName, and a silently ignored change would hide a client bug).
+  The watched value is the usage day's (daily), the month's, the year's or
+  all history's (monthly, yearly, alltime/non-recurring) sum of the field
+  named by trigger_by; current_value is that value, live. After each change
+  by the hook, a trigger whose watched value is >= trigger_value and that
+  has not fired in its period (the day, month, year; ever) fires once: a
+  background request to callback_url (POST form, or GET query string) with
+  AccountSid, UsageTriggerSid, DateFired (RFC 2822), Recurring,
+  UsageCategory, TriggerBy, TriggerValue, CurrentValue, UsageRecordUri and
+  IdempotencyToken, signed X-Twilio-Signature = base64(HMAC-SHA1(the
+  account's primary Auth Token, URL + for POST each param name then value,
+  sorted by name)); for GET the URL holds the query string and no params
+  follow. No redirect is followed, nothing is retried; every attempt is in
+  GET /__fake/state "trigger_callbacks" (pending while in flight).
+  Permissions: Auth Tokens, Main and Standard keys (and bearer tokens) may
+  use them all; a restricted key needs /twilio/usage/records/read, or
+  /twilio/usage/triggers/read (list, fetch), .../create, .../update or
+  .../delete. The strict reading: Twilio's restricted-key docs list no
+  Usage permissions at all, so these names are this fake's own and each
+  grants exactly one action (create does not grant update).
 
 Usage:
   twilio_fake.py [--port 0] [--host 127.0.0.1] [--state FILE] [--seed FILE]
@@ -73,8 +126,9 @@ Usage:
 
   --port 0 picks a free port; the first stdout line is PORT=<n> (flushed).
   --state FILE: loaded at start, rewritten (mode 0600, atomically) after every
-    change, so a killed and restarted fake keeps accounts, keys, tokens and
-    services. Counters and injected failures are not persisted.
+    change, so a killed and restarted fake keeps accounts, keys, tokens,
+    services, usage (values and day) and usage triggers. Counters, the
+    trigger callback log and injected failures are not persisted.
   --seed FILE: JSON {"accounts": [{"sid", "auth_token", "friendly_name"?}],
     "keys": [{"account_sid", "sid", "secret", "friendly_name"?, "type"?,
     "policy"?}], "services": [{"sid", "account_sid", "friendly_name"?}],
@@ -107,7 +161,22 @@ Test hooks (no auth), under /__fake/:
        bearer tokens issued from now on live N seconds (default 3600)
   GET  /__fake/state   accounts (sid, friendly_name, status, has_secondary),
        keys (sid, account_sid, friendly_name, type, policy, dates), services,
-       verifications, counters; never a secret
+       verifications, counters, usage_day, usage ({account: {category:
+       {count, usage, price, day}}}, the usage day's values), usage_triggers
+       (each as the API answers it, plus account_sid and fired_period),
+       trigger_callbacks ([{trigger_sid, account_sid, url, method,
+       idempotency_token, time, pending, status, error}]: status the HTTP
+       status answered, or null with error set); never a secret
+  POST /__fake/usage {"account_sid", "category", "count"?, "usage"?, "price"?}
+       set the usage day's cumulative values of that category (count or
+       usage given: the other defaults to it; price defaults to 0); or
+       {"account_sid", "category", "add": N}: add N to count and usage.
+       The answer is the usage record as Today.json answers it. Triggers
+       of that account and category then fire as described above.
+  POST /__fake/usage {"date": "YYYY-MM-DD"}
+       set the usage day (only forward: time does not run back at Twilio);
+       every Today starts again at 0. May be combined with the above (the
+       day is set first); alone it answers {"date"}
   GET  /__fake/requests  the last 1000 API requests: method, path, route,
        status, username (SID) — never a password
   POST /__fake/propagation {"seconds": N}
@@ -137,9 +206,11 @@ Test hooks (no auth), under /__fake/:
   POST /__fake/corrupt {"path_prefix", "count", "method"?, "status"?,
        "set"?: {field: value}, "drop"?: [field]}
        break the next `count` successful JSON answers (to prove that Prism
-       catches a response that violates the spec)
+       catches a response that violates the spec); a field may be a dotted
+       path into the body ("usage_records.0.count": item 0's count)
   POST /__fake/reset   forget everything (accounts, keys, services, tokens,
-       counters, failures); rewrites the state file
+       usage, the usage day, usage triggers, callbacks, counters, failures);
+       rewrites the state file
   POST /__fake/reset-counters
 """
 
@@ -147,7 +218,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import calendar
 import copy
+import datetime
 import email.utils
 import hmac
 import json
@@ -160,6 +233,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
+from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -186,6 +262,245 @@ MAX_PAGE_SIZE = 1000
 PERM_VERIFICATION_CREATE = "/twilio/verify/services/verifications/create"
 PERM_MESSAGES_READ = "/twilio/messaging/messages/read"
 PERM_CALLS_READ = "/twilio/voice/calls/read"
+# Not in Twilio's restricted-key docs (which list no Usage permissions):
+# this fake's own names, one action each (see the module docstring).
+PERM_USAGE_RECORDS_READ = "/twilio/usage/records/read"
+PERM_USAGE_TRIGGERS_READ = "/twilio/usage/triggers/read"
+PERM_USAGE_TRIGGERS_CREATE = "/twilio/usage/triggers/create"
+PERM_USAGE_TRIGGERS_UPDATE = "/twilio/usage/triggers/update"
+PERM_USAGE_TRIGGERS_DELETE = "/twilio/usage/triggers/delete"
+
+TRIGGER_SID_RE = re.compile(r"^UT[0-9a-fA-F]{32}$")
+CATEGORY_RE = re.compile(r"^[a-z0-9-]+$")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# TriggerValue: a positive number; "+N" is an offset from the value now.
+TRIGGER_VALUE_RE = re.compile(r"^(\+)?(\d+(?:\.\d+)?)$")
+RECURRING = ("daily", "monthly", "yearly", "alltime")
+TRIGGER_BY = ("count", "usage", "price")
+CALLBACK_METHODS = ("GET", "POST")
+CALLBACK_TIMEOUT = 15  # seconds, as Twilio waits for a webhook
+# Today.json's subresource_uris: key -> path segment.
+USAGE_SUBRESOURCES = {
+    "all_time": "AllTime", "daily": "Daily", "last_month": "LastMonth",
+    "monthly": "Monthly", "this_month": "ThisMonth", "today": "Today",
+    "yearly": "Yearly", "yesterday": "Yesterday",
+}
+
+# The usage categories of twilio_api_v2010.json (@twilio-alpha/mcp 0.7.0):
+# usage_record_today_enum_category, identical to
+# usage_trigger_enum_usage_category. Any other is refused (400 20001).
+USAGE_CATEGORIES = frozenset("""
+    a2p-10dlc-registrationfees-brandregistration a2p-10dlc-registrationfees-bv
+    a2p-10dlc-registrationfees-campaigncharges a2p-10dlc-registrationfees-campaignregistration
+    a2p-10dlc-registrationfees-campaignvetting a2p-10dlc-registrationfees-monthly
+    a2p-10dlc-registrationfees-onetime a2p-registration-fees account-security agent-conference
+    agent-copilot agent-copilot-messages agent-copilot-participant-minutes ai-assistants
+    ai-assistants-voice amazon-polly answering-machine-detection assets audience-minutes
+    audience-minutes-audio authy-authentications authy-calls-outbound
+    authy-email-authentications authy-monthly-fees authy-outbound-email authy-phone-intelligence
+    authy-phone-verifications authy-sms-outbound authy-verify-email-verifications
+    authy-verify-outbound-email autopilot autopilot-home-assistants autopilot-messaging
+    autopilot-other autopilot-voice basic-peer-to-peer-rooms-participant-minutes branded-calling
+    bundle-sms-bucket bundle-subscription-fees call-forwarding-lookups call-progess-events
+    calleridlookups calls calls-client calls-emergency calls-globalconference calls-inbound
+    calls-inbound-local calls-inbound-mobile calls-inbound-tollfree calls-inbound-tollfree-local
+    calls-inbound-tollfree-mobile calls-media-stream-minutes calls-outbound
+    calls-pay-verb-transactions calls-recordings calls-sip calls-sip-inbound calls-sip-outbound
+    calls-text-to-speech calls-transfers carrier-lookups category channels channels-messaging
+    channels-messaging-inbound channels-messaging-outbound channels-whatsapp
+    channels-whatsapp-conversation-authentication channels-whatsapp-conversation-free
+    channels-whatsapp-conversation-marketing channels-whatsapp-conversation-service
+    channels-whatsapp-conversation-utility channels-whatsapp-inbound channels-whatsapp-outbound
+    chat-virtual-agent conversation-relay conversations conversations-api-requests
+    conversations-conversation-events conversations-endpoint-connectivity conversations-events
+    conversations-participant-events conversations-participants cps credit-transfer email
+    emerging-tech engagement-suite-packaged-plans enhanced-line-type-lookups enterprise events
+    experiment-france-sms experiment-india-sms experiment-uk-sms failed-message-processing-fee
+    flex flex-active-user-hours flex-concurrent-users flex-conversational-insights
+    flex-conversational-insights-messages flex-conversational-insights-voice-minutes
+    flex-email-usage flex-messaging-usage flex-partner-spinsci flex-partner-xcelerate
+    flex-reseller-ecosystem flex-unique-user flex-usage flex-users flex-voice-minute flex-ytica
+    fraud-lookups frontline frontline-users functions generic-pay-transactions group-rooms
+    group-rooms-data-track group-rooms-encrypted-media-recorded group-rooms-media-downloaded
+    group-rooms-media-recorded group-rooms-media-routed group-rooms-media-stored
+    group-rooms-participant-minutes group-rooms-recorded-minutes ip-messaging
+    ip-messaging-commands ip-messaging-data-storage ip-messaging-data-transfer
+    ip-messaging-endpoint-connectivity ivr-virtual-agent-custom-voices ivr-virtual-agent-genai
+    line-status-lookups live-activity-lookups lookup-bucket-adjustment lookup-identity-match
+    lookups marketplace marketplace-algorithmia-named-entity-recognition
+    marketplace-cadence-transcription marketplace-cadence-translation
+    marketplace-capio-speech-to-text marketplace-convriza-ababa
+    marketplace-deepgram-phrase-detector marketplace-deepgram-transcription
+    marketplace-deepgram-transcription-base marketplace-deepgram-transscription-enhanced
+    marketplace-digital-segment-business-info marketplace-facebook-offline-conversions
+    marketplace-google-speech-to-text marketplace-ibm-watson-message-insights
+    marketplace-ibm-watson-message-sentiment marketplace-ibm-watson-recording-analysis
+    marketplace-ibm-watson-tone-analyzer marketplace-icehook-systems-scout
+    marketplace-infogroup-dataaxle-bizinfo marketplace-keen-io-contact-center-analytics
+    marketplace-marchex-cleancall marketplace-marchex-recording-analysis
+    marketplace-marchex-sentiment-analysis-for-sms marketplace-marketplace-nextcaller-social-id
+    marketplace-mobile-commons-opt-out-classifier marketplace-nexiwave-voicemail-to-text
+    marketplace-nextcaller-advanced-caller-identification marketplace-nomorobo-spam-score
+    marketplace-pay-addons marketplace-pay-addons-basecommerce-pay-connector
+    marketplace-pay-addons-braintree-pay-connector
+    marketplace-pay-addons-cardconnect-pay-connector marketplace-pay-addons-chase-pay-connector
+    marketplace-pay-addons-shuttle-pay-connector marketplace-pay-addons-stripe-pay-connector
+    marketplace-payfone-tcpa-compliance marketplace-poly-ai-connector
+    marketplace-realphonevalidation marketplace-remeeting-automatic-speech-recognition
+    marketplace-spoke-phone-license-pro marketplace-spoke-phone-license-standard
+    marketplace-tcpa-defense-solutions-blacklist-feed marketplace-telo-opencnam
+    marketplace-trestle-solutions-caller-identification marketplace-truecnam-true-spam
+    marketplace-twilio-caller-name-lookup-us marketplace-twilio-carrier-information-lookup
+    marketplace-voicebase-pci marketplace-voicebase-transcription
+    marketplace-voicebase-transcription-custom-vocabulary
+    marketplace-web-purify-profanity-filter marketplace-whitepages-pro-caller-identification
+    marketplace-whitepages-pro-phone-intelligence marketplace-whitepages-pro-phone-reputation
+    marketplace-wolfarm-spoken-results marketplace-wolfram-short-answer
+    marketplace-ytica-contact-center-reporting-analytics
+    marketplay-pay-addons-shuttle-pay-connector media-composer-minutes mediastorage
+    min-spend-adjustments mms mms-inbound mms-inbound-longcode mms-inbound-shortcode
+    mms-inbound-toll-free mms-messages-carrierfees mms-outbound mms-outbound-longcode
+    mms-outbound-shortcode mms-outbound-tollfree monitor monitor-reads monitor-storage
+    monitor-writes notify notify-actions-attempts notify-channels number-format-lookups pchat
+    pchat-actions pchat-aps pchat-conv-med-storage pchat-messages pchat-notifications
+    pchat-reads pchat-users peer-to-peer-rooms-participant-minutes pfax pfax-minutes
+    pfax-minutes-inbound pfax-minutes-outbound pfax-pages phone-quality-score-lookups
+    phonenumbers phonenumbers-cps phonenumbers-emergency phonenumbers-local phonenumbers-mobile
+    phonenumbers-porting phonenumbers-setups phonenumbers-tollfree premiumsupport
+    premiumsupport-percentage-spend programmablevoice-platform programmablevoiceconn-clientsdk
+    programmablevoiceconn-clientsdk-inbound programmablevoiceconn-clientsdk-outbound
+    programmablevoiceconn-onnet programmablevoiceconn-onnet-inbound
+    programmablevoiceconn-onnet-outbound programmablevoiceconn-sip
+    programmablevoiceconn-sip-inbound programmablevoiceconn-sip-outbound
+    programmablevoiceconnectivity proxy proxy-active-sessions proxy-bucket-adjustment
+    proxy-licenses pstnconnectivity pstnconnectivity-inbound pstnconnectivity-outbound pv
+    pv-basic-rooms pv-composition-media-downloaded pv-composition-media-encrypted
+    pv-composition-media-stored pv-composition-minutes pv-recording-compositions
+    pv-room-participants pv-room-participants-au1 pv-room-participants-br1
+    pv-room-participants-ie1 pv-room-participants-jp1 pv-room-participants-sg1
+    pv-room-participants-us1 pv-room-participants-us2 pv-rooms pv-sip-endpoint-registrations
+    rcs-messages reassigned-number recordings recordingstorage shortcodes
+    shortcodes-customerowned shortcodes-mms-enablement shortcodes-mps shortcodes-random
+    shortcodes-setup-fees shortcodes-uk shortcodes-vanity sim-swap-lookups sip-secure-media
+    small-group-rooms small-group-rooms-data-track small-group-rooms-participant-minutes sms
+    sms-inbound sms-inbound-longcode sms-inbound-shortcode sms-inbound-tollfree
+    sms-messages-carrierfees sms-messages-features sms-messages-features-engagement-suite
+    sms-messages-features-message-redaction sms-messages-features-senderid sms-mps
+    sms-mps-shortcode sms-mps-tollfree sms-mps-tollfree-setup sms-national-regulatory-protection
+    sms-outbound sms-outbound-content-inspection sms-outbound-longcode sms-outbound-shortcode
+    sms-outbound-tollfree sms-pumping-protection sms-pumping-risk smsmessages-bucket-adjustments
+    smsmessages-outbound-domestic speech-recognition studio-engagements sync sync-actions
+    sync-endpoint-hours sync-endpoint-hours-above-daily-cap taskrouter-tasks totalprice
+    transcriptions trunking-cps trunking-emergency-calls trunking-origination
+    trunking-origination-local trunking-origination-mobile trunking-origination-tollfree
+    trunking-recordings trunking-secure trunking-termination tts-google turnmegabytes
+    turnmegabytes-australia turnmegabytes-brasil turnmegabytes-germany turnmegabytes-india
+    turnmegabytes-ireland turnmegabytes-japan turnmegabytes-singapore turnmegabytes-useast
+    turnmegabytes-uswest twilio-for-salesforce twilio-for-salesforce-licenses
+    twilio-interconnect twiml usage-flex-video usage-functions usage-rcs-basic-messages-outbound
+    usage-rcs-messages usage-rcs-messages-inbound usage-rcs-messaging-carrier-fees
+    usage-rcs-single-messages-outbound verify-package-plans verify-push verify-sna verify-totp
+    verify-voice-sms verify-whatsapp-conversations-business-initiated video-recordings
+    video-rooms-turn-megabytes virtual-agent voice-insights
+    voice-insights-client-insights-on-demand-minute
+    voice-insights-ptsn-insights-on-demand-minute
+    voice-insights-sip-interface-insights-on-demand-minute
+    voice-insights-sip-trunking-insights-on-demand-minute voice-intelligence
+    voice-intelligence-eip-operators voice-intelligence-operators
+    voice-intelligence-transcription wds wireless wireless-data wireless-data-payg
+    wireless-data-payg-africa wireless-data-payg-asia wireless-data-payg-centralandsouthamerica
+    wireless-data-payg-europe wireless-data-payg-northamerica wireless-data-payg-oceania
+    wireless-data-quota1 wireless-data-quota1-africa wireless-data-quota1-asia
+    wireless-data-quota1-centralandsouthamerica wireless-data-quota1-europe
+    wireless-data-quota1-northamerica wireless-data-quota1-oceania wireless-data-quota10
+    wireless-data-quota10-africa wireless-data-quota10-asia
+    wireless-data-quota10-centralandsouthamerica wireless-data-quota10-europe
+    wireless-data-quota10-northamerica wireless-data-quota10-oceania wireless-data-quota50
+    wireless-data-quota50-africa wireless-data-quota50-asia
+    wireless-data-quota50-centralandsouthamerica wireless-data-quota50-europe
+    wireless-data-quota50-northamerica wireless-data-quota50-oceania wireless-data-quotacustom
+    wireless-data-quotacustom-africa wireless-data-quotacustom-asia
+    wireless-data-quotacustom-centralandsouthamerica wireless-data-quotacustom-europe
+    wireless-data-quotacustom-northamerica wireless-data-quotacustom-oceania wireless-mrc-payg
+    wireless-mrc-quota1 wireless-mrc-quota10 wireless-mrc-quota50 wireless-mrc-quotacustom
+    wireless-orders wireless-orders-artwork wireless-orders-bulk wireless-orders-esim
+    wireless-orders-starter wireless-quotas wireless-sms-africa wireless-sms-asia
+    wireless-sms-centralandsouthamerica wireless-sms-europe wireless-sms-northamerica
+    wireless-sms-oceania wireless-super-sim wireless-super-sim-data
+    wireless-super-sim-data-north-america-usa wireless-super-sim-data-payg
+    wireless-super-sim-data-payg-europe wireless-super-sim-data-payg-north-america
+    wireless-super-sim-hardware wireless-super-sim-hardware-bulk wireless-super-sim-smscommands
+    wireless-super-sim-smscommands-africa wireless-super-sim-smscommands-asia
+    wireless-super-sim-smscommands-cent-and-south-america wireless-super-sim-smscommands-europe
+    wireless-super-sim-smscommands-north-america wireless-super-sim-smscommands-oceania
+    wireless-super-sim-subscription wireless-super-sim-subscription-payg wireless-usage
+    wireless-usage-commands wireless-usage-commands-africa wireless-usage-commands-asia
+    wireless-usage-commands-centralandsouthamerica wireless-usage-commands-europe
+    wireless-usage-commands-home wireless-usage-commands-northamerica
+    wireless-usage-commands-oceania wireless-usage-commands-roaming wireless-usage-data
+    wireless-usage-data-africa wireless-usage-data-asia
+    wireless-usage-data-centralandsouthamerica wireless-usage-data-custom-additionalmb
+    wireless-usage-data-custom-first5mb wireless-usage-data-domestic-roaming
+    wireless-usage-data-europe wireless-usage-data-individual-additionalgb
+    wireless-usage-data-individual-firstgb wireless-usage-data-international-roaming-canada
+    wireless-usage-data-international-roaming-india
+    wireless-usage-data-international-roaming-mexico wireless-usage-data-northamerica
+    wireless-usage-data-oceania wireless-usage-data-pooled wireless-usage-data-pooled-downlink
+    wireless-usage-data-pooled-uplink wireless-usage-mrc wireless-usage-mrc-custom
+    wireless-usage-mrc-individual wireless-usage-mrc-pooled wireless-usage-mrc-suspended
+    wireless-usage-sms wireless-usage-voice a2p-fast-track-onboarding advisory-services
+    advisory-services-billed advisory-services-call-tracking advisory-services-data-services
+    advisory-services-expenses advisory-services-sip-trunking assets-requests
+    audience-minutes-video authy-bucket-adjustment authy-software calleridlookups-api
+    calleridlookups-programmablevoice calleridlookups-trunking
+    calls-trunking-inbound-tollfree-local calls-trunking-inbound-tollfree-mobile
+    channels-whatsapp-conversation-free-1 conference conversational-insights
+    conversational-insights-messages conversational-insights-voice-minutes demo
+    demo-uc-script-test elastic-sip-trunking elastic-sip-trunking-call-transfers
+    enterprise-hippa flex-named-users flex-spinsci flex-users-1
+    flex-wfo-premium-speech-analytics flex-xcelerate functions-rollup imp-v1-usage
+    ip-messaging-addons ivr ivr-conversational ivr-dtmf ivr-virtualagent live
+    live-media-recording-minutes longcode-mps marketplace-analytics-addons
+    marketplace-isv-addons marketplace-messaging-addons marketplace-phonenumbers-addons
+    marketplace-recording-addons marketplace-virtualagent-addons
+    marketplay-pay-addons-shuttle-pay-connector-1 marketplay-pay-addons-stripe-pay-connector
+    mms-inbound-longcode-canada mms-inbound-longcode-unitedstates mms-outbound-longcode-canada
+    mms-outbound-longcode-unitedstates mms-outbound-toll-free notify-chatappsandotherchannels
+    notify-notifyservices notify-pushnotifications payment-gateway-connectors payment-solutions
+    pchat-bucket-adjustment phonenumbers-numbers prog-voice-client-android
+    prog-voice-client-android-inbound prog-voice-client-android-outbound prog-voice-client-ios
+    prog-voice-client-ios-inbound prog-voice-client-ios-outbound prog-voice-client-sdk
+    prog-voice-client-web prog-voice-client-web-inbound prog-voice-client-web-outbound
+    programmablevoiceconnectivity-media-streams pstnconnectivity-byoc pstnconnectivity-emergency
+    pstnconnectivity-minutes pstnconnectivity-minutes-1 pstnconnectivity-minutesinboundlocal
+    pstnconnectivity-minutesinboundmobile pstnconnectivity-minutesinboundtollfree
+    pstnconnectivity-minutesinboundtollfreelocal pstnconnectivity-minutesinboundtollfreemobile
+    pv-room-hours pv-room-simultaneous-participant-connections pvideo-room-hours-au1
+    pvideo-room-hours-br1 pvideo-room-hours-ie1 pvideo-room-hours-jp1 pvideo-room-hours-sg1
+    pvideo-room-hours-us1 pvideo-room-hours-us2 recordings-encrypted short-code-setup-fees
+    shortcodes-messages-inbound shortcodes-messages-outbound sms-messages-registrationfees
+    sms-mms-penalty-fees sms-mms-penalty-fees-1 sms-pumping-protection-non-usca
+    sms-pumping-protection-usca studio studio-monthly-fees supersim task-router
+    task-router-workers test-quota-buckets test-uc-script-1 test-uc-script-demo-2 text-to-speech
+    tme tts-basic twilio-editions twilio-interconnect-california
+    twilio-interconnect-california-monthly twilio-interconnect-california-setup
+    twilio-interconnect-frankfurt twilio-interconnect-frankfurt-mo
+    twilio-interconnect-frankfurt-setup twilio-interconnect-london twilio-interconnect-london-mo
+    twilio-interconnect-london-setup twilio-interconnect-sao-paulo
+    twilio-interconnect-sao-paulo-monthly twilio-interconnect-sao-paulo-setup
+    twilio-interconnect-singapore twilio-interconnect-singapore-mo
+    twilio-interconnect-singapore-setup twilio-interconnect-sydney twilio-interconnect-sydney-mo
+    twilio-interconnect-sydney-setup twilio-interconnect-tokyo twilio-interconnect-tokyo-mo
+    twilio-interconnect-tokyo-setup twilio-interconnect-va twilio-interconnect-va-mo
+    twilio-interconnect-va-setup twiml-verbs twiml-verbs-say
+    usage-programmable-messaging-engagement-suite usage-programmable-messaging-fees-services
+    verify-outbound-email verify-packaged-plans verify-silent-network-auth verify-voice-and-sms
+    voice-insights-client-insights-monthy-commit wireless-data-payg-asia-afg
+    wireless-multi-imsi-sim-commands wireless-multi-imsi-sim-commands-usa
+    wireless-multi-imsi-sim-data wireless-multi-imsi-sim-data-eu28
+    wireless-multi-imsi-sim-data-usa wireless-multi-imsi-sim-monthly-fees
+    wireless-multi-imsi-sim-usage wireless-super-sim-data-north-america wireless-super-sim-usage
+""".split())
 
 ERROR_TEXT = {
     400: (20001, "Bad Request"),
@@ -212,6 +527,48 @@ def rfc2822(ts: float) -> str:
 def iso8601(ts: float) -> str:
     """Twilio's v1/v2 date: '2015-07-31T04:00:00Z'."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def dec(value) -> Decimal | None:
+    """A finite, non-negative Decimal of a JSON number or numeric string
+    (never a bool), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() and d >= 0 else None
+
+
+def dec_str(d: Decimal) -> str:
+    """'12', '1.5', never '1E+2' or '1.50'."""
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def dec_json(d: Decimal):
+    """A JSON number: an int when whole, else a float."""
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def category_units(category: str) -> tuple[str, str, str]:
+    """(count_unit, usage_unit, description) of a usage category."""
+    head, *rest = category.split("-")
+    description = " ".join([head.upper() if head in ("sms", "mms") else head.capitalize(), *rest])
+    if head in ("sms", "mms"):
+        return "messages", "messages", description
+    if head == "calls":
+        return "calls", "minutes", description
+    return "events", "events", description
+
+
+def public_url(url: str) -> str:
+    """scheme://host[:port]/path of a URL: what a log may show."""
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname or ''}{':' + str(u.port) if u.port else ''}{u.path}"
 
 
 def new_sid(prefix: str) -> str:
@@ -310,6 +667,12 @@ class State:
         self.tokens_issued = 0
         # Signs this fake's bearer tokens; a restart (or reset) voids them.
         self.jwt_key = secrets.token_bytes(32)
+        # usage[account][category][day] = {"count", "usage", "price"}
+        # (decimal strings): each usage day's cumulative values.
+        self.usage: dict[str, dict[str, dict[str, dict]]] = {}
+        self.usage_day = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+        self.usage_triggers: dict[str, dict] = {}  # insertion order = creation order
+        self.trigger_callbacks: list[dict] = []
         self.failures: list[dict] = []
         self.delays: list[dict] = []
         self.corruptions: list[dict] = []
@@ -332,6 +695,9 @@ class State:
         self.services = doc.get("services", {})
         self.verifications = doc.get("verifications", {})
         self.oauth_apps = doc.get("oauth_apps", {})
+        self.usage = doc.get("usage", {})
+        self.usage_day = doc.get("usage_day", self.usage_day)
+        self.usage_triggers = doc.get("usage_triggers", {})
 
     def save(self):
         if not self.args.state:
@@ -342,6 +708,9 @@ class State:
             "services": self.services,
             "verifications": self.verifications,
             "oauth_apps": self.oauth_apps,
+            "usage": self.usage,
+            "usage_day": self.usage_day,
+            "usage_triggers": self.usage_triggers,
         }
         d = os.path.dirname(os.path.abspath(self.args.state))
         fd, tmp = tempfile.mkstemp(prefix=".twilio-fake-", dir=d)
@@ -537,6 +906,198 @@ class State:
             }
         return None
 
+    # -- usage
+    def usage_now(self) -> float:
+        """The usage clock: the usage day at the real UTC time of day."""
+        day = datetime.date.fromisoformat(self.usage_day)
+        return calendar.timegm(day.timetuple()) + time.time() % 86400
+
+    def usage_values(self, account_sid: str, category: str, day: str | None = None) -> dict:
+        """{"count", "usage", "price"} (Decimals) of one usage day."""
+        v = self.usage.get(account_sid, {}).get(category, {}).get(day or self.usage_day, {})
+        return {f: Decimal(v.get(f, "0")) for f in ("count", "usage", "price")}
+
+    @staticmethod
+    def period(recurring: str, day: str) -> str:
+        """The period a trigger fires at most once in: the day, month, year;
+        ever for alltime and non-recurring triggers."""
+        return {"daily": day, "monthly": day[:7], "yearly": day[:4]}.get(recurring, "ever")
+
+    def watched(self, t: dict) -> Decimal:
+        """The value a trigger watches now: its field summed over the usage
+        days of its period."""
+        days = self.usage.get(t["account_sid"], {}).get(t["usage_category"], {})
+        now = self.period(t["recurring"], self.usage_day)
+        return sum((Decimal(v.get(t["trigger_by"], "0")) for d, v in days.items()
+                    if self.period(t["recurring"], d) == now), Decimal(0))
+
+    def usage_record(self, account_sid: str, category: str) -> dict:
+        """A usage_record_today resource."""
+        v = self.usage_values(account_sid, category)
+        count_unit, usage_unit, description = category_units(category)
+        base = f"/2010-04-01/Accounts/{account_sid}/Usage/Records"
+        day = self.usage_day
+        return {
+            "account_sid": account_sid,
+            "api_version": "2010-04-01",
+            "as_of": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(int(self.usage_now()))),
+            "category": category,
+            "count": dec_str(v["count"]),
+            "count_unit": count_unit,
+            "description": description,
+            "end_date": day,
+            "price": dec_json(v["price"]),
+            "price_unit": "usd",
+            "start_date": day,
+            "subresource_uris": {
+                k: f"{base}/{seg}.json?Category={category}" for k, seg in USAGE_SUBRESOURCES.items()
+            },
+            "uri": f"{base}/Today.json?Category={category}&StartDate={day}&EndDate={day}",
+            "usage": dec_str(v["usage"]),
+            "usage_unit": usage_unit,
+        }
+
+    def usage_trigger(self, t: dict) -> dict:
+        """A usage_trigger resource (non-recurring answers "alltime": the
+        spec's enum has no empty value and is not nullable)."""
+        return {
+            "account_sid": t["account_sid"],
+            "api_version": "2010-04-01",
+            "callback_method": t["callback_method"],
+            "callback_url": t["callback_url"],
+            "current_value": dec_str(self.watched(t)),
+            "date_created": rfc2822(t["created"]),
+            "date_fired": rfc2822(t["fired"]) if t.get("fired") is not None else None,
+            "date_updated": rfc2822(t["updated"]),
+            "friendly_name": t["friendly_name"],
+            "recurring": t["recurring"] or "alltime",
+            "sid": t["sid"],
+            "trigger_by": t["trigger_by"],
+            "trigger_value": t["trigger_value"],
+            "uri": f"/2010-04-01/Accounts/{t['account_sid']}/Usage/Triggers/{t['sid']}.json",
+            "usage_category": t["usage_category"],
+            "usage_record_uri": (f"/2010-04-01/Accounts/{t['account_sid']}/Usage/Records.json"
+                                 f"?Category={t['usage_category']}"),
+        }
+
+    def set_usage_day(self, day) -> None:
+        if not isinstance(day, str) or not DATE_RE.match(day):
+            raise FakeError(400, "date must be YYYY-MM-DD")
+        try:
+            datetime.date.fromisoformat(day)
+        except ValueError:
+            raise FakeError(400, "date must be a real YYYY-MM-DD date")
+        if day < self.usage_day:
+            raise FakeError(400, f"the usage day only moves forward (it is {self.usage_day})")
+        self.usage_day = day
+
+    def set_usage(self, doc: dict) -> list[dict]:
+        """The POST /__fake/usage values change; the callbacks to make."""
+        acc = doc.get("account_sid")
+        if acc not in self.accounts:
+            raise FakeError(400, "account_sid must name a seeded account")
+        cat = doc.get("category")
+        if not isinstance(cat, str) or cat not in USAGE_CATEGORIES:
+            raise FakeError(400, "category must be one of the spec's usage categories")
+        now = self.usage_values(acc, cat)
+        if "add" in doc:
+            if any(f in doc for f in ("count", "usage", "price")):
+                raise FakeError(400, "add excludes count, usage and price")
+            n = dec(doc["add"])
+            if n is None or n != n.to_integral_value():
+                raise FakeError(400, "add must be a whole number >= 0")
+            new = {"count": now["count"] + n, "usage": now["usage"] + n, "price": now["price"]}
+        else:
+            got = {f: dec(doc[f]) for f in ("count", "usage", "price") if f in doc}
+            if any(v is None for v in got.values()):
+                raise FakeError(400, "count, usage and price must be numbers >= 0")
+            if "count" not in got and "usage" not in got:
+                raise FakeError(400, "count or usage (or add) is required")
+            count = got.get("count", got.get("usage"))
+            if count != count.to_integral_value():
+                raise FakeError(400, "count must be a whole number")
+            new = {"count": count, "usage": got.get("usage", count),
+                   "price": got.get("price", Decimal(0))}
+        days = self.usage.setdefault(acc, {}).setdefault(cat, {})
+        days[self.usage_day] = {f: dec_str(v) for f, v in new.items()}
+        return self.fire_triggers(acc, cat)
+
+    def fire_triggers(self, account_sid: str, category: str) -> list[dict]:
+        """Marks the triggers of that category that fire now; returns the
+        callbacks to make (outside the lock)."""
+        acc = self.accounts[account_sid]
+        jobs = []
+        for t in self.usage_triggers.values():
+            if t["account_sid"] != account_sid or t["usage_category"] != category:
+                continue
+            period = self.period(t["recurring"], self.usage_day)
+            current = self.watched(t)
+            if t.get("fired_period") == period or current < Decimal(t["trigger_value"]):
+                continue
+            fired = self.usage_now()
+            t["fired"] = fired
+            t["fired_period"] = period
+            params = {
+                "AccountSid": account_sid,
+                "UsageTriggerSid": t["sid"],
+                "DateFired": rfc2822(fired),
+                "Recurring": t["recurring"],
+                "UsageCategory": category,
+                "TriggerBy": t["trigger_by"],
+                "TriggerValue": t["trigger_value"],
+                "CurrentValue": dec_str(current),
+                "UsageRecordUri": self.usage_trigger(t)["usage_record_uri"],
+                "IdempotencyToken": f"{t['sid']}-{secrets.token_hex(16)}",
+            }
+            url = t["callback_url"]
+            if t["callback_method"] == "GET":
+                url += ("&" if urlsplit(url).query else ("" if url.endswith("?") else "?")) \
+                    + urlencode(params)
+                signed, body = url, None
+            else:
+                signed = url + "".join(k + params[k] for k in sorted(params))
+                body = urlencode(params).encode()
+            signature = base64.b64encode(
+                hmac.new(acc["auth_token"].encode(), signed.encode(), "sha1").digest()).decode()
+            entry = {
+                "trigger_sid": t["sid"], "account_sid": account_sid,
+                "url": t["callback_url"], "method": t["callback_method"],
+                "idempotency_token": params["IdempotencyToken"], "time": time.time(),
+                "pending": True, "status": None, "error": None,
+            }
+            self.trigger_callbacks.append(entry)
+            jobs.append({"entry": entry, "url": url, "body": body, "signature": signature})
+        return jobs
+
+    def call_back(self, job: dict) -> None:
+        """One trigger callback (a background thread): no redirect, no
+        retry; the outcome goes to its trigger_callbacks entry."""
+        entry = job["entry"]
+        req = urllib.request.Request(job["url"], data=job["body"], method=entry["method"])
+        req.add_header("X-Twilio-Signature", job["signature"])
+        req.add_header("User-Agent", "TwilioProxy/1.1")
+        if job["body"] is not None:
+            req.add_header("Content-Type", "application/x-www-form-urlencoded")
+        status, error = None, None
+        try:
+            with NO_REDIRECTS.open(req, timeout=CALLBACK_TIMEOUT) as answer:
+                answer.read()
+                status = answer.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (OSError, ValueError) as e:
+            # The kind of failure only: a message could echo the URL.
+            reason = getattr(e, "reason", None)
+            error = type(e).__name__ + (f": {type(reason).__name__}"
+                                        if isinstance(reason, BaseException) else "")
+        with self.lock:
+            entry.update(pending=False, status=status, error=error)
+        if status is None or not 200 <= status < 300:
+            sys.stderr.write(f"twilio-fake: usage trigger {entry['trigger_sid']} callback "
+                             f"{entry['method']} {public_url(entry['url'])} failed: "
+                             f"{status if status is not None else error}\n")
+            sys.stderr.flush()
+
     # -- views without secrets
     def public_state(self) -> dict:
         return {
@@ -567,6 +1128,21 @@ class State:
                 {"client_id": o["client_id"], "account_sid": o["account_sid"]}
                 for o in self.oauth_apps.values()
             ],
+            "usage_day": self.usage_day,
+            "usage": {
+                acc: {
+                    cat: {"count": dec_str(v["count"]), "usage": dec_str(v["usage"]),
+                          "price": dec_json(v["price"]), "day": self.usage_day}
+                    for cat in cats
+                    for v in [self.usage_values(acc, cat)]
+                }
+                for acc, cats in self.usage.items()
+            },
+            "usage_triggers": [
+                {**self.usage_trigger(t), "fired_period": t.get("fired_period")}
+                for t in self.usage_triggers.values()
+            ],
+            "trigger_callbacks": [dict(c) for c in self.trigger_callbacks],
             "oauth_ttl": self.oauth_ttl,
             "tokens_issued": self.tokens_issued,
             "counters": self.counters,
@@ -576,6 +1152,18 @@ class State:
                 {k: v for k, v in f.items()} for f in self.failures
             ],
         }
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the answer (urllib raises it as an HTTPError)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+# Straight to the callback URL, as Twilio calls it: no redirect followed,
+# no proxy from the environment.
+NO_REDIRECTS = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
 
 
 def valid_policy(policy) -> bool:
@@ -623,6 +1211,18 @@ class Api:
             R("GET", "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", self.fetch_key_2010, admin=True),
             R("POST", "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", self.update_key_2010, admin=True),
             R("DELETE", "/2010-04-01/Accounts/{AccountSid}/Keys/{Sid}.json", self.delete_key_2010, admin=True),
+            R("GET", "/2010-04-01/Accounts/{AccountSid}/Usage/Records/Today.json",
+              self.list_usage_today, admin=False, perm=PERM_USAGE_RECORDS_READ),
+            R("GET", "/2010-04-01/Accounts/{AccountSid}/Usage/Triggers.json",
+              self.list_usage_triggers, admin=False, perm=PERM_USAGE_TRIGGERS_READ),
+            R("POST", "/2010-04-01/Accounts/{AccountSid}/Usage/Triggers.json",
+              self.create_usage_trigger, admin=False, perm=PERM_USAGE_TRIGGERS_CREATE),
+            R("GET", "/2010-04-01/Accounts/{AccountSid}/Usage/Triggers/{Sid}.json",
+              self.fetch_usage_trigger, admin=False, perm=PERM_USAGE_TRIGGERS_READ),
+            R("POST", "/2010-04-01/Accounts/{AccountSid}/Usage/Triggers/{Sid}.json",
+              self.update_usage_trigger, admin=False, perm=PERM_USAGE_TRIGGERS_UPDATE),
+            R("DELETE", "/2010-04-01/Accounts/{AccountSid}/Usage/Triggers/{Sid}.json",
+              self.delete_usage_trigger, admin=False, perm=PERM_USAGE_TRIGGERS_DELETE),
             R("GET", "/v1/Keys", self.list_keys_v1, admin=True),
             R("POST", "/v1/Keys", self.create_key_v1, admin=True),
             R("GET", "/v1/Keys/{Sid}", self.fetch_key_v1, admin=True),
@@ -803,14 +1403,19 @@ class Api:
     def list_keys_2010(self, state, principal, p, form, path, query):
         acc = self.own_account(state, principal, p["AccountSid"])
         items = self.account_keys(state, acc["sid"])
+        return 200, self.list_2010("keys", items, self.key_2010, path, query)
+
+    def list_2010(self, key, items, render, path, query, filters=None) -> dict:
+        """A 2010 list envelope of `items` (each with a "sid" for the page
+        tokens), paged; `filters` are the query parameters the uris keep."""
         page, size, start, chunk, next_token = self.page_args(query, items)
         base = API_BASE if self.args.absolute_uris else ""
 
         def uri(**kw):
-            return f"{base}{path}?" + urlencode({"PageSize": size, **kw})
+            return f"{base}{path}?" + urlencode({**(filters or {}), "PageSize": size, **kw})
 
         body = {
-            "keys": [self.key_2010(k) for k in chunk],
+            key: [render(k) for k in chunk],
             "end": start + len(chunk) - 1 if chunk else 0,
             "first_page_uri": uri(Page=0),
             "next_page_uri": uri(Page=page + 1, PageToken=next_token) if next_token else None,
@@ -822,7 +1427,7 @@ class Api:
             "start": start,
             "uri": uri(Page=page, **({"PageToken": query["PageToken"]} if query.get("PageToken") else {})),
         }
-        return 200, body
+        return body
 
     def create_key_2010(self, state, principal, p, form, path, query):
         acc = self.own_account(state, principal, p["AccountSid"])
@@ -846,6 +1451,137 @@ class Api:
         acc = self.own_account(state, principal, p["AccountSid"])
         k = self.find_key(state, acc["sid"], p["Sid"], path)
         del state.keys[k["sid"]]
+        return 204, None
+
+    # -- usage, 2010 API
+    @staticmethod
+    def category_param(value: str, name: str) -> str:
+        if not CATEGORY_RE.match(value) or value not in USAGE_CATEGORIES:
+            raise invalid_param(name)
+        return value
+
+    def list_usage_today(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        for name in ("StartDate", "EndDate"):
+            if name in query:
+                raise TwilioError(400, 20001, f"{name} is not supported on Today by this fake")
+        if query.get("IncludeSubaccounts", "true") not in ("true", "false"):
+            raise invalid_param("IncludeSubaccounts")
+        filters = {}
+        if "Category" in query:
+            cats = [self.category_param(query["Category"], "Category")]
+            filters["Category"] = cats[0]
+        else:
+            cats = sorted(state.usage.get(acc["sid"], {}))
+        items = [{"sid": c} for c in cats]
+        return 200, self.list_2010("usage_records", items,
+                                   lambda i: state.usage_record(acc["sid"], i["sid"]),
+                                   path, query, filters)
+
+    @staticmethod
+    def callback_url(form: dict) -> str:
+        url = form["CallbackUrl"]
+        try:
+            u = urlsplit(url)
+            u.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise invalid_param("CallbackUrl")
+        if (u.scheme not in ("http", "https") or not u.hostname or u.username is not None
+                or u.password is not None or any(c.isspace() for c in url)):
+            raise invalid_param("CallbackUrl")
+        return url
+
+    @staticmethod
+    def callback_method(form: dict, default: str) -> str:
+        method = form.get("CallbackMethod", default)
+        if method not in CALLBACK_METHODS:
+            raise invalid_param("CallbackMethod")
+        return method
+
+    def find_trigger(self, state, account_sid, sid, path) -> dict:
+        t = state.usage_triggers.get(sid)
+        if not t or t["account_sid"] != account_sid:
+            raise not_found(path)
+        return t
+
+    def list_usage_triggers(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        items = [t for t in state.usage_triggers.values() if t["account_sid"] == acc["sid"]]
+        filters = {}
+        if "Recurring" in query:
+            want = query["Recurring"]
+            if want not in RECURRING + ("",):
+                raise invalid_param("Recurring")
+            # "An empty value or a value of alltime reads non-recurring UsageTriggers."
+            items = [t for t in items if (t["recurring"] or "alltime") == (want or "alltime")]
+            filters["Recurring"] = want
+        if "TriggerBy" in query:
+            if query["TriggerBy"] not in TRIGGER_BY:
+                raise invalid_param("TriggerBy")
+            items = [t for t in items if t["trigger_by"] == query["TriggerBy"]]
+            filters["TriggerBy"] = query["TriggerBy"]
+        if "UsageCategory" in query:
+            cat = self.category_param(query["UsageCategory"], "UsageCategory")
+            items = [t for t in items if t["usage_category"] == cat]
+            filters["UsageCategory"] = cat
+        return 200, self.list_2010("usage_triggers", items, state.usage_trigger, path, query,
+                                   filters)
+
+    def create_usage_trigger(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        for name in ("CallbackUrl", "TriggerValue", "UsageCategory"):
+            if not form.get(name):
+                raise missing_param(name)
+        url = self.callback_url(form)
+        category = self.category_param(form["UsageCategory"], "UsageCategory")
+        method = self.callback_method(form, "POST")
+        recurring = form.get("Recurring", "")
+        if recurring not in RECURRING + ("",):
+            raise invalid_param("Recurring")
+        trigger_by = form.get("TriggerBy", "count")
+        if trigger_by not in TRIGGER_BY:
+            raise invalid_param("TriggerBy")
+        name = self.friendly_name(form, "")
+        m = TRIGGER_VALUE_RE.match(form["TriggerValue"])
+        if not m or Decimal(m.group(2)) <= 0:
+            raise TwilioError(400, 20001, "TriggerValue must be a positive number (or +offset)")
+        if trigger_by == "count" and "." in m.group(2):
+            raise TwilioError(400, 20001, "TriggerValue must be a whole number for TriggerBy=count")
+        now = time.time()
+        t = {
+            "sid": new_sid("UT"), "account_sid": acc["sid"], "callback_url": url,
+            "callback_method": method, "friendly_name": name, "recurring": recurring,
+            "trigger_by": trigger_by, "usage_category": category, "trigger_value": None,
+            "created": now, "updated": now, "fired": None, "fired_period": None,
+        }
+        value = m.group(2)
+        if m.group(1):
+            value = dec_str(state.watched(t) + Decimal(value))
+        t["trigger_value"] = value
+        state.usage_triggers[t["sid"]] = t
+        return 201, state.usage_trigger(t)
+
+    def fetch_usage_trigger(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        return 200, state.usage_trigger(self.find_trigger(state, acc["sid"], p["Sid"], path))
+
+    def update_usage_trigger(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        t = self.find_trigger(state, acc["sid"], p["Sid"], path)
+        for name in ("TriggerValue", "UsageCategory", "Recurring", "TriggerBy"):
+            if name in form:
+                raise TwilioError(400, 20001, f"{name} cannot be updated")
+        url = self.callback_url(form) if "CallbackUrl" in form else t["callback_url"]
+        method = self.callback_method(form, t["callback_method"])
+        name = self.friendly_name(form, t["friendly_name"])
+        t.update(callback_url=url, callback_method=method, friendly_name=name,
+                 updated=time.time())
+        return 200, state.usage_trigger(t)
+
+    def delete_usage_trigger(self, state, principal, p, form, path, query):
+        acc = self.own_account(state, principal, p["AccountSid"])
+        t = self.find_trigger(state, acc["sid"], p["Sid"], path)
+        del state.usage_triggers[t["sid"]]
         return 204, None
 
     # -- keys, iam v1
@@ -1283,10 +2019,32 @@ class Handler(BaseHTTPRequestHandler):
                     self.state.corruptions.remove(c)
                 body = copy.deepcopy(body)
                 for f in c.get("drop", []):
-                    body.pop(f, None)
-                body.update(c.get("set", {}))
+                    parent, last = self.corrupt_target(body, f)
+                    if isinstance(parent, dict):
+                        parent.pop(last, None)
+                for f, v in c.get("set", {}).items():
+                    parent, last = self.corrupt_target(body, f)
+                    if isinstance(parent, dict):
+                        parent[last] = v
+                    elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
+                        parent[int(last)] = v
                 return c.get("status", status), body
         return status, body
+
+    @staticmethod
+    def corrupt_target(body, field: str):
+        """(container, last key) of a dotted path ("usage_records.0.count");
+        container None when the path does not exist."""
+        *head, last = field.split(".")
+        node = body
+        for part in head:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                return None, last
+        return node, last
 
     # -- test hooks
     def control(self, path: str, raw: bytes):
@@ -1329,6 +2087,22 @@ class Handler(BaseHTTPRequestHandler):
                             a["secondary_valid_from"] = now
                     st.save()
                 return 200, {"propagation": seconds}
+            if path == "/__fake/usage":
+                day = st.usage_day
+                if "date" in doc:
+                    st.set_usage_day(doc["date"])
+                    if "category" not in doc and "account_sid" not in doc:
+                        st.save()
+                        return 200, {"date": st.usage_day}
+                try:
+                    jobs = st.set_usage(doc)
+                except FakeError:
+                    st.usage_day = day  # all or nothing
+                    raise
+                st.save()
+                for job in jobs:
+                    threading.Thread(target=st.call_back, args=(job,), daemon=True).start()
+                return 200, st.usage_record(doc["account_sid"], doc["category"])
             if path == "/__fake/services":
                 out = st.add_service(doc)
                 st.save()
