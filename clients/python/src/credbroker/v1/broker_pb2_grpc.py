@@ -298,6 +298,16 @@ class RotationAdminStub:
                 request_serializer=credbroker_dot_v1_dot_broker__pb2.GetRotationStatusRequest.SerializeToString,
                 response_deserializer=credbroker_dot_v1_dot_broker__pb2.RotationStatus.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/credbroker.v1.RotationAdmin/GetUsage',
+                request_serializer=credbroker_dot_v1_dot_broker__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=credbroker_dot_v1_dot_broker__pb2.UsageStatus.FromString,
+                _registered_method=True)
+        self.ClearAlert = channel.unary_unary(
+                '/credbroker.v1.RotationAdmin/ClearAlert',
+                request_serializer=credbroker_dot_v1_dot_broker__pb2.ClearAlertRequest.SerializeToString,
+                response_deserializer=credbroker_dot_v1_dot_broker__pb2.UsageStatus.FromString,
+                _registered_method=True)
 
 
 class RotationAdminServicer:
@@ -317,6 +327,21 @@ class RotationAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """The latest usage figures and the alert state of `[usage.NAME]` `name`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearAlert(self, request, context):
+        """Lowers `[usage.NAME]` `name`'s alert: lifts a freeze of dynamic keys and
+        counts only usage from now on. Answers the status after clearing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RotationAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +354,16 @@ def add_RotationAdminServicer_to_server(servicer, server):
                     servicer.GetRotationStatus,
                     request_deserializer=credbroker_dot_v1_dot_broker__pb2.GetRotationStatusRequest.FromString,
                     response_serializer=credbroker_dot_v1_dot_broker__pb2.RotationStatus.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=credbroker_dot_v1_dot_broker__pb2.GetUsageRequest.FromString,
+                    response_serializer=credbroker_dot_v1_dot_broker__pb2.UsageStatus.SerializeToString,
+            ),
+            'ClearAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearAlert,
+                    request_deserializer=credbroker_dot_v1_dot_broker__pb2.ClearAlertRequest.FromString,
+                    response_serializer=credbroker_dot_v1_dot_broker__pb2.UsageStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -386,6 +421,60 @@ class RotationAdmin:
             '/credbroker.v1.RotationAdmin/GetRotationStatus',
             credbroker_dot_v1_dot_broker__pb2.GetRotationStatusRequest.SerializeToString,
             credbroker_dot_v1_dot_broker__pb2.RotationStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credbroker.v1.RotationAdmin/GetUsage',
+            credbroker_dot_v1_dot_broker__pb2.GetUsageRequest.SerializeToString,
+            credbroker_dot_v1_dot_broker__pb2.UsageStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credbroker.v1.RotationAdmin/ClearAlert',
+            credbroker_dot_v1_dot_broker__pb2.ClearAlertRequest.SerializeToString,
+            credbroker_dot_v1_dot_broker__pb2.UsageStatus.FromString,
             options,
             channel_credentials,
             insecure,
