@@ -94,7 +94,7 @@ enum Command {
         socket: SocketArgs,
     },
     /// Print a `[usage.NAME]` table's latest Twilio usage and its alert
-    /// (RotationAdmin: the `[server] admin` list); exit 2 while an alert is
+    /// (RotationAdmin: the `[server] admin` list); exit 3 while an alert is
     /// raised.
     Usage {
         /// The `[usage.NAME]` table.
@@ -314,7 +314,7 @@ async fn client_command(command: Command) -> anyhow::Result<ExitCode> {
             };
             print_usage(&status, json);
             if status.alert.is_some() {
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(3));
             }
         }
         Command::Health { socket } => {
@@ -495,7 +495,11 @@ fn print_usage(s: &proto::UsageStatus, json: bool) {
         println!(
             "{}\t{}\t{}\t{median}\t{}",
             c.category,
-            if c.polled { c.count.to_string() } else { "-".into() },
+            if c.polled {
+                c.count.to_string()
+            } else {
+                "-".into()
+            },
             c.window_count,
             if c.spike { "yes" } else { "no" }
         );

@@ -132,7 +132,12 @@ async fn wait_usage(
 
 /// The value of the metrics line that starts with `series` (name and labels).
 fn metric(port: u16, series: &str) -> Option<f64> {
-    let (status, body) = http("GET", &format!("http://127.0.0.1:{port}/metrics"), None, &[]);
+    let (status, body) = http(
+        "GET",
+        &format!("http://127.0.0.1:{port}/metrics"),
+        None,
+        &[],
+    );
     assert_eq!(status, 200, "{body}");
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -148,10 +153,7 @@ async fn clear(admin: &mut RotationAdminClient<Channel>) -> proto::UsageStatus {
         .into_inner()
 }
 
-async fn steady_usage_and_the_day_rolling_over_do_not_alert_a_spike_does(
-    root: &Path,
-    t: &Twilio,
-) {
+async fn steady_usage_and_the_day_rolling_over_do_not_alert_a_spike_does(root: &Path, t: &Twilio) {
     let dir = scenario(root, "spike", &[]);
     t.set_usage_day(DAY_1);
     // The day so far, before the daemon starts: not a window.
@@ -183,7 +185,10 @@ async fn steady_usage_and_the_day_rolling_over_do_not_alert_a_spike_does(
         t.add_usage("sms", 10);
         seen = next_poll(&mut admin, seen).await;
         let s = usage(&mut admin).await;
-        assert!(s.alert.is_none(), "poll {i}: an alert under steady usage: {s:?}");
+        assert!(
+            s.alert.is_none(),
+            "poll {i}: an alert under steady usage: {s:?}"
+        );
         let sms = category(&s, "sms");
         assert!(sms.polled && sms.window_count <= 20.0, "poll {i}: {sms:?}");
         assert!(s.last_error.is_empty(), "{s:?}");
@@ -193,7 +198,10 @@ async fn steady_usage_and_the_day_rolling_over_do_not_alert_a_spike_does(
     assert!(sms.baseline_median.is_some(), "{sms:?}");
     assert!(sms.count < 100.0, "the new day's count: {sms:?}");
     assert_eq!(
-        metric(port, "credbroker_usage_spike{account=\"main\",category=\"sms\"}"),
+        metric(
+            port,
+            "credbroker_usage_spike{account=\"main\",category=\"sms\"}"
+        ),
         Some(0.0)
     );
 
@@ -218,11 +226,17 @@ async fn steady_usage_and_the_day_rolling_over_do_not_alert_a_spike_does(
     assert!(category(&s, "sms").spike && !category(&s, "calls").spike);
     assert!(category(&s, "sms").window_count >= 5000.0);
     assert_eq!(
-        metric(port, "credbroker_usage_spike{account=\"main\",category=\"sms\"}"),
+        metric(
+            port,
+            "credbroker_usage_spike{account=\"main\",category=\"sms\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
-        metric(port, "credbroker_usage_spike{account=\"main\",category=\"calls\"}"),
+        metric(
+            port,
+            "credbroker_usage_spike{account=\"main\",category=\"calls\"}"
+        ),
         Some(0.0)
     );
     let count = metric(
@@ -241,13 +255,16 @@ async fn steady_usage_and_the_day_rolling_over_do_not_alert_a_spike_does(
         1,
         "one alert, one action"
     );
-    assert!(log.contains("max_per_window 1000"), "the numbers are logged");
+    assert!(
+        log.contains("max_per_window 1000"),
+        "the numbers are logged"
+    );
 
-    // The CLI shows it (exit 2 while raised)...
+    // The CLI shows it (exit 3 while raised)...
     let socket = daemon.socket.display().to_string();
     let shown = cli(&["usage", "main", "--socket", &socket], None);
     let text = String::from_utf8_lossy(&shown.stdout);
-    assert_eq!(shown.status.code(), Some(2), "{text}");
+    assert_eq!(shown.status.code(), Some(3), "{text}");
     assert!(
         text.contains("ALERT raised") && text.contains("by poll") && text.contains("sms\t"),
         "{text}"
@@ -270,7 +287,10 @@ async fn steady_usage_and_the_day_rolling_over_do_not_alert_a_spike_does(
     );
     assert!(usage(&mut admin).await.alert.is_none());
     assert_eq!(
-        metric(port, "credbroker_usage_spike{account=\"main\",category=\"sms\"}"),
+        metric(
+            port,
+            "credbroker_usage_spike{account=\"main\",category=\"sms\"}"
+        ),
         Some(0.0)
     );
     let mut seen = next_poll(&mut admin, None).await;
@@ -324,7 +344,11 @@ async fn freeze_refuses_new_dynamic_keys_until_cleared(root: &Path, t: &Twilio) 
             && stderr.contains("ClearAlert"),
         "{stderr}"
     );
-    assert!(daemon.log_text().contains("new dynamic keys on the account are refused"));
+    assert!(
+        daemon
+            .log_text()
+            .contains("new dynamic keys on the account are refused")
+    );
 
     clear(&mut admin).await;
     let out = get_in_new_process();
@@ -512,6 +536,7 @@ async fn triggers_are_reconciled_and_signed_callbacks_alert_at_once(root: &Path,
     let first_poll = next_poll(&mut admin, None).await;
 
     // Forged callbacks change nothing.
+    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).to_rfc2822();
     let params = [
         ("AccountSid", AC),
         ("UsageTriggerSid", "UT0123456789abcdef0123456789abcdef"),
@@ -520,6 +545,8 @@ async fn triggers_are_reconciled_and_signed_callbacks_alert_at_once(root: &Path,
         ("TriggerValue", "50"),
         ("CurrentValue", "51"),
         ("Recurring", "daily"),
+        ("DateFired", now.as_str()),
+        ("IdempotencyToken", "test-callback-1"),
     ];
     let owned: Vec<(String, String)> = params
         .iter()
@@ -549,7 +576,10 @@ async fn triggers_are_reconciled_and_signed_callbacks_alert_at_once(root: &Path,
     assert_eq!(alert.source, "trigger");
     assert_eq!(alert.categories, ["calls"]);
     assert!(alert.reason.contains("Twilio Usage Trigger"), "{alert:?}");
-    assert_eq!(s.last_poll, first_poll, "raised by the callback, not a poll");
+    assert_eq!(
+        s.last_poll, first_poll,
+        "raised by the callback, not a poll"
+    );
     let fired = t.trigger_callbacks();
     assert_eq!(fired.len(), 1, "{fired:?}");
     assert_eq!(fired[0]["status"], 200, "{fired:?}");
@@ -560,12 +590,33 @@ async fn triggers_are_reconciled_and_signed_callbacks_alert_at_once(root: &Path,
     clear(&mut admin).await;
     let mut other = owned.clone();
     other[2].1 = "mms".into();
+    other[8].1 = "test-callback-mms".into();
     let signed_other = webhook::signature(&SecretString::new(ADMIN_TOKEN.to_owned()), &url, &other);
-    let other: Vec<(&str, &str)> = other.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let other: Vec<(&str, &str)> = other
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert_eq!(callback(port, &other, Some(&signed_other)).await, 200);
     assert!(usage(&mut admin).await.alert.is_none());
     assert_eq!(callback(port, &params, Some(&signed)).await, 200);
     assert!(usage(&mut admin).await.alert.is_some());
+    // A replay of a callback already taken, or of an old one, changes nothing.
+    clear(&mut admin).await;
+    assert_eq!(callback(port, &params, Some(&signed)).await, 200);
+    let mut old = owned.clone();
+    old[7].1 = chrono::DateTime::<chrono::Utc>::from(
+        std::time::SystemTime::now() - Duration::from_secs(2 * 86_400),
+    )
+    .to_rfc2822();
+    old[8].1 = "test-callback-2".into();
+    let signed_old = webhook::signature(&SecretString::new(ADMIN_TOKEN.to_owned()), &url, &old);
+    let old: Vec<(&str, &str)> = old.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(callback(port, &old, Some(&signed_old)).await, 200);
+    assert!(
+        usage(&mut admin).await.alert.is_none(),
+        "a replay raised the alert"
+    );
+    assert!(daemon.log_text().contains("fired too long ago"));
 
     // A restart finds its triggers in place: none deleted, none made.
     daemon.signal(rustix::process::Signal::TERM);

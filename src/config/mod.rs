@@ -35,6 +35,7 @@ mod stores;
 mod tests;
 mod usage;
 
+pub use self::usage::{MAX_CATEGORIES, MAX_SAMPLES, MIN_POLL_INTERVAL};
 use self::{
     credentials::{Admins, credential},
     problems::{Problems, allow_list},
@@ -42,7 +43,6 @@ use self::{
     server::{Defaults, check_socket, defaults, server, twilio},
     stores::store,
 };
-pub use self::usage::{MAX_CATEGORIES, MAX_SAMPLES, MIN_POLL_INTERVAL};
 
 /// Where `serve` listens when the config does not say.
 pub const DEFAULT_SOCKET: &str = "/run/credbroker/broker.sock";

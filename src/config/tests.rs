@@ -316,8 +316,7 @@ fn usage_tables_parse_with_their_defaults() {
     assert_eq!(u.max_per_window, Some(5000));
     assert_eq!(u.on_spike, OnSpike::Rotate);
     assert_eq!(u.rotate, ["twilio-verify"]);
-    // trigger_value defaults to max_per_window.
-    assert_eq!(u.trigger_value, Some(5000));
+    assert_eq!(u.trigger_value, Some(20000));
     assert_eq!(
         u.trigger_url.as_deref(),
         Some("https://app.example/twilio/usage-trigger")
@@ -353,7 +352,10 @@ fn usage_problems_are_all_reported() {
     said("usage.second.rotate", "there is no `ghost`");
     said("usage.second.trigger_url", "http:// or https://");
     said("usage.second.trigger_url", "metrics_addr");
-    said("usage.second.trigger_value", "max_per_window");
+    said("usage.second.trigger_value", "a daily figure");
     said("usage.third.rotate", "unless on_spike = \"rotate\"");
-    said("usage.third.admin_credential", "one [usage] table per account");
+    said(
+        "usage.third.admin_credential",
+        "one [usage] table per account",
+    );
 }

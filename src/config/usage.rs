@@ -105,8 +105,7 @@ pub(super) fn usage(
         }
     };
     if !poll_interval.is_zero() {
-        let samples = (u64::from(baseline) + 1)
-            .saturating_mul(window.as_millis() as u64)
+        let samples = (u64::from(baseline) + 1).saturating_mul(window.as_millis() as u64)
             / (poll_interval.as_millis() as u64).max(1);
         if samples > MAX_SAMPLES {
             p.push(
@@ -145,12 +144,29 @@ pub(super) fn usage(
     let trigger_url = u
         .trigger_url
         .map(|url| p.url(&format!("{key}.trigger_url"), Some(url), ""));
-    let trigger_value = positive(p, "trigger_value", u.trigger_value).or(max_per_window);
+    let trigger_value = positive(p, "trigger_value", u.trigger_value);
     if trigger_url.is_some() {
-        if trigger_value.is_none() {
+        if trigger_value.is_none() && u.trigger_value.is_none() {
             p.push(
                 format!("{key}.trigger_value"),
-                "the day's count at which Twilio calls trigger_url (it defaults to max_per_window, which is not set)",
+                "the day's count per category at which Twilio calls trigger_url (a daily figure: set it above a normal day)",
+            );
+        }
+        if let Some(c) = credentials.get(&u.admin_credential)
+            && matches!(
+                c.source,
+                Source::Store {
+                    kind: Some(Kind::ApiKey),
+                    ..
+                }
+            )
+        {
+            p.push(
+                format!("{key}.trigger_url"),
+                format!(
+                    "an admin_credential holding the account's Auth Token: Twilio signs trigger callbacks with it; `{}` is an api_key",
+                    u.admin_credential
+                ),
             );
         }
         if metrics_addr.is_none() {
@@ -190,8 +206,7 @@ fn categories(p: &mut Problems, key: &str, raw: Vec<String>) -> Vec<String> {
     for c in &raw {
         let well_formed = !c.is_empty()
             && c.len() <= 64
-            && c
-                .bytes()
+            && c.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !well_formed {
             p.push(
@@ -241,7 +256,9 @@ fn check_rotate(
             ),
             Some(c) if c.rotation.is_none() => p.push(
                 at.clone(),
-                format!("credentials with a [credentials.{name}.rotation] table; `{name}` has none"),
+                format!(
+                    "credentials with a [credentials.{name}.rotation] table; `{name}` has none"
+                ),
             ),
             Some(_) => {}
         }

@@ -26,9 +26,7 @@ impl From<IssueError> for Status {
             IssueError::Broker(e) => e.into(),
             IssueError::Exhausted { .. }
             | IssueError::ExhaustedForUid { .. }
-            | IssueError::Frozen { .. } => {
-                Status::resource_exhausted(e.to_string())
-            }
+            | IssueError::Frozen { .. } => Status::resource_exhausted(e.to_string()),
             IssueError::Twilio { .. } => Status::unavailable(e.to_string()),
             IssueError::WrongKind { .. } => Status::failed_precondition(e.to_string()),
         }

@@ -179,7 +179,10 @@ impl TwilioClient {
         admin: &TwilioCredential,
     ) -> Result<Vec<UsageTrigger>, TwilioError> {
         let base = &self.bases().api_base;
-        let mut url = Self::url(base, &Self::usage_path(admin, "Triggers.json?PageSize=1000"));
+        let mut url = Self::url(
+            base,
+            &Self::usage_path(admin, "Triggers.json?PageSize=1000"),
+        );
         let action = "usage trigger list";
         let mut triggers = Vec::new();
         for _ in 0..MAX_PAGES {
@@ -217,7 +220,10 @@ impl TwilioClient {
         admin: &TwilioCredential,
         want: &NewTrigger,
     ) -> Result<String, TwilioError> {
-        let url = Self::url(&self.bases().api_base, &Self::usage_path(admin, "Triggers.json"));
+        let url = Self::url(
+            &self.bases().api_base,
+            &Self::usage_path(admin, "Triggers.json"),
+        );
         let value = want.trigger_value.to_string();
         let form = [
             ("FriendlyName", want.friendly_name.as_str()),

@@ -61,6 +61,14 @@ pub const CALLBACK_PATH: &str = "/twilio/usage-trigger";
 pub const MAX_CALLBACK_BYTES: usize = 16 * 1024;
 /// Most form parameters a callback may carry (Twilio sends ten).
 pub const MAX_CALLBACK_PARAMS: usize = 64;
+/// A signed callback fired longer ago than this is taken for a replay and
+/// ignored (Twilio calls within seconds; its retries within minutes).
+pub const MAX_CALLBACK_AGE: Duration = Duration::from_secs(3600);
+/// How far ahead of our clock a callback's `DateFired` may be.
+pub const MAX_CALLBACK_SKEW: Duration = Duration::from_secs(300);
+/// Idempotency tokens of accepted callbacks remembered, so that a replay of
+/// one (or Twilio's retry) acts once.
+pub const REMEMBERED_CALLBACKS: usize = 256;
 
 /// Why a usage call failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +145,8 @@ pub struct Monitor {
     clock: Clock,
     tasks: TaskTracker,
     state: Mutex<State>,
+    /// `IdempotencyToken`s of the callbacks taken, newest last.
+    callbacks_seen: Mutex<std::collections::VecDeque<String>>,
 }
 
 /// Every `[usage.NAME]`, by name.
@@ -204,6 +214,7 @@ impl Monitors {
                     clock: *broker.clock(),
                     tasks: broker.tasks().clone(),
                     state: Mutex::new(state),
+                    callbacks_seen: Mutex::default(),
                 };
                 (name.clone(), Arc::new(monitor))
             })
@@ -311,7 +322,11 @@ impl Monitor {
                 () = stopping.cancelled() => return,
                 polled = self.poll() => polled,
             };
-            failures = if polled { 0 } else { failures.saturating_add(1) };
+            failures = if polled {
+                0
+            } else {
+                failures.saturating_add(1)
+            };
             let wait = if polled {
                 interval
             } else {
@@ -479,7 +494,8 @@ impl Monitor {
                     tracing::warn!(usage = %usage, credential = %credential, reason = %reason, "usage spike: rotating the credential as containment");
                     self.tasks.spawn(async move {
                         match rotator.rotate(&credential, true).await {
-                            Ok(outcome) => tracing::warn!(usage = %usage, credential = %credential, outcome = ?outcome, "usage spike: containment rotation done"),
+                            Ok(outcome @ crate::rotation::Outcome::Promoted { .. }) => tracing::warn!(usage = %usage, credential = %credential, outcome = %outcome, "usage spike: containment rotation done"),
+                            Ok(outcome) => tracing::error!(usage = %usage, credential = %credential, outcome = %outcome, "usage spike: containment rotation did not promote a new value now (a rotation's grace window may be running); rotate by hand once it ends"),
                             Err(e) => tracing::error!(usage = %usage, credential = %credential, error = %e, "usage spike: containment rotation failed; it resumes at the next scheduled run or Rotate"),
                         }
                     });
@@ -590,9 +606,35 @@ impl Monitor {
             .fold(false, |ok, token| webhook::validate(token, &request) | ok)
     }
 
-    /// A signed callback: raises the alert for its category.
+    /// A signed callback: raises the alert for its category, unless it is
+    /// old (`DateFired` more than [`MAX_CALLBACK_AGE`] ago, or missing) or
+    /// one already taken (its `IdempotencyToken`): a replay changes nothing.
     fn triggered(&self, params: &[(String, String)]) -> Callback {
         let said = |name: &str| crate::text::said(param(params, name).unwrap_or("?"));
+        let now = self.clock.now();
+        let fired = param(params, "DateFired")
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(SystemTime::from);
+        let fresh =
+            fired.is_some_and(|f| f + MAX_CALLBACK_AGE >= now && f <= now + MAX_CALLBACK_SKEW);
+        if !fresh {
+            tracing::warn!(usage = %self.config.name, date_fired = %said("DateFired"), "usage trigger callback ignored: signed, but fired too long ago (or undated): a replay?");
+            return Callback::Ignored;
+        }
+        if let Some(token) = param(params, "IdempotencyToken") {
+            let mut seen = self
+                .callbacks_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if seen.iter().any(|t| t == token) {
+                tracing::info!(usage = %self.config.name, "usage trigger callback ignored: already taken (same IdempotencyToken)");
+                return Callback::Ignored;
+            }
+            if seen.len() >= REMEMBERED_CALLBACKS {
+                seen.pop_front();
+            }
+            seen.push_back(crate::text::cut(token, 128).into_owned());
+        }
         let category = param(params, "UsageCategory").unwrap_or_default();
         let Some(category) = self.config.categories.iter().find(|c| *c == category) else {
             tracing::info!(usage = %self.config.name, category = %said("UsageCategory"), "usage trigger callback for a category not watched; ignored");
@@ -637,14 +679,15 @@ impl Monitor {
                 return false;
             }
         };
-        let mut want = self.wanted_triggers();
+        let want = self.wanted_triggers();
         if !want.is_empty() && !matches!(admin.secret, Secret::AuthToken(_)) {
             tracing::error!(
                 usage = %name,
                 admin_credential = %self.config.admin_credential,
                 "usage triggers not created: Twilio signs their callbacks with the account's Auth Token, and admin_credential holds an API key; make admin_credential the account's Auth Token"
             );
-            want.clear();
+            // Triggers already there are left alone.
+            return true;
         }
         match self.reconcile(&admin, &want).await {
             Ok(()) => true,
@@ -655,7 +698,11 @@ impl Monitor {
         }
     }
 
-    async fn reconcile(&self, admin: &TwilioCredential, want: &[NewTrigger]) -> Result<(), TwilioError> {
+    async fn reconcile(
+        &self,
+        admin: &TwilioCredential,
+        want: &[NewTrigger],
+    ) -> Result<(), TwilioError> {
         let name = &self.config.name;
         let prefix = crate::twilio::key_prefix(TRIGGER_TAG, name, 16);
         let have = self.twilio.list_usage_triggers(admin).await?;

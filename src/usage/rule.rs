@@ -3,9 +3,13 @@
 //! Twilio's Usage Records Today gives the day's cumulative count. Each poll
 //! adds the difference since the previous poll to a running total (an
 //! odometer): on a new UTC day the difference is the new day's count so
-//! far, since Today starts again from zero at midnight; a count that went
-//! down within a day (Twilio corrected it) adds nothing. The count over any
-//! stretch of time is then the difference of two odometer readings.
+//! far, since Today starts again from zero at midnight (what the old day
+//! brought after its last poll is not counted); a count that went down
+//! within a day (Twilio corrected it) adds nothing. The count over any
+//! stretch of time is then the difference of two odometer readings. After
+//! polls failed for longer than a window, what the gap brought is spread
+//! evenly over it, so the first window after an outage is not charged
+//! with the whole outage.
 //!
 //! A window's count is a spike when it exceeds `max_per_window`, or
 //! `factor` × the median of the `baseline` windows before it (a median of
@@ -76,7 +80,35 @@ impl History {
             Some(_) => count.max(0.0),
         };
         self.last = Some((day.to_owned(), count));
-        let total = self.samples.back().map_or(0.0, |s| s.total) + delta;
+        let before = self.samples.back().copied();
+        let total = before.map_or(0.0, |s| s.total) + delta;
+        // After a gap longer than the window (polls failed), what the gap
+        // brought is spread evenly over it: a window that saw part of the
+        // gap counts its share, not the whole gap's.
+        if let Some(b) = before
+            && let Ok(gap) = at.duration_since(b.at)
+            && gap > rule.window
+            && delta > 0.0
+            && !rule.window.is_zero()
+        {
+            let rate = delta / gap.as_secs_f64();
+            // One reading per window across the gap (the last span the rule
+            // reads, at most).
+            let span = rule.window.saturating_mul(rule.baseline.saturating_add(1));
+            let mut t = if gap > span {
+                at - span
+            } else {
+                b.at + rule.window
+            };
+            while t < at {
+                let elapsed = t.duration_since(b.at).unwrap_or_default().as_secs_f64();
+                self.samples.push_back(Sample {
+                    at: t,
+                    total: b.total + rate * elapsed,
+                });
+                t += rule.window;
+            }
+        }
         self.samples.push_back(Sample { at, total });
         // Keep one sample at or before the oldest instant the rule reads.
         let span = rule.window.saturating_mul(rule.baseline.saturating_add(1));
@@ -211,7 +243,10 @@ mod tests {
         h.record(t(13 * 5), "2027-01-15", count + 101.0, &r);
         let e = h.evaluate(&r);
         let why = e.spike.expect("a spike");
-        assert!(why.contains("111 in the last 10m > factor 5 × median 20"), "{why}");
+        assert!(
+            why.contains("111 in the last 10m > factor 5 × median 20"),
+            "{why}"
+        );
         // 90 more is not: the window holds 10 + 90 = 100, not over 5 × 20.
         let mut h2 = History::default();
         let count = steady(&mut h2, &r, 13, |i| if i == 0 { 500.0 } else { 10.0 });
@@ -292,6 +327,23 @@ mod tests {
         assert_eq!(h.evaluate(&r).spike, None);
         h.record(t(12), "2027-01-15", 170.0, &r);
         assert!(h.evaluate(&r).spike.is_some());
+    }
+
+    #[test]
+    fn an_outage_longer_than_the_window_is_spread_over_its_length() {
+        let r = Rule {
+            max_per_window: Some(150),
+            ..rule()
+        };
+        let mut h = History::default();
+        h.record(t(0), "2027-01-15", 0.0, &r);
+        h.record(t(5), "2027-01-15", 10.0, &r);
+        // 40 minutes without a good poll, 400 more meanwhile: 10 a minute,
+        // 100 per 10-minute window, not 400 in one.
+        h.record(t(45), "2027-01-15", 410.0, &r);
+        let e = h.evaluate(&r);
+        assert_eq!(e.window_count, 100.0, "{e:?}");
+        assert_eq!(e.spike, None);
     }
 
     #[test]

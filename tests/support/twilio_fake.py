@@ -82,8 +82,8 @@ Twilio's conventions kept here:
   are not derived: each category is what the test set). The usage day is
   today's UTC date at start and moves only forward, by the hook; a new
   day starts every Today at 0, as Twilio's Today does at midnight UTC. The
-  usage clock (as_of, DateFired) is the usage day at the real UTC time of
-  day. Today.json answers one record per category the test has set for
+  usage clock (as_of, the trigger's date_fired) is the usage day at the
+  real UTC time of day; a callback's DateFired is the real time. Today.json answers one record per category the test has set for
   the account (values of the usage day, 0 if none yet), sorted by
   category; with Category, that one record (zeros if never set). count
   and usage are strings, price a number, start_date/end_date the usage day
@@ -1040,7 +1040,10 @@ class State:
             params = {
                 "AccountSid": account_sid,
                 "UsageTriggerSid": t["sid"],
-                "DateFired": rfc2822(fired),
+                # The real time: the daemon refuses callbacks fired long
+                # ago or ahead of its clock (replays), whatever usage day
+                # the test has moved to.
+                "DateFired": rfc2822(time.time()),
                 "Recurring": t["recurring"],
                 "UsageCategory": category,
                 "TriggerBy": t["trigger_by"],
