@@ -72,6 +72,8 @@ export class Broker {
   }): Promise<AccessToken>;
   rotate(name: string): Promise<object>;
   rotationStatus(name: string): Promise<object>;
+  usage(name: string): Promise<object>;
+  clearAlert(name: string): Promise<object>;
   close(): void;
 }
 

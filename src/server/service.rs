@@ -160,17 +160,25 @@ pub const MAX_SIGNATURE_BYTES: usize = 256;
 /// A credential name from field `field`: present and at most
 /// [`MAX_NAME_BYTES`], refused before anything else looks at it.
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    required_as(field, value, "a credential name")
+}
+
+/// `value` of `field`, which names `what`: present and of bounded length.
+fn required_as<'a>(field: &str, value: &'a str, what: &str) -> Result<&'a str, Status> {
     if value.is_empty() {
-        Err(status::invalid(field, "a credential name"))
+        Err(status::invalid(field, what))
     } else if value.len() > MAX_NAME_BYTES {
         Err(status::invalid(
             field,
-            &format!("a credential name of at most {MAX_NAME_BYTES} bytes"),
+            &format!("{what} of at most {MAX_NAME_BYTES} bytes"),
         ))
     } else {
         Ok(value)
     }
 }
+
+/// The name of a `[usage.NAME]` table.
+const USAGE_NAME: &str = "the name of a [usage.NAME] table";
 
 /// Refuses text field `field` longer than `max` bytes.
 fn at_most(field: &str, value: &str, max: usize, what: &str) -> Result<(), Status> {
@@ -661,7 +669,7 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         &self,
         request: Request<proto::GetUsageRequest>,
     ) -> Result<Response<proto::UsageStatus>, Status> {
-        let name = required("name", &request.get_ref().name)?;
+        let name = required_as("name", &request.get_ref().name, USAGE_NAME)?;
         self.authorize(&Peer::of(&request)?, "GetUsage", name)?;
         Ok(Response::new(usage_to_proto(&self.monitor(name)?.status())))
     }
@@ -671,7 +679,7 @@ impl proto::rotation_admin_server::RotationAdmin for AdminService {
         request: Request<proto::ClearAlertRequest>,
     ) -> Result<Response<proto::UsageStatus>, Status> {
         let peer = Peer::of(&request)?;
-        let name = required("name", &request.get_ref().name)?;
+        let name = required_as("name", &request.get_ref().name, USAGE_NAME)?;
         self.authorize(&peer, "ClearAlert", name)?;
         let monitor = self.monitor(name)?;
         if let Some(alert) = monitor.clear() {

@@ -224,6 +224,23 @@ impl Monitors {
 
     /// Starts every monitor's poll loop on `tasks`, until `stopping`.
     pub fn spawn(&self, tasks: &TaskTracker, stopping: &CancellationToken) {
+        // The config check compares admin credential names; two of them on
+        // the same account are only seen now, from their documents.
+        let mut accounts: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, monitor) in &self.by_name {
+            let Some(loaded) = monitor.admin.snapshot().loaded else {
+                continue;
+            };
+            let sid = loaded.document.current.account_sid.as_str().to_owned();
+            if let Some(first) = accounts.insert(sid.clone(), name) {
+                tracing::error!(
+                    usage = %name,
+                    other = %first,
+                    account_sid = %sid,
+                    "two [usage] tables watch the same account: each polls it and keeps its own Usage Triggers there; keep one"
+                );
+            }
+        }
         for monitor in self.by_name.values() {
             let m = &monitor.config;
             tracing::info!(

@@ -189,6 +189,16 @@ class Broker {
     return this.#unary(this.#admin, "GetRotationStatus", { name }, name);
   }
 
+  /** RotationAdmin.GetUsage: `[usage.NAME]` `name`'s figures and alert ({ name, onSpike, categories, alert, ... }). */
+  async usage(name) {
+    return this.#unary(this.#admin, "GetUsage", { name }, name);
+  }
+
+  /** RotationAdmin.ClearAlert: lowers `[usage.NAME]` `name`'s alert (and a freeze of dynamic keys); the status after. */
+  async clearAlert(name) {
+    return this.#unary(this.#admin, "ClearAlert", { name }, name);
+  }
+
   /** Ends every watch (and the twilioClient()s built on this broker), closes the channel. */
   close() {
     this.#closing.abort();

@@ -124,6 +124,14 @@ describe("errors name the credential, never a secret", () => {
     showsNoSecret(err, "NotFoundError");
   });
 
+  it("an unknown [usage] table: NotFoundError from GetUsage and ClearAlert", async () => {
+    for (const call of [() => broker.usage("no-such-table"), () => broker.clearAlert("no-such-table")]) {
+      const err = await call().catch((e) => e);
+      assert.ok(err instanceof NotFoundError, inspect(err));
+      assert.match(err.message, /no \[usage\.no-such-table\] table/);
+    }
+  });
+
   it("not on the allow list: PermissionDeniedError", async () => {
     const err = await broker.get("denied").catch((e) => e);
     assert.ok(err instanceof PermissionDeniedError, inspect(err));
