@@ -672,5 +672,28 @@ async fn a_usage_outage_leaves_every_credential_served(root: &Path, t: &Twilio) 
             .log_text()
             .contains("usage poll failed; serving is not affected")
     );
+    // A usage API that never answers does not hold up a shutdown: the poll
+    // in flight is dropped, and every task stops within the drain deadline.
+    t.post(
+        "delay",
+        &serde_json::json!({"path_prefix": format!("/2010-04-01/Accounts/{AC}/Usage"), "seconds": 600, "count": 100})
+            .to_string(),
+    );
+    wait_until(Duration::from_secs(10), "a poll held by Twilio", || {
+        t.state()["requests_held"].as_u64().unwrap_or(0) >= 1
+    });
+    let mut daemon = daemon;
+    daemon.signal(rustix::process::Signal::TERM);
+    assert!(daemon.wait_exit().success());
+    let log = daemon.log_text();
+    assert!(
+        log.contains("every task stopped") && !log.contains("tasks still running"),
+        "{log}"
+    );
+    t.post(
+        "delay",
+        &serde_json::json!({"path_prefix": format!("/2010-04-01/Accounts/{AC}/Usage"), "seconds": 0, "count": 0})
+            .to_string(),
+    );
     daemon.assert_log_clean();
 }

@@ -332,8 +332,12 @@ impl Monitor {
         let mut failures = 0u32;
         let mut triggers_kept = false;
         loop {
+            // Both wait on Twilio (retries included): a shutdown does not.
             if !triggers_kept {
-                triggers_kept = self.keep_triggers().await;
+                triggers_kept = tokio::select! {
+                    () = stopping.cancelled() => return,
+                    kept = self.keep_triggers() => kept,
+                };
             }
             let polled = tokio::select! {
                 () = stopping.cancelled() => return,
