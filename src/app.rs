@@ -137,7 +137,7 @@ pub async fn run(
     }
     // Only these names become `credential` labels; any other is "(unknown)".
     crate::metrics::metrics().set_credentials(issuers.iter().map(|i| i.name().to_owned()));
-    usage.spawn(&tasks, &stopping);
+    usage.spawn(&stopping);
     let served = server::serve(
         &config,
         issuers,

@@ -164,11 +164,11 @@ impl Freezes {
 
     /// Why `account_sid`'s new keys are frozen, if they are.
     pub fn get(&self, account_sid: &str) -> Option<Freeze> {
-        let frozen = self.by_account.read().unwrap_or_else(|e| e.into_inner());
-        if frozen.is_empty() {
-            return None;
-        }
-        frozen.get(account_sid).cloned()
+        self.by_account
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account_sid)
+            .cloned()
     }
 }
 

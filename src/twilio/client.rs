@@ -330,36 +330,46 @@ impl TwilioClient {
 
     /// Every API key on `admin`'s account (all pages).
     pub async fn list_keys(&self, admin: &TwilioCredential) -> Result<Vec<KeyInfo>, TwilioError> {
-        let mut url = Self::url(
-            &self.bases.api_base,
-            &format!(
-                "/2010-04-01/Accounts/{}/Keys.json?PageSize=1000",
-                admin.account_sid.as_str()
-            ),
+        let path = format!(
+            "/2010-04-01/Accounts/{}/Keys.json?PageSize=1000",
+            admin.account_sid.as_str()
         );
-        let mut keys = Vec::new();
+        self.list_2010("key list", admin, &path, "keys", keys_of)
+            .await
+    }
+
+    /// Every item of a 2010 API list from `path` (on `api_base`), read off
+    /// each page by `take`, following `next_page_uri` for at most
+    /// [`MAX_PAGES`] pages; `what` names the items in the error past that.
+    pub(super) async fn list_2010<T>(
+        &self,
+        action: &str,
+        admin: &TwilioCredential,
+        path: &str,
+        what: &str,
+        take: impl Fn(&Value, &mut Vec<T>),
+    ) -> Result<Vec<T>, TwilioError> {
+        let malformed = |detail| TwilioError::Malformed {
+            action: action.into(),
+            detail,
+        };
+        let mut url = Self::url(&self.bases.api_base, path);
+        let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
             let answer = self
-                .send("key list", admin, Retry::Idempotent, |http| http.get(&url))
+                .send(action, admin, Retry::Idempotent, |http| http.get(&url))
                 .await?;
-            match keys_page(&answer.0, &mut keys) {
+            take(&answer.0, &mut items);
+            match next_page(&answer.0) {
                 Ok(Some(path)) => url = Self::url(&self.bases.api_base, path),
-                Ok(None) => return Ok(keys),
-                Err(detail) => {
-                    return Err(TwilioError::Malformed {
-                        action: "key list".into(),
-                        detail,
-                    });
-                }
+                Ok(None) => return Ok(items),
+                Err(detail) => return Err(malformed(detail)),
             }
         }
-        Err(TwilioError::Malformed {
-            action: "key list".into(),
-            detail: format!(
-                "more than {MAX_PAGES} pages ({} keys so far); stopped following next_page_uri",
-                keys.len()
-            ),
-        })
+        Err(malformed(format!(
+            "more than {MAX_PAGES} pages ({} {what} so far); stopped following next_page_uri",
+            items.len()
+        )))
     }
 
     /// Deletes API key `sid` (IAM v1). Already gone is success.
@@ -433,6 +443,12 @@ impl TwilioClient {
 /// path from `/` is refused: appended to the base, `@evil.example/…` or
 /// `.evil.example/…` would send the admin credential to another host.
 fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Result<Option<&'a str>, String> {
+    keys_of(page, keys);
+    next_page(page)
+}
+
+/// The keys of one page of a key list, added to `keys`.
+fn keys_of(page: &Value, keys: &mut Vec<KeyInfo>) {
     for key in page["keys"].as_array().into_iter().flatten() {
         if let (Some(sid), Some(name)) = (key["sid"].as_str(), key["friendly_name"].as_str()) {
             keys.push(KeyInfo {
@@ -441,12 +457,11 @@ fn keys_page<'a>(page: &'a Value, keys: &mut Vec<KeyInfo>) -> Result<Option<&'a 
             });
         }
     }
-    next_page(page)
 }
 
 /// The path of the page after `page` of a 2010 list, if there is one
 /// (see [`keys_page`]: only a path on the configured base is followed).
-pub(super) fn next_page(page: &Value) -> Result<Option<&str>, String> {
+fn next_page(page: &Value) -> Result<Option<&str>, String> {
     let Some(next) = page["next_page_uri"].as_str().filter(|n| !n.is_empty()) else {
         return Ok(None);
     };

@@ -14,7 +14,7 @@
 
 use serde_json::Value;
 
-use super::client::{MAX_PAGES, Retry, next_page};
+use super::client::Retry;
 use super::{TwilioClient, TwilioError};
 use crate::credential::TwilioCredential;
 
@@ -178,40 +178,18 @@ impl TwilioClient {
         &self,
         admin: &TwilioCredential,
     ) -> Result<Vec<UsageTrigger>, TwilioError> {
-        let base = &self.bases().api_base;
-        let mut url = Self::url(
-            base,
-            &Self::usage_path(admin, "Triggers.json?PageSize=1000"),
-        );
-        let action = "usage trigger list";
-        let mut triggers = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let answer = self
-                .send(action, admin, Retry::Idempotent, |http| http.get(&url))
-                .await?;
-            let page = &answer.0;
-            triggers.extend(
-                page["usage_triggers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(trigger),
-            );
-            match next_page(page) {
-                Ok(Some(path)) => url = Self::url(base, path),
-                Ok(None) => return Ok(triggers),
-                Err(detail) => {
-                    return Err(TwilioError::Malformed {
-                        action: action.into(),
-                        detail,
-                    });
-                }
-            }
-        }
-        Err(TwilioError::Malformed {
-            action: action.into(),
-            detail: format!("more than {MAX_PAGES} pages; stopped following next_page_uri"),
-        })
+        let path = Self::usage_path(admin, "Triggers.json?PageSize=1000");
+        self.list_2010(
+            "usage trigger list",
+            admin,
+            &path,
+            "usage triggers",
+            |page, triggers| {
+                let items = page["usage_triggers"].as_array().into_iter().flatten();
+                triggers.extend(items.filter_map(trigger));
+            },
+        )
+        .await
     }
 
     /// Creates `want` on `admin`'s account; its SID.

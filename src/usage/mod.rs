@@ -43,7 +43,6 @@ use crate::{
     credential::{Secret, TwilioCredential},
     issuer::{Freeze, Freezes},
     rotation::Rotator,
-    secret::SecretString,
     twilio::{
         TwilioClient, TwilioError,
         usage::{NewTrigger, UsageToday},
@@ -222,8 +221,9 @@ impl Monitors {
         Arc::new(Self { by_name })
     }
 
-    /// Starts every monitor's poll loop on `tasks`, until `stopping`.
-    pub fn spawn(&self, tasks: &TaskTracker, stopping: &CancellationToken) {
+    /// Starts every monitor's poll loop on the broker's task tracker, until
+    /// `stopping`.
+    pub fn spawn(&self, stopping: &CancellationToken) {
         // The config check compares admin credential names; two of them on
         // the same account are only seen now, from their documents.
         let mut accounts: BTreeMap<String, &str> = BTreeMap::new();
@@ -251,7 +251,9 @@ impl Monitors {
                 "watching Twilio usage"
             );
             monitor.set_spike_gauges(&[]);
-            tasks.spawn(Arc::clone(monitor).run(stopping.clone()));
+            monitor
+                .tasks
+                .spawn(Arc::clone(monitor).run(stopping.clone()));
         }
     }
 
@@ -313,11 +315,6 @@ pub fn trigger_name(usage: &str, category: &str) -> String {
 impl Monitor {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The config.
-    pub fn config(&self) -> &UsageConfig {
-        &self.config
     }
 
     fn admin_credential(&self) -> Result<TwilioCredential, String> {
@@ -452,35 +449,25 @@ impl Monitor {
             .map(|(_, why)| why.as_str())
             .collect::<Vec<_>>()
             .join("; ");
-        let first = {
+        let (first, alerted) = {
             let mut state = self.lock();
-            match &mut state.alert {
-                Some(alert) => {
-                    for (category, _) in &spikes {
-                        if !alert.categories.contains(category) {
-                            alert.categories.push(category.clone());
-                            tracing::warn!(usage = %name, source, reason = %reason, "usage spike in one more category; the alert stands, its action has run");
-                        }
+            let first = state.alert.is_none();
+            let alert = state.alert.get_or_insert_with(|| Alert {
+                raised_at: self.clock.now(),
+                reason: reason.clone(),
+                categories: Vec::new(),
+                source,
+            });
+            for (category, _) in &spikes {
+                if !alert.categories.contains(category) {
+                    alert.categories.push(category.clone());
+                    if !first {
+                        tracing::warn!(usage = %name, source, reason = %reason, "usage spike in one more category; the alert stands, its action has run");
                     }
-                    false
-                }
-                None => {
-                    state.alert = Some(Alert {
-                        raised_at: self.clock.now(),
-                        reason: reason.clone(),
-                        categories: spikes.iter().map(|(c, _)| c.clone()).collect(),
-                        source,
-                    });
-                    true
                 }
             }
+            (first, alert.categories.clone())
         };
-        let alerted: Vec<String> = self
-            .lock()
-            .alert
-            .as_ref()
-            .map(|a| a.categories.clone())
-            .unwrap_or_default();
         self.set_spike_gauges(&alerted);
         if !first {
             return;
@@ -581,40 +568,29 @@ impl Monitor {
         cleared
     }
 
-    /// The account's Auth Tokens a callback may be signed with: the
-    /// current one and a previous one still in its grace window.
-    fn auth_tokens(&self) -> Vec<SecretString> {
-        let Some(loaded) = self.admin.snapshot().loaded else {
-            return Vec::new();
-        };
-        let doc = &loaded.document;
-        let now = self.clock.now();
-        let mut tokens = Vec::new();
-        if let Secret::AuthToken(t) = &doc.current.secret {
-            tokens.push(t.clone());
-        }
-        if let Some(p) = doc.previous.as_ref().filter(|p| p.retire_at > now)
-            && let Secret::AuthToken(t) = &p.credential.secret
-        {
-            tokens.push(t.clone());
-        }
-        tokens
-    }
-
     /// Whether `signature` is Twilio's for this account's `trigger_url`
-    /// and `params`.
+    /// and `params`, made with the account's current Auth Token or a
+    /// previous one still in its grace window.
     fn signed(&self, account: &str, params: &[(String, String)], signature: &str) -> bool {
         let Some(url) = &self.config.trigger_url else {
             return false;
         };
-        let ours = self
-            .admin
-            .snapshot()
-            .loaded
-            .is_some_and(|l| l.document.current.account_sid.as_str() == account);
-        if !ours {
+        let Some(loaded) = self.admin.snapshot().loaded else {
+            return false;
+        };
+        let doc = &loaded.document;
+        if doc.current.account_sid.as_str() != account {
             return false;
         }
+        let now = self.clock.now();
+        let previous = doc.previous.as_ref().filter(|p| p.retire_at > now);
+        let tokens = [Some(&doc.current), previous.map(|p| &p.credential)]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| match &c.secret {
+                Secret::AuthToken(t) => Some(t),
+                _ => None,
+            });
         let request = webhook::WebhookRequest {
             url,
             params,
@@ -622,9 +598,7 @@ impl Monitor {
             signature,
         };
         // Every token is tried: the time taken does not say which matched.
-        self.auth_tokens()
-            .iter()
-            .fold(false, |ok, token| webhook::validate(token, &request) | ok)
+        tokens.fold(false, |ok, token| webhook::validate(token, &request) | ok)
     }
 
     /// A signed callback: raises the alert for its category, unless it is
